@@ -1,0 +1,307 @@
+//! rumqttd 0.20, embedded.
+//!
+//! The router runs on its own thread (rumqttd's design; it has no shutdown, it ends with the
+//! process). The TCP server runs as a task on our runtime, reading through [`GuardedV4`], and
+//! is aborted at shutdown. Consumers inside the process use local links, drained on a
+//! dedicated thread each, because link calls are blocking channel operations.
+//!
+//! Router sizing: each topic gets a log of `segment_count` segments of `segment_size` bytes.
+//! A local link that falls further behind than that silently skips messages, so the link
+//! thread does nothing but hand messages to a non-blocking sink, and the log is sized for
+//! about a second of peak traffic per topic.
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parkd_core::clock::Clock;
+use rumqttd::local::LinkBuilder;
+use rumqttd::{ConnectionSettings, LinkType, Notification, RouterConfig, Server, ServerSettings};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, CredentialSource, Sessions};
+use crate::guard::{GuardShared, GuardedV4};
+use crate::metrics::BrokerMetrics;
+use crate::{BrokerError, InboundMessage, MessageSink};
+
+/// How the embedded broker runs.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSettings {
+    /// TCP address for MQTT clients; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Whether clients without credentials are admitted.
+    pub allow_anonymous: bool,
+    /// Concurrent connections the router makes room for. Keep far above need: rumqttd 0.20
+    /// mishandles a refusal at this limit.
+    pub max_connections: usize,
+    /// Largest MQTT packet accepted, in bytes.
+    pub max_packet_size: usize,
+    /// Unacknowledged QoS 1 publishes per connection.
+    pub max_inflight: usize,
+    /// Time a new socket has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Bytes per segment of a topic's in-memory log.
+    pub segment_size: usize,
+    /// Segments per topic log.
+    pub segment_count: usize,
+}
+
+impl Default for EmbeddedSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            allow_anonymous: false,
+            max_connections: 100_000,
+            max_packet_size: 64 * 1024,
+            max_inflight: 100,
+            connect_timeout: Duration::from_secs(5),
+            segment_size: 1024 * 1024,
+            segment_count: 4,
+        }
+    }
+}
+
+type RouterSender = Arc<dyn Fn(&str) -> Result<LinkParts, BrokerError> + Send + Sync>;
+type LinkParts = (rumqttd::local::LinkTx, rumqttd::local::LinkRx);
+
+/// A running embedded broker.
+pub struct EmbeddedBroker {
+    local_addr: SocketAddr,
+    server: JoinHandle<()>,
+    new_link: RouterSender,
+    metrics: BrokerMetrics,
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finds a concrete port for `addr` when it asks for port 0. rumqttd binds its listener itself
+/// and does not report the port, so a free one is reserved and released just before; the start
+/// then checks that rumqttd did get it.
+fn concrete_addr(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+    probe
+        .local_addr()
+        .map_err(|source| BrokerError::Bind { addr, source })
+}
+
+/// Whether something listens on `addr`, found by trying to bind it ourselves (no probe
+/// connection, so no spurious errors in rumqttd's log).
+fn is_listening(addr: SocketAddr) -> bool {
+    matches!(StdTcpListener::bind(addr), Err(error) if error.kind() == std::io::ErrorKind::AddrInUse)
+}
+
+impl EmbeddedBroker {
+    /// Starts the router and the TCP server; returns once the listener accepts connections.
+    pub async fn start(
+        settings: EmbeddedSettings,
+        credentials: Arc<dyn CredentialSource>,
+        metrics: BrokerMetrics,
+    ) -> Result<EmbeddedBroker, BrokerError> {
+        if settings.segment_size < 1024 {
+            return Err(BrokerError::Settings(
+                "segment_size must be at least 1024".into(),
+            ));
+        }
+        let listen = concrete_addr(settings.listen)?;
+        let router_config = RouterConfig {
+            max_connections: settings.max_connections,
+            max_outgoing_packet_count: 200,
+            max_segment_size: settings.segment_size,
+            max_segment_count: settings.segment_count,
+            ..RouterConfig::default()
+        };
+        let router_tx = rumqttd::Router::new(0, router_config).spawn();
+
+        let sessions = Arc::new(Sessions::default());
+        let authenticator = Authenticator::new(
+            credentials,
+            sessions.clone(),
+            metrics.clone(),
+            settings.allow_anonymous,
+        );
+        let mut connections = ConnectionSettings {
+            connection_timeout_ms: u16::try_from(settings.connect_timeout.as_millis())
+                .unwrap_or(u16::MAX),
+            max_payload_size: settings.max_packet_size,
+            max_inflight_count: settings.max_inflight,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        };
+        connections.set_auth_handler(move |client_id, username, password| {
+            let authenticator = authenticator.clone();
+            async move {
+                authenticator
+                    .authenticate(client_id, username, password)
+                    .await
+            }
+        });
+        let server_settings = ServerSettings {
+            name: "parkd-v4".into(),
+            listen,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections,
+        };
+        let guard = GuardShared::new(sessions, settings.allow_anonymous, metrics.clone());
+        let protocol = GuardedV4::new(Arc::new(guard));
+        let mut server = Server::new(server_settings, router_tx.clone(), protocol);
+        let server = tokio::spawn(async move {
+            if let Err(error) = server.start(LinkType::Remote).await {
+                tracing::error!(%error, "mqtt server stopped");
+            }
+        });
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_listening(listen) {
+            if server.is_finished() || Instant::now() > deadline {
+                server.abort();
+                return Err(BrokerError::NotListening(listen));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!(%listen, allow_anonymous = settings.allow_anonymous, "mqtt broker listening");
+
+        let new_link: RouterSender = Arc::new(move |name: &str| {
+            let (tx, rx, _connack) = LinkBuilder::new(name, router_tx.clone())
+                .dynamic_filters(true)
+                .build()
+                .map_err(|error| BrokerError::Link(error.to_string()))?;
+            Ok((tx, rx))
+        });
+        Ok(EmbeddedBroker {
+            local_addr: listen,
+            server,
+            new_link,
+            metrics,
+        })
+    }
+
+    /// The address MQTT clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether the TCP server is still running.
+    pub fn is_running(&self) -> bool {
+        !self.server.is_finished()
+    }
+
+    /// Subscribes an in-process consumer to `filters`. Messages are handed to `sink` from a
+    /// dedicated thread until `shutdown` fires; the returned handle joins that thread.
+    pub async fn subscribe(
+        &self,
+        link_name: &str,
+        filters: &[&str],
+        sink: Arc<dyn MessageSink>,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> Result<std::thread::JoinHandle<()>, BrokerError> {
+        let new_link = self.new_link.clone();
+        let name = link_name.to_owned();
+        let filters: Vec<String> = filters.iter().map(|filter| (*filter).to_owned()).collect();
+        // Link calls are blocking channel operations: keep them off the async workers.
+        let (link_tx, link_rx) = tokio::task::spawn_blocking(move || {
+            let (mut link_tx, link_rx) = new_link(&name)?;
+            for filter in filters {
+                link_tx
+                    .subscribe(filter)
+                    .map_err(|error| BrokerError::Link(error.to_string()))?;
+            }
+            Ok::<_, BrokerError>((link_tx, link_rx))
+        })
+        .await
+        .map_err(|error| BrokerError::Link(error.to_string()))??;
+        let counter = self.metrics.forwarded.with_label_values(&[link_name]);
+        let name = link_name.to_owned();
+        std::thread::Builder::new()
+            .name(format!("mqtt-link-{name}"))
+            .spawn(move || drain_link(name, link_tx, link_rx, sink, clock, shutdown, counter))
+            .map_err(|error| BrokerError::Link(error.to_string()))
+    }
+
+    /// A handle for the platform to publish (availability, gate commands).
+    pub async fn publisher(&self, link_name: &str) -> Result<LocalPublisher, BrokerError> {
+        let new_link = self.new_link.clone();
+        let name = link_name.to_owned();
+        let (tx, rx) = tokio::task::spawn_blocking(move || new_link(&name))
+            .await
+            .map_err(|error| BrokerError::Link(error.to_string()))??;
+        Ok(LocalPublisher { tx, _rx: rx })
+    }
+
+    /// Stops accepting MQTT connections.
+    pub fn shutdown(&self) {
+        self.server.abort();
+    }
+}
+
+/// Publishes from inside the process through a local link.
+pub struct LocalPublisher {
+    tx: rumqttd::local::LinkTx,
+    _rx: rumqttd::local::LinkRx,
+}
+
+impl std::fmt::Debug for LocalPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPublisher").finish_non_exhaustive()
+    }
+}
+
+impl LocalPublisher {
+    /// Publishes at QoS 0. Blocking (a bounded channel send): call from a blocking context.
+    pub fn publish(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), BrokerError> {
+        self.tx
+            .publish(topic.to_owned(), payload)
+            .map(|_| ())
+            .map_err(|error| BrokerError::Link(error.to_string()))
+    }
+}
+
+fn drain_link(
+    name: String,
+    _link_tx: rumqttd::local::LinkTx,
+    mut link_rx: rumqttd::local::LinkRx,
+    sink: Arc<dyn MessageSink>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    counter: prometheus::IntCounter,
+) {
+    tracing::debug!(link = name, "local link draining");
+    while !shutdown.is_cancelled() {
+        let deadline = Instant::now() + Duration::from_millis(100);
+        match link_rx.recv_deadline(deadline) {
+            Ok(Some(Notification::Forward(forward))) => {
+                counter.inc();
+                sink.deliver(InboundMessage {
+                    topic: forward.publish.topic,
+                    payload: forward.publish.payload,
+                    received_at: clock.now(),
+                });
+            }
+            Ok(Some(Notification::Unschedule)) => {
+                if let Err(error) = link_rx.ready() {
+                    tracing::error!(link = name, %error, "local link lost while waking");
+                    return;
+                }
+            }
+            Ok(Some(_)) | Ok(None) => {}
+            Err(rumqttd::local::LinkError::RecvTimeout(flume::RecvTimeoutError::Timeout)) => {}
+            Err(error) => {
+                tracing::error!(link = name, %error, "local link closed");
+                return;
+            }
+        }
+    }
+    tracing::debug!(link = name, "local link stopped");
+}

@@ -1,0 +1,431 @@
+//! The embedded broker over real sockets, with clients nobody here wrote (mosquitto_pub and
+//! mosquitto_sub from Debian's mosquitto-clients) and with rumqttc.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parkd_broker::auth::{CredentialSource, DeviceCredential, hash_secret};
+use parkd_broker::embedded::{EmbeddedBroker, EmbeddedSettings};
+use parkd_broker::metrics::BrokerMetrics;
+use parkd_broker::{InboundMessage, MessageSink};
+use parkd_core::clock::SystemClock;
+use parkd_core::ids::{DeviceId, LotId, SpotId};
+use parkd_core::topic::Grant;
+use prometheus::Registry;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Default)]
+struct Registry_(HashMap<String, DeviceCredential>);
+
+#[async_trait]
+impl CredentialSource for Registry_ {
+    async fn credential(&self, device: &DeviceId) -> Result<Option<DeviceCredential>, String> {
+        Ok(self.0.get(device.as_str()).cloned())
+    }
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<InboundMessage>>);
+
+impl MessageSink for Collect {
+    fn deliver(&self, message: InboundMessage) {
+        self.0.lock().unwrap().push(message);
+    }
+}
+
+impl Collect {
+    fn topics(&self) -> Vec<String> {
+        let messages = self.0.lock().unwrap();
+        messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.topic).into_owned())
+            .collect()
+    }
+
+    async fn wait_for(&self, count: usize) -> Vec<String> {
+        for _ in 0..200 {
+            if self.0.lock().unwrap().len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.topics()
+    }
+}
+
+fn sensor(spot: &str, secret: &str) -> DeviceCredential {
+    DeviceCredential {
+        grant: Grant::Sensor {
+            lot: LotId::parse("g1").unwrap(),
+            spot: SpotId::parse(spot).unwrap(),
+        },
+        secret_sha256: Some(hash_secret(secret)),
+        disabled: false,
+    }
+}
+
+struct Harness {
+    broker: EmbeddedBroker,
+    sink: Arc<Collect>,
+    metrics: BrokerMetrics,
+    shutdown: CancellationToken,
+}
+
+async fn start(allow_anonymous: bool) -> Harness {
+    let mut devices = HashMap::new();
+    devices.insert("s1".to_owned(), sensor("1", "secret-one"));
+    devices.insert("s2".to_owned(), sensor("2", "secret-two"));
+    let metrics = BrokerMetrics::new(&Registry::new()).unwrap();
+    let settings = EmbeddedSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        allow_anonymous,
+        ..EmbeddedSettings::default()
+    };
+    let broker = EmbeddedBroker::start(settings, Arc::new(Registry_(devices)), metrics.clone())
+        .await
+        .unwrap();
+    let sink = Arc::new(Collect::default());
+    let shutdown = CancellationToken::new();
+    broker
+        .subscribe(
+            "test",
+            &["parking/v1/+/spots/+/+"],
+            sink.clone(),
+            Arc::new(SystemClock),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+    Harness {
+        broker,
+        sink,
+        metrics,
+        shutdown,
+    }
+}
+
+async fn mosquitto_pub(port: u16, args: &[&str]) -> bool {
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .args(args)
+        .status()
+        .await
+        .expect("mosquitto_pub is installed (Debian package mosquitto-clients)");
+    status.success()
+}
+
+async fn connect_with_keep_alive_zero(port: u16, client_id: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut packet = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00];
+    packet.extend_from_slice(&u16::try_from(client_id.len()).unwrap().to_be_bytes());
+    packet.extend_from_slice(client_id.as_bytes());
+    let mut frame = vec![0x10, u8::try_from(packet.len()).unwrap()];
+    frame.extend_from_slice(&packet);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(&frame).await.unwrap();
+    let mut connack = vec![0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut connack))
+        .await
+        .expect("no CONNACK")
+        .expect("connection closed instead of CONNACK");
+    connack
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_demo_broker_stores_and_relays_what_mosquitto_clients_publish() {
+    let h = start(true).await;
+    let port = h.broker.local_addr().port();
+
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .args(["-t", "parking/v1/#", "-C", "1", "-W", "10", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Give the subscriber time to connect: retry the publish until it is received.
+    let mut received = String::new();
+    let output = {
+        let mut sub = Some(sub);
+        let mut result = None;
+        for _ in 0..50 {
+            assert!(
+                mosquitto_pub(
+                    port,
+                    &[
+                        "-t",
+                        "parking/v1/g1/spots/7/state",
+                        "-m",
+                        r#"{"occupied":true}"#
+                    ]
+                )
+                .await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(child) = sub.as_mut() {
+                if child.try_wait().unwrap().is_some() {
+                    result = Some(sub.take().unwrap().wait_with_output().await.unwrap());
+                    break;
+                }
+            }
+        }
+        result.expect("mosquitto_sub received nothing")
+    };
+    received.push_str(&String::from_utf8_lossy(&output.stdout));
+    assert!(
+        received.contains(r#"parking/v1/g1/spots/7/state {"occupied":true}"#),
+        "{received}"
+    );
+    assert!(
+        h.sink
+            .wait_for(1)
+            .await
+            .contains(&"parking/v1/g1/spots/7/state".to_owned())
+    );
+
+    // Keep alive 0 is legal MQTT; rumqttd alone refuses it. mosquitto_pub will not send 0, so
+    // this is a hand-made MQTT 3.1.1 CONNECT.
+    assert_eq!(
+        connect_with_keep_alive_zero(port, "ka0").await,
+        [0x20, 0x02, 0x00, 0x00]
+    );
+    h.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_broker_enforces_identity_and_topic_acl() {
+    let h = start(false).await;
+    let port = h.broker.local_addr().port();
+
+    // No credentials: refused.
+    assert!(
+        !mosquitto_pub(
+            port,
+            &["-i", "s1", "-t", "parking/v1/g1/spots/1/state", "-m", "{}"]
+        )
+        .await
+    );
+    // Wrong secret, and another device's secret: refused.
+    assert!(
+        !mosquitto_pub(
+            port,
+            &[
+                "-i",
+                "s1",
+                "-u",
+                "s1",
+                "-P",
+                "nope",
+                "-t",
+                "parking/v1/g1/spots/1/state",
+                "-m",
+                "{}"
+            ]
+        )
+        .await
+    );
+    assert!(
+        !mosquitto_pub(
+            port,
+            &[
+                "-i",
+                "s1",
+                "-u",
+                "s2",
+                "-P",
+                "secret-two",
+                "-t",
+                "parking/v1/g1/spots/1/state",
+                "-m",
+                "{}"
+            ]
+        )
+        .await
+    );
+    assert_eq!(
+        h.metrics
+            .connections_refused
+            .with_label_values(&["auth_failed"])
+            .get(),
+        3
+    );
+
+    // Another device's topic: the publish is refused and nothing reaches consumers. QoS 1 makes
+    // mosquitto_pub wait for the PUBACK it never gets, so it fails.
+    assert!(
+        !mosquitto_pub(
+            port,
+            &[
+                "-q",
+                "1",
+                "-i",
+                "s1",
+                "-u",
+                "s1",
+                "-P",
+                "secret-one",
+                "-t",
+                "parking/v1/g1/spots/2/state",
+                "-m",
+                r#"{"occupied":true}"#
+            ]
+        )
+        .await
+    );
+    assert_eq!(
+        h.metrics
+            .acl_denied
+            .with_label_values(&["publish", "other_device"])
+            .get(),
+        1
+    );
+    // Its own topic goes through.
+    assert!(
+        mosquitto_pub(
+            port,
+            &[
+                "-q",
+                "1",
+                "-i",
+                "s1",
+                "-u",
+                "s1",
+                "-P",
+                "secret-one",
+                "-t",
+                "parking/v1/g1/spots/1/state",
+                "-m",
+                r#"{"occupied":true}"#
+            ]
+        )
+        .await
+    );
+    let topics = h.sink.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        h.sink.topics(),
+        vec!["parking/v1/g1/spots/1/state".to_owned()],
+        "{topics:?}"
+    );
+
+    // A will on another device's topic is refused at login.
+    assert!(
+        !mosquitto_pub(
+            port,
+            &[
+                "-i",
+                "s1",
+                "-u",
+                "s1",
+                "-P",
+                "secret-one",
+                "--will-topic",
+                "parking/v1/g1/spots/2/status",
+                "--will-payload",
+                r#"{"online":false}"#,
+                "-t",
+                "parking/v1/g1/spots/1/state",
+                "-m",
+                "{}"
+            ]
+        )
+        .await
+    );
+    // A subscription beyond the device's own topics is refused.
+    let status = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .args([
+            "-i",
+            "s1",
+            "-u",
+            "s1",
+            "-P",
+            "secret-one",
+            "-t",
+            "parking/v1/#",
+            "-C",
+            "1",
+            "-W",
+            "3",
+        ])
+        .status()
+        .await
+        .unwrap();
+    assert!(!status.success());
+    // mosquitto_sub reconnects and tries again until its timeout: refused every time.
+    assert!(
+        h.metrics
+            .acl_denied
+            .with_label_values(&["subscribe", "filter_outside_grant"])
+            .get()
+            >= 1
+    );
+    h.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_client_ids_do_not_poison_the_listener() {
+    let h = start(true).await;
+    let port = h.broker.local_addr().port();
+    for _ in 0..2 {
+        assert!(
+            !mosquitto_pub(
+                port,
+                &[
+                    "-i",
+                    "gate/1",
+                    "-t",
+                    "parking/v1/g1/spots/1/state",
+                    "-m",
+                    "{}"
+                ]
+            )
+            .await
+        );
+        assert!(
+            !mosquitto_pub(
+                port,
+                &[
+                    "-i",
+                    "$bad",
+                    "-t",
+                    "parking/v1/g1/spots/1/state",
+                    "-m",
+                    "{}"
+                ]
+            )
+            .await
+        );
+    }
+    assert_eq!(
+        h.metrics
+            .connections_refused
+            .with_label_values(&["client_id_invalid"])
+            .get(),
+        4
+    );
+    // Everyone else still gets in.
+    for i in 0..3 {
+        let id = format!("fine-{i}");
+        assert!(
+            mosquitto_pub(
+                port,
+                &[
+                    "-i",
+                    &id,
+                    "-t",
+                    "parking/v1/g1/spots/1/state",
+                    "-m",
+                    r#"{"occupied":false}"#
+                ]
+            )
+            .await
+        );
+    }
+    assert_eq!(h.sink.wait_for(3).await.len(), 3);
+    h.shutdown.cancel();
+}

@@ -1,0 +1,18 @@
+//! The pure domain of parkd.
+//!
+//! This crate owns the vocabulary every other crate speaks and must stay free of I/O and of any
+//! async runtime, so that it can be property-tested and fuzzed in isolation:
+//!
+//! - [`ids`]: validated identifiers for lots, spots, gates and devices;
+//! - [`topic`]: the MQTT topic grammar (`parking/v1/...`) and the per-device topic ACL;
+//! - [`payload`]: codecs for every device payload, with the size limit and typed errors;
+//! - [`dedup`]: the per-device sequence window that drops duplicates and replays;
+//! - [`clock`]: the injected clock, so expiry is tested without sleeping;
+//! - [`throttle`]: one log line per period on hot paths, with a count of what was suppressed.
+
+pub mod clock;
+pub mod dedup;
+pub mod ids;
+pub mod payload;
+pub mod throttle;
+pub mod topic;

@@ -1,0 +1,276 @@
+//! `parkd-sim`: run a simulated sensor fleet or a load test against an MQTT broker.
+//!
+//! The report goes to stdout as JSON, logs go to stderr (`RUST_LOG` filters them, default
+//! `info`). Ctrl-C stops the run cleanly and still prints the report; a second Ctrl-C exits at
+//! once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::NaiveTime;
+use clap::{Args, Parser, Subcommand};
+use parkd_core::ids::LotId;
+use parkd_sim::duration::parse_duration;
+use parkd_sim::fleet::default_lot_ids;
+use parkd_sim::{Credentials, FleetConfig, LoadConfig, Login, MqttEndpoint, Qos};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "parkd-sim", version, about = "Simulated parking sensors and MQTT load for parkd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate lots of occupancy sensors following the customer's daily demand.
+    Fleet(FleetArgs),
+    /// Publish state messages as fast as asked and report exact counts.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Broker address, host:port.
+    #[arg(long, env = "PARKD_SIM_MQTT", default_value = "127.0.0.1:1883", value_parser = parse_endpoint)]
+    mqtt: MqttEndpoint,
+    /// Username for every connection (see also --credentials).
+    #[arg(long, env = "PARKD_SIM_USERNAME")]
+    username: Option<String>,
+    /// Password for every connection.
+    #[arg(long, env = "PARKD_SIM_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// JSON file mapping client ids to logins: {"client-id": {"username": "..", "password": ".."}}.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// MQTT keep alive (at least 5s).
+    #[arg(long, default_value = "30s", value_parser = parse_dur)]
+    keep_alive: Duration,
+    /// Stop after this long (e.g. 10s, 5m); without it, run until Ctrl-C (fleet) .
+    #[arg(long, value_parser = parse_dur)]
+    duration: Option<Duration>,
+    /// First seq of every device (default: the start time in microseconds).
+    #[arg(long)]
+    seq_base: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct FleetArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Number of lots (named lot-1, lot-2, ...).
+    #[arg(long, default_value_t = 1)]
+    lots: u32,
+    /// Explicit lot ids, comma separated (overrides --lots).
+    #[arg(long, value_delimiter = ',')]
+    lot_ids: Vec<LotId>,
+    /// Sensors per lot.
+    #[arg(long, default_value_t = 300)]
+    spots: u32,
+    /// Spots per level in the spot ids (L1-001 ...).
+    #[arg(long, default_value_t = 100)]
+    spots_per_level: u32,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+    /// Simulated time of day at the start, HH:MM (default: the local time).
+    #[arg(long, value_parser = parse_time)]
+    start: Option<NaiveTime>,
+    /// Real time between two demand decisions.
+    #[arg(long, default_value = "250ms", value_parser = parse_dur)]
+    tick: Duration,
+    /// Real time between two heartbeats of a sensor.
+    #[arg(long, default_value = "60s", value_parser = parse_dur)]
+    heartbeat: Duration,
+    /// One connection per sensor up to this many sensors; above, sensors share this many.
+    #[arg(long, default_value_t = 500)]
+    max_connections: usize,
+    /// QoS of state messages (0 or 1).
+    #[arg(long, default_value = "1", value_parser = parse_qos)]
+    qos: Qos,
+    /// Seed of the demand model.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Leave the retained status online at shutdown (only the will marks sensors offline).
+    #[arg(long)]
+    no_offline_on_shutdown: bool,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    common: Common,
+    /// MQTT connections.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Distinct spots per connection.
+    #[arg(long, default_value_t = 100)]
+    spots_per_connection: usize,
+    /// Lot id of the spots.
+    #[arg(long, default_value = "load")]
+    lot: LotId,
+    /// Messages per second in total, or `unlimited`.
+    #[arg(long, default_value = "10000", value_parser = parse_rate)]
+    rate: Rate,
+    /// QoS (0 or 1).
+    #[arg(long, default_value = "0", value_parser = parse_qos)]
+    qos: Qos,
+    /// Stop after this many messages in total.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Unacknowledged QoS 1 messages per connection.
+    #[arg(long, default_value_t = 1000)]
+    inflight: u16,
+    /// Request queue capacity per connection.
+    #[arg(long, default_value_t = 1024)]
+    channel_capacity: usize,
+    /// Leave Nagle's algorithm on (fewer packets, worse latency).
+    #[arg(long)]
+    nagle: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rate(Option<f64>);
+
+fn parse_endpoint(raw: &str) -> Result<MqttEndpoint, String> {
+    raw.parse().map_err(|e: parkd_sim::SimError| e.to_string())
+}
+
+fn parse_dur(raw: &str) -> Result<Duration, String> {
+    parse_duration(raw).map_err(|e| e.to_string())
+}
+
+fn parse_qos(raw: &str) -> Result<Qos, String> {
+    raw.parse().map_err(|e: parkd_sim::SimError| e.to_string())
+}
+
+fn parse_time(raw: &str) -> Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(raw, "%H:%M")
+        .or_else(|_| NaiveTime::parse_from_str(raw, "%H:%M:%S"))
+        .map_err(|_| format!("{raw:?} is not a time of day (HH:MM)"))
+}
+
+fn parse_rate(raw: &str) -> Result<Rate, String> {
+    match raw.trim() {
+        "unlimited" | "max" | "0" => Ok(Rate(None)),
+        other => match other.parse::<f64>() {
+            Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(Rate(Some(rate))),
+            _ => Err(format!("{raw:?} is not a rate (messages/s or `unlimited`)")),
+        },
+    }
+}
+
+fn credentials(common: &Common) -> anyhow::Result<Option<Credentials>> {
+    let shared = match (&common.username, &common.password) {
+        (Some(user), password) => Some(Login::new(user, password.clone().unwrap_or_default())),
+        (None, Some(_)) => anyhow::bail!("--password needs --username"),
+        (None, None) => None,
+    };
+    let map = match &common.credentials {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let raw: HashMap<String, LoginFile> = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            Some(
+                raw.into_iter()
+                    .map(|(id, login)| (id, Login::new(login.username, login.password)))
+                    .collect::<HashMap<_, _>>(),
+            )
+        }
+        None => None,
+    };
+    Ok(match (map, shared) {
+        (None, None) => None,
+        (None, Some(login)) => Some(Credentials::same_for_all(login)),
+        (Some(map), fallback) => Some(Credentials::from_fn(move |id| {
+            map.get(id).cloned().or_else(|| fallback.clone())
+        })),
+    })
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LoginFile {
+    username: String,
+    password: String,
+}
+
+async fn run(command: Command, token: CancellationToken) -> anyhow::Result<String> {
+    let report = match command {
+        Command::Fleet(args) => {
+            let mut config = FleetConfig::new(args.common.mqtt.clone(), args.lots, args.spots);
+            if !args.lot_ids.is_empty() {
+                config.lots = args.lot_ids.clone();
+            } else {
+                config.lots = default_lot_ids(args.lots);
+            }
+            config.spots_per_level = args.spots_per_level;
+            config.speed = args.speed;
+            config.start = args.start;
+            config.tick = args.tick;
+            config.heartbeat_every = args.heartbeat;
+            config.max_connections = args.max_connections;
+            config.credentials = credentials(&args.common)?;
+            config.keep_alive = args.common.keep_alive;
+            config.state_qos = args.qos;
+            config.seed = args.seed;
+            config.seq_base = args.common.seq_base;
+            config.duration = args.common.duration;
+            config.offline_on_shutdown = !args.no_offline_on_shutdown;
+            let report = parkd_sim::run_fleet(config, token).await?;
+            serde_json::to_string_pretty(&report)?
+        }
+        Command::Load(args) => {
+            let mut config = LoadConfig::new(args.common.mqtt.clone(), args.connections);
+            config.spots_per_connection = args.spots_per_connection;
+            config.lot = args.lot.clone();
+            config.rate = args.rate.0;
+            config.qos = args.qos;
+            config.count = args.count;
+            config.duration = args.common.duration;
+            if config.count.is_none() && config.duration.is_none() {
+                config.duration = Some(Duration::from_secs(10));
+            }
+            config.inflight = args.inflight;
+            config.channel_capacity = args.channel_capacity;
+            config.tcp_nodelay = !args.nagle;
+            config.credentials = credentials(&args.common)?;
+            config.keep_alive = args.common.keep_alive;
+            config.seq_base = args.common.seq_base;
+            let report = parkd_sim::run_load(config, token).await?;
+            serde_json::to_string_pretty(&report)?
+        }
+    };
+    Ok(report)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let token = CancellationToken::new();
+    let watcher = tokio::spawn({
+        let token = token.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Ctrl-C: stopping (again to exit at once)");
+                token.cancel();
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let result = run(cli.command, token).await;
+    watcher.abort();
+    let report = result?;
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! What both backends share: the migration record type, turning stored columns back into
+//! domain values (refusing corrupt ones with [`StoreError::Corrupt`]), and the reduction of
+//! a batch to the newest state per spot and per device.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use parkd_core::ids::{DeviceId, GateId, IdError, LotId, SpotId};
+
+use crate::{
+    Device, DeviceBinding, DeviceKind, SpotReading, StatusChange, StoreError, StoreResult,
+};
+
+/// One embedded migration: applied once, in version order, in its own transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// Strictly increasing, recorded in `schema_migrations.version`.
+    pub(crate) version: i64,
+    /// A short name, recorded in `schema_migrations.name`.
+    pub(crate) name: &'static str,
+    /// The SQL, possibly several statements.
+    pub(crate) sql: &'static str,
+}
+
+/// Parses an identifier read from `table`, or reports the row as corrupt.
+pub(crate) fn parse_id<T>(
+    table: &'static str,
+    column: &str,
+    raw: &str,
+    parse: fn(&str) -> Result<T, IdError>,
+) -> StoreResult<T> {
+    parse(raw).map_err(|e| StoreError::Corrupt {
+        table,
+        message: format!("{column} {raw:?}: {e}"),
+    })
+}
+
+/// The `(lot_id, spot_id, gate_id)` columns of a binding.
+pub(crate) fn binding_columns(
+    binding: &DeviceBinding,
+) -> (Option<&str>, Option<&str>, Option<&str>) {
+    match binding {
+        DeviceBinding::Spot { lot, spot } => (Some(lot.as_str()), Some(spot.as_str()), None),
+        DeviceBinding::Gate { lot, gate } => (Some(lot.as_str()), None, Some(gate.as_str())),
+        DeviceBinding::Observer => (None, None, None),
+    }
+}
+
+/// The columns of one `devices` row, as read.
+#[derive(Debug)]
+pub(crate) struct DeviceColumns {
+    pub(crate) device_id: String,
+    pub(crate) kind: String,
+    pub(crate) lot_id: Option<String>,
+    pub(crate) spot_id: Option<String>,
+    pub(crate) gate_id: Option<String>,
+    pub(crate) secret_sha256: Option<Vec<u8>>,
+    pub(crate) disabled: bool,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+impl DeviceColumns {
+    /// Checks and converts the row.
+    pub(crate) fn into_device(self) -> StoreResult<Device> {
+        const T: &str = "devices";
+        let corrupt = |message: String| StoreError::Corrupt { table: T, message };
+        let id = parse_id(T, "device_id", &self.device_id, DeviceId::parse)?;
+        let kind = DeviceKind::parse(&self.kind)
+            .ok_or_else(|| corrupt(format!("device {id}: unknown kind {:?}", self.kind)))?;
+        let binding = match (kind, self.lot_id, self.spot_id, self.gate_id) {
+            (DeviceKind::Sensor, Some(lot), Some(spot), None) => DeviceBinding::Spot {
+                lot: parse_id(T, "lot_id", &lot, LotId::parse)?,
+                spot: parse_id(T, "spot_id", &spot, SpotId::parse)?,
+            },
+            (DeviceKind::Gate, Some(lot), None, Some(gate)) => DeviceBinding::Gate {
+                lot: parse_id(T, "lot_id", &lot, LotId::parse)?,
+                gate: parse_id(T, "gate_id", &gate, GateId::parse)?,
+            },
+            (DeviceKind::Observer, None, None, None) => DeviceBinding::Observer,
+            (kind, ..) => {
+                return Err(corrupt(format!(
+                    "device {id}: binding columns do not match kind {}",
+                    kind.as_str()
+                )));
+            }
+        };
+        let secret_sha256 = match self.secret_sha256 {
+            None => None,
+            Some(bytes) => Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                corrupt(format!(
+                    "device {id}: secret_sha256 has {} bytes, not 32",
+                    bytes.len()
+                ))
+            })?),
+        };
+        Ok(Device {
+            id,
+            binding,
+            secret_sha256,
+            disabled: self.disabled,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// The newest reading of each spot in `readings`, ordered by `(lot, spot)` so that concurrent
+/// writers lock rows in the same order. Of two readings received at the same instant, the
+/// later one in the batch wins.
+pub(crate) fn newest_per_spot(readings: &[SpotReading]) -> Vec<&SpotReading> {
+    let mut newest: BTreeMap<(&str, &str), &SpotReading> = BTreeMap::new();
+    for reading in readings {
+        let key = (reading.lot.as_str(), reading.spot.as_str());
+        match newest.get(&key) {
+            Some(kept) if kept.received_at > reading.received_at => {}
+            _ => {
+                newest.insert(key, reading);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
+/// The newest status change of each device in `statuses`, ordered by device id. Of two
+/// changes received at the same instant, the later one in the batch wins.
+pub(crate) fn newest_per_device(statuses: &[StatusChange]) -> Vec<&StatusChange> {
+    let mut newest: BTreeMap<&str, &StatusChange> = BTreeMap::new();
+    for status in statuses {
+        let key = status.device.as_str();
+        match newest.get(key) {
+            Some(kept) if kept.received_at > status.received_at => {}
+            _ => {
+                newest.insert(key, status);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn reading(spot: &str, secs: i64, occupied: bool) -> SpotReading {
+        SpotReading {
+            received_at: Utc.timestamp_opt(secs, 0).unwrap(),
+            device_ts: None,
+            lot: LotId::parse("lot").unwrap(),
+            spot: SpotId::parse(spot).unwrap(),
+            device: DeviceId::parse("dev").unwrap(),
+            occupied,
+            seq: None,
+            battery_mv: None,
+            rssi: None,
+        }
+    }
+
+    #[test]
+    fn newest_per_spot_keeps_newest_and_last_of_ties() {
+        let rows = vec![
+            reading("b", 10, true),
+            reading("a", 5, true),
+            reading("b", 3, false),
+            reading("a", 5, false),
+        ];
+        let newest = newest_per_spot(&rows);
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[0].spot.as_str(), "a");
+        assert!(
+            !newest[0].occupied,
+            "the later of two equal timestamps wins"
+        );
+        assert_eq!(newest[1].spot.as_str(), "b");
+        assert!(newest[1].occupied);
+    }
+
+    #[test]
+    fn device_columns_refuse_mismatch_and_short_secret() {
+        let base = DeviceColumns {
+            device_id: "d1".into(),
+            kind: "gate".into(),
+            lot_id: Some("lot".into()),
+            spot_id: Some("s1".into()),
+            gate_id: None,
+            secret_sha256: None,
+            disabled: false,
+            created_at: Utc.timestamp_opt(0, 0).unwrap(),
+        };
+        assert!(matches!(
+            base.into_device(),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let short = DeviceColumns {
+            device_id: "d2".into(),
+            kind: "observer".into(),
+            lot_id: None,
+            spot_id: None,
+            gate_id: None,
+            secret_sha256: Some(vec![1, 2, 3]),
+            disabled: false,
+            created_at: Utc.timestamp_opt(0, 0).unwrap(),
+        };
+        assert!(matches!(
+            short.into_device(),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

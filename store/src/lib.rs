@@ -1,0 +1,343 @@
+//! Persistence for parkd, behind traits, with two backends:
+//!
+//! - [`sqlite`]: embedded, the default; one file under the data directory. Calls run on
+//!   blocking threads, never on the async workers.
+//! - [`postgres`]: PostgreSQL 15+ through tokio-postgres and deadpool; telemetry is written with
+//!   binary `COPY`. When the `timescaledb` extension is available, telemetry tables become
+//!   hypertables with compression, retention and an hourly continuous aggregate; without it
+//!   the same migrations succeed on plain PostgreSQL (ordinary indexes and a plain view).
+//!
+//! Migrations live in `sql/` at the repository root and are embedded in the binary.
+//! Every backend passes the same conformance suite (`tests/conformance.rs`).
+//!
+//! This crate must not know about MQTT, HTTP or the ingest pipeline: it stores rows.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
+
+mod common;
+pub mod postgres;
+pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+/// Errors from any backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or the connection broke.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A migration failed; the database is left at the previous version.
+    #[error("migration {version} failed: {message}")]
+    Migration {
+        /// The migration that failed.
+        version: i64,
+        /// Why.
+        message: String,
+    },
+    /// A value read back from the database does not parse (a bug or a hand edit).
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A uniqueness or foreign-key rule refused the write.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What kind of device a registry entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    /// A spot occupancy sensor, bound to one spot.
+    Sensor,
+    /// A gate controller, bound to one gate.
+    Gate,
+    /// A read-only integration (may subscribe to anything, publish nothing).
+    Observer,
+}
+
+impl DeviceKind {
+    /// The stored and configured name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Sensor => "sensor",
+            DeviceKind::Gate => "gate",
+            DeviceKind::Observer => "observer",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(raw: &str) -> Option<DeviceKind> {
+        match raw {
+            "sensor" => Some(DeviceKind::Sensor),
+            "gate" => Some(DeviceKind::Gate),
+            "observer" => Some(DeviceKind::Observer),
+            _ => None,
+        }
+    }
+}
+
+/// What a device is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DeviceBinding {
+    /// A sensor over one spot.
+    Spot {
+        /// The lot.
+        lot: LotId,
+        /// The spot.
+        spot: SpotId,
+    },
+    /// A gate controller.
+    Gate {
+        /// The lot.
+        lot: LotId,
+        /// The gate.
+        gate: GateId,
+    },
+    /// An observer, bound to nothing.
+    Observer,
+}
+
+impl DeviceBinding {
+    /// The kind of device this binding implies.
+    pub fn kind(&self) -> DeviceKind {
+        match self {
+            DeviceBinding::Spot { .. } => DeviceKind::Sensor,
+            DeviceBinding::Gate { .. } => DeviceKind::Gate,
+            DeviceBinding::Observer => DeviceKind::Observer,
+        }
+    }
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Its id, which is also its MQTT client id and username.
+    pub id: DeviceId,
+    /// What it is bound to.
+    pub binding: DeviceBinding,
+    /// SHA-256 of its secret; `None` for a device that may not log in (anonymous demo only).
+    pub secret_sha256: Option<[u8; 32]>,
+    /// A disabled device may not connect and its messages are rejected.
+    pub disabled: bool,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One occupancy reading, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpotReading {
+    /// When the platform received it (the time-series dimension: device clocks lie).
+    pub received_at: DateTime<Utc>,
+    /// When the device says it measured, if plausible.
+    pub device_ts: Option<DateTime<Utc>>,
+    /// The lot.
+    pub lot: LotId,
+    /// The spot.
+    pub spot: SpotId,
+    /// The device that published it.
+    pub device: DeviceId,
+    /// Occupied or free.
+    pub occupied: bool,
+    /// The device's counter, if it sent one.
+    pub seq: Option<i64>,
+    /// Battery in millivolts.
+    pub battery_mv: Option<i32>,
+    /// Signal strength in dBm.
+    pub rssi: Option<i16>,
+}
+
+/// One heartbeat, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatRow {
+    /// When the platform received it.
+    pub received_at: DateTime<Utc>,
+    /// When the device says it sent it, if plausible.
+    pub device_ts: Option<DateTime<Utc>>,
+    /// The device.
+    pub device: DeviceId,
+    /// Battery in millivolts.
+    pub battery_mv: Option<i32>,
+    /// Signal strength in dBm.
+    pub rssi: Option<i16>,
+    /// Seconds since boot.
+    pub uptime_s: Option<i64>,
+    /// Firmware version.
+    pub firmware: Option<String>,
+}
+
+/// A device going online or offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// When the platform received it.
+    pub received_at: DateTime<Utc>,
+    /// The device.
+    pub device: DeviceId,
+    /// Online or offline.
+    pub online: bool,
+}
+
+/// What one ingest flush writes, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryBatch {
+    /// Occupancy readings.
+    pub readings: Vec<SpotReading>,
+    /// Heartbeats.
+    pub heartbeats: Vec<HeartbeatRow>,
+    /// Online/offline changes.
+    pub statuses: Vec<StatusChange>,
+}
+
+impl TelemetryBatch {
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.readings.len() + self.heartbeats.len() + self.statuses.len()
+    }
+
+    /// Whether the batch holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The last known state of a spot, kept so the live engine can restore at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpotLatest {
+    /// The lot.
+    pub lot: LotId,
+    /// The spot.
+    pub spot: SpotId,
+    /// Occupied or free.
+    pub occupied: bool,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+}
+
+/// The last known connectivity of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStatusRow {
+    /// The device.
+    pub device: DeviceId,
+    /// Online or offline.
+    pub online: bool,
+    /// When that was last reported.
+    pub changed_at: DateTime<Utc>,
+}
+
+/// The device registry.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Registers a device or replaces its binding and secret. A new device is stored as given;
+    /// for an existing one `disabled` and `created_at` are kept (see
+    /// [`DeviceStore::set_device_disabled`]). A second sensor on the same spot, or a second
+    /// controller on the same gate, is a [`StoreError::Conflict`].
+    async fn upsert_device(&self, device: &Device) -> StoreResult<()>;
+    /// Looks a device up by id.
+    async fn device(&self, id: &DeviceId) -> StoreResult<Option<Device>>;
+    /// Every device, ordered by id.
+    async fn devices(&self) -> StoreResult<Vec<Device>>;
+    /// Enables or disables a device; `false` when no such device exists.
+    async fn set_device_disabled(&self, id: &DeviceId, disabled: bool) -> StoreResult<bool>;
+    /// Removes a device; `false` when no such device exists. Its telemetry is kept.
+    async fn delete_device(&self, id: &DeviceId) -> StoreResult<bool>;
+}
+
+/// Telemetry: append-mostly time series plus the latest state per spot and device.
+#[async_trait]
+pub trait TelemetryStore: Send + Sync {
+    /// Writes a whole batch in one transaction: every row or none. Also updates the latest
+    /// state per spot (a newer `received_at` wins) and per device.
+    async fn write_batch(&self, batch: &TelemetryBatch) -> StoreResult<()>;
+    /// The latest state of every spot that ever reported.
+    async fn latest_spot_states(&self) -> StoreResult<Vec<SpotLatest>>;
+    /// The latest connectivity of every device that ever reported.
+    async fn device_statuses(&self) -> StoreResult<Vec<DeviceStatusRow>>;
+    /// The newest readings of a spot, newest first.
+    async fn spot_readings(
+        &self,
+        lot: &LotId,
+        spot: &SpotId,
+        limit: u32,
+    ) -> StoreResult<Vec<SpotReading>>;
+    /// Total rows in the readings table (tests and benchmarks).
+    async fn count_readings(&self) -> StoreResult<u64>;
+    /// Deletes raw telemetry received before `before`, unless the database enforces retention
+    /// itself (TimescaleDB policy), in which case it returns 0. Returns rows deleted.
+    async fn enforce_retention(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// A whole store: registry, telemetry and health.
+#[async_trait]
+pub trait Store: DeviceStore + TelemetryStore + std::fmt::Debug {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+    /// Whether the database answers (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+    /// Whether TimescaleDB features are active.
+    fn timescale(&self) -> bool {
+        false
+    }
+}
+
+/// Where to keep data.
+#[derive(Clone)]
+pub enum StoreConfig {
+    /// An SQLite file.
+    Sqlite {
+        /// The database file; its directory is created if missing.
+        path: std::path::PathBuf,
+    },
+    /// A PostgreSQL server.
+    Postgres {
+        /// A libpq-style URL or key/value string; contains the password, never printed.
+        url: String,
+        /// Connections in the pool.
+        pool_size: usize,
+        /// Raw telemetry retention, in days, for the TimescaleDB policy.
+        retention_days: u32,
+    },
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            StoreConfig::Postgres {
+                pool_size,
+                retention_days,
+                ..
+            } => f
+                .debug_struct("Postgres")
+                .field("url", &"<redacted>")
+                .field("pool_size", pool_size)
+                .field("retention_days", retention_days)
+                .finish(),
+        }
+    }
+}
+
+/// Opens the configured store and brings its schema up to date.
+pub async fn open(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
+    match config {
+        StoreConfig::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreConfig::Postgres {
+            url,
+            pool_size,
+            retention_days,
+        } => Ok(Arc::new(
+            postgres::PostgresStore::open(url, *pool_size, *retention_days).await?,
+        )),
+    }
+}

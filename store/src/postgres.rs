@@ -1,0 +1,775 @@
+//! The PostgreSQL backend, with TimescaleDB features when the extension is there.
+//!
+//! Owns: the connection pool (deadpool, `NoTls`), the embedded migrations of
+//! `sql/postgres/` and their bookkeeping in `schema_migrations`, the choice between the
+//! TimescaleDB branch (`sql/postgres/timescale/`) and the plain one (`sql/postgres/plain/`),
+//! telemetry writes with binary `COPY`, and the mapping of PostgreSQL errors to
+//! [`StoreError`].
+//!
+//! Concurrent starts are safe: migrations and the extension setup run under a transaction-level
+//! advisory lock.
+
+use std::pin::pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction,
+};
+use parkd_core::ids::{DeviceId, LotId, SpotId};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::{DbError, SqlState};
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{NoTls, Row};
+use tracing::{info, warn};
+
+use crate::common::{
+    DeviceColumns, Migration, binding_columns, newest_per_device, newest_per_spot, parse_id,
+};
+use crate::{
+    Device, DeviceStatusRow, DeviceStore, HeartbeatRow, SpotLatest, SpotReading, StatusChange,
+    Store, StoreError, StoreResult, TelemetryBatch, TelemetryStore,
+};
+
+/// The PostgreSQL migrations, in order.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "devices",
+        sql: include_str!("../../sql/postgres/0001_devices.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "telemetry",
+        sql: include_str!("../../sql/postgres/0002_telemetry.sql"),
+    },
+];
+
+/// Hypertables, compression, retention and the hourly continuous aggregate.
+const TIMESCALE_SETUP: &str = include_str!("../../sql/postgres/timescale/0001_setup.sql");
+
+/// The plain-PostgreSQL stand-in for the continuous aggregate.
+const PLAIN_SETUP: &str = include_str!("../../sql/postgres/plain/hourly_occupancy.sql");
+
+/// Advisory lock key serializing schema changes between processes ("parkd" + 1).
+const SCHEMA_LOCK: i64 = 0x7061_726b_6400_0001;
+
+const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    bigint PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)";
+
+const COPY_READINGS: &str = "COPY spot_readings (received_at, device_ts, lot_id, spot_id, \
+     device_id, occupied, seq, battery_mv, rssi) FROM STDIN (FORMAT binary)";
+const READING_TYPES: [Type; 9] = [
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BOOL,
+    Type::INT8,
+    Type::INT4,
+    Type::INT2,
+];
+
+const COPY_HEARTBEATS: &str = "COPY device_heartbeats (received_at, device_ts, device_id, \
+     battery_mv, rssi, uptime_s, firmware) FROM STDIN (FORMAT binary)";
+const HEARTBEAT_TYPES: [Type; 7] = [
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT2,
+    Type::INT8,
+    Type::TEXT,
+];
+
+const COPY_STATUSES: &str =
+    "COPY device_status_changes (received_at, device_id, online) FROM STDIN (FORMAT binary)";
+const STATUS_TYPES: [Type; 3] = [Type::TIMESTAMPTZ, Type::TEXT, Type::BOOL];
+
+const UPSERT_SPOT_LATEST: &str = "INSERT INTO spot_latest (lot_id, spot_id, occupied, received_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[])
+    ON CONFLICT (lot_id, spot_id) DO UPDATE
+    SET occupied = excluded.occupied, received_at = excluded.received_at
+    WHERE excluded.received_at >= spot_latest.received_at";
+
+const UPSERT_DEVICE_STATUS: &str = "INSERT INTO device_status (device_id, online, changed_at)
+    SELECT * FROM unnest($1::text[], $2::bool[], $3::timestamptz[])
+    ON CONFLICT (device_id) DO UPDATE
+    SET online = excluded.online, changed_at = excluded.changed_at
+    WHERE excluded.changed_at >= device_status.changed_at";
+
+const DEVICE_COLUMNS: &str =
+    "device_id, kind, lot_id, spot_id, gate_id, secret_sha256, disabled, created_at";
+
+/// A store on a PostgreSQL server (TimescaleDB when available).
+pub struct PostgresStore {
+    pool: Pool,
+    timescale: bool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("timescale", &self.timescale)
+            .field("pool_size", &status.max_size)
+            .field("pool_available", &status.available)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (a libpq-style URL or key/value string), migrates the schema and
+    /// sets up TimescaleDB when the extension is available. `retention_days` is the
+    /// TimescaleDB retention policy for raw telemetry; 0 keeps it forever.
+    pub async fn open(url: &str, pool_size: usize, retention_days: u32) -> StoreResult<Self> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Database(format!("invalid database url: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("parkd");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(15)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Database(format!("building the connection pool: {e}")))?;
+        let mut store = PostgresStore {
+            pool,
+            timescale: false,
+        };
+        store.migrate(MIGRATIONS).await?;
+        store.timescale = store.setup_time_series(retention_days).await?;
+        Ok(store)
+    }
+
+    /// Writes readings with binary `COPY` in one transaction and nothing else (no latest-state
+    /// upsert): the benchmark's measure of what PostgreSQL itself sustains.
+    pub async fn copy_readings_raw(&self, rows: &[SpotReading]) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        copy_readings(&tx, rows).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Applies the migrations not yet recorded, each in its own transaction.
+    async fn migrate(&self, migrations: &[Migration]) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        {
+            let tx = client.transaction().await.map_err(pg_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+                .await
+                .map_err(pg_err)?;
+            tx.batch_execute(CREATE_SCHEMA_MIGRATIONS)
+                .await
+                .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)?;
+        }
+        for migration in migrations {
+            let failed = |e: tokio_postgres::Error| StoreError::Migration {
+                version: migration.version,
+                message: describe(&e),
+            };
+            let tx = client.transaction().await.map_err(pg_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+                .await
+                .map_err(pg_err)?;
+            let applied = tx
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[&migration.version],
+                )
+                .await
+                .map_err(pg_err)?
+                .is_some();
+            if applied {
+                tx.commit().await.map_err(pg_err)?;
+                continue;
+            }
+            // On any error the transaction is dropped, which rolls it back.
+            tx.batch_execute(migration.sql).await.map_err(failed)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            info!(
+                version = migration.version,
+                name = migration.name,
+                "applied PostgreSQL migration"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs the TimescaleDB setup when the extension is available and can be created, the
+    /// plain setup otherwise. Returns whether TimescaleDB is active.
+    async fn setup_time_series(&self, retention_days: u32) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let available = client
+            .query_opt(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?
+            .is_some();
+        let mut tx = client.transaction().await.map_err(pg_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(pg_err)?;
+        let mut timescale = false;
+        if available {
+            // Listed is not loadable: the library must be in shared_preload_libraries and we
+            // need the privilege to create it. Try, and fall back to plain PostgreSQL.
+            let savepoint = tx.savepoint("parkd_timescaledb").await.map_err(pg_err)?;
+            match savepoint
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                .await
+            {
+                Ok(()) => {
+                    savepoint.commit().await.map_err(pg_err)?;
+                    timescale = true;
+                }
+                Err(e) => {
+                    savepoint.rollback().await.map_err(pg_err)?;
+                    warn!(
+                        error = %describe(&e),
+                        "timescaledb is available but could not be created; using plain PostgreSQL"
+                    );
+                }
+            }
+        }
+        let setup_failed = |e: tokio_postgres::Error| {
+            StoreError::Database(format!(
+                "{} setup failed: {}",
+                if timescale {
+                    "TimescaleDB"
+                } else {
+                    "plain PostgreSQL"
+                },
+                describe(&e)
+            ))
+        };
+        if timescale {
+            tx.execute(
+                "SELECT set_config('parkd.retention_days', $1, true)",
+                &[&retention_days.to_string()],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.batch_execute(TIMESCALE_SETUP)
+                .await
+                .map_err(setup_failed)?;
+        } else {
+            tx.batch_execute(PLAIN_SETUP).await.map_err(setup_failed)?;
+        }
+        tx.commit().await.map_err(setup_failed)?;
+        if timescale {
+            info!(
+                retention_days,
+                "TimescaleDB branch: hypertables, compression after 7 days, retention policy \
+                 and hourly_occupancy continuous aggregate"
+            );
+        } else {
+            info!(
+                "plain PostgreSQL branch: ordinary indexes, hourly_occupancy view, retention by \
+                 enforce_retention"
+            );
+        }
+        Ok(timescale)
+    }
+}
+
+#[async_trait]
+impl DeviceStore for PostgresStore {
+    async fn upsert_device(&self, device: &Device) -> StoreResult<()> {
+        let (lot, spot, gate) = binding_columns(&device.binding);
+        let secret = device.secret_sha256.as_ref().map(|s| s.as_slice());
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO devices (device_id, kind, lot_id, spot_id, gate_id, secret_sha256, \
+                 disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind,
+                 lot_id = excluded.lot_id, spot_id = excluded.spot_id,
+                 gate_id = excluded.gate_id, secret_sha256 = excluded.secret_sha256",
+            )
+            .await
+            .map_err(pg_err)?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &device.id.as_str(),
+                    &device.binding.kind().as_str(),
+                    &lot,
+                    &spot,
+                    &gate,
+                    &secret,
+                    &device.disabled,
+                    &device.created_at,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn device(&self, id: &DeviceId) -> StoreResult<Option<Device>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = $1");
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let row = client
+            .query_opt(&statement, &[&id.as_str()])
+            .await
+            .map_err(pg_err)?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn devices(&self) -> StoreResult<Vec<Device>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device_id");
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let rows = client.query(&statement, &[]).await.map_err(pg_err)?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    async fn set_device_disabled(&self, id: &DeviceId, disabled: bool) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("UPDATE devices SET disabled = $2 WHERE device_id = $1")
+            .await
+            .map_err(pg_err)?;
+        let changed = client
+            .execute(&statement, &[&id.as_str(), &disabled])
+            .await
+            .map_err(pg_err)?;
+        Ok(changed > 0)
+    }
+
+    async fn delete_device(&self, id: &DeviceId) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("DELETE FROM devices WHERE device_id = $1")
+            .await
+            .map_err(pg_err)?;
+        let deleted = client
+            .execute(&statement, &[&id.as_str()])
+            .await
+            .map_err(pg_err)?;
+        Ok(deleted > 0)
+    }
+}
+
+#[async_trait]
+impl TelemetryStore for PostgresStore {
+    async fn write_batch(&self, batch: &TelemetryBatch) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        copy_readings(&tx, &batch.readings).await?;
+        copy_heartbeats(&tx, &batch.heartbeats).await?;
+        copy_statuses(&tx, &batch.statuses).await?;
+        upsert_spot_latest(&tx, &batch.readings).await?;
+        upsert_device_status(&tx, &batch.statuses).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn latest_spot_states(&self) -> StoreResult<Vec<SpotLatest>> {
+        const T: &str = "spot_latest";
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT lot_id, spot_id, occupied, received_at FROM spot_latest \
+                 ORDER BY lot_id, spot_id",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(SpotLatest {
+                    lot: parse_id(T, "lot_id", col(row, 0, T)?, LotId::parse)?,
+                    spot: parse_id(T, "spot_id", col(row, 1, T)?, SpotId::parse)?,
+                    occupied: col(row, 2, T)?,
+                    received_at: col(row, 3, T)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn device_statuses(&self) -> StoreResult<Vec<DeviceStatusRow>> {
+        const T: &str = "device_status";
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT device_id, online, changed_at FROM device_status ORDER BY device_id",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeviceStatusRow {
+                    device: parse_id(T, "device_id", col(row, 0, T)?, DeviceId::parse)?,
+                    online: col(row, 1, T)?,
+                    changed_at: col(row, 2, T)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn spot_readings(
+        &self,
+        lot: &LotId,
+        spot: &SpotId,
+        limit: u32,
+    ) -> StoreResult<Vec<SpotReading>> {
+        const T: &str = "spot_readings";
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT received_at, device_ts, lot_id, spot_id, device_id, occupied, seq, \
+                 battery_mv, rssi FROM spot_readings WHERE lot_id = $1 AND spot_id = $2 \
+                 ORDER BY received_at DESC LIMIT $3",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = client
+            .query(
+                &statement,
+                &[&lot.as_str(), &spot.as_str(), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(SpotReading {
+                    received_at: col(row, 0, T)?,
+                    device_ts: col(row, 1, T)?,
+                    lot: parse_id(T, "lot_id", col(row, 2, T)?, LotId::parse)?,
+                    spot: parse_id(T, "spot_id", col(row, 3, T)?, SpotId::parse)?,
+                    device: parse_id(T, "device_id", col(row, 4, T)?, DeviceId::parse)?,
+                    occupied: col(row, 5, T)?,
+                    seq: col(row, 6, T)?,
+                    battery_mv: col(row, 7, T)?,
+                    rssi: col(row, 8, T)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_readings(&self) -> StoreResult<u64> {
+        const T: &str = "spot_readings";
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM spot_readings", &[])
+            .await
+            .map_err(pg_err)?;
+        let count: i64 = col(&row, 0, T)?;
+        u64::try_from(count).map_err(|_| StoreError::Corrupt {
+            table: T,
+            message: format!("negative count {count}"),
+        })
+    }
+
+    async fn enforce_retention(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        if self.timescale {
+            return Ok(0);
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let mut deleted = 0;
+        for table in [
+            "spot_readings",
+            "device_heartbeats",
+            "device_status_changes",
+        ] {
+            deleted += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE received_at < $1"),
+                    &[&before],
+                )
+                .await
+                .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(deleted)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn timescale(&self) -> bool {
+        self.timescale
+    }
+}
+
+async fn copy_readings(tx: &Transaction<'_>, rows: &[SpotReading]) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sink = tx.copy_in(COPY_READINGS).await.map_err(pg_err)?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &READING_TYPES));
+    for r in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &r.received_at,
+                &r.device_ts,
+                &r.lot.as_str(),
+                &r.spot.as_str(),
+                &r.device.as_str(),
+                &r.occupied,
+                &r.seq,
+                &r.battery_mv,
+                &r.rssi,
+            ])
+            .await
+            .map_err(pg_err)?;
+    }
+    writer.finish().await.map_err(pg_err)?;
+    Ok(())
+}
+
+async fn copy_heartbeats(tx: &Transaction<'_>, rows: &[HeartbeatRow]) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sink = tx.copy_in(COPY_HEARTBEATS).await.map_err(pg_err)?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &HEARTBEAT_TYPES));
+    for h in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &h.received_at,
+                &h.device_ts,
+                &h.device.as_str(),
+                &h.battery_mv,
+                &h.rssi,
+                &h.uptime_s,
+                &h.firmware,
+            ])
+            .await
+            .map_err(pg_err)?;
+    }
+    writer.finish().await.map_err(pg_err)?;
+    Ok(())
+}
+
+async fn copy_statuses(tx: &Transaction<'_>, rows: &[StatusChange]) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sink = tx.copy_in(COPY_STATUSES).await.map_err(pg_err)?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &STATUS_TYPES));
+    for s in rows {
+        writer
+            .as_mut()
+            .write(&[&s.received_at, &s.device.as_str(), &s.online])
+            .await
+            .map_err(pg_err)?;
+    }
+    writer.finish().await.map_err(pg_err)?;
+    Ok(())
+}
+
+async fn upsert_spot_latest(tx: &Transaction<'_>, readings: &[SpotReading]) -> StoreResult<()> {
+    let newest = newest_per_spot(readings);
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let lots: Vec<&str> = newest.iter().map(|r| r.lot.as_str()).collect();
+    let spots: Vec<&str> = newest.iter().map(|r| r.spot.as_str()).collect();
+    let occupied: Vec<bool> = newest.iter().map(|r| r.occupied).collect();
+    let at: Vec<DateTime<Utc>> = newest.iter().map(|r| r.received_at).collect();
+    let statement = tx
+        .prepare_cached(UPSERT_SPOT_LATEST)
+        .await
+        .map_err(pg_err)?;
+    tx.execute(&statement, &[&lots, &spots, &occupied, &at])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+async fn upsert_device_status(tx: &Transaction<'_>, statuses: &[StatusChange]) -> StoreResult<()> {
+    let newest = newest_per_device(statuses);
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let devices: Vec<&str> = newest.iter().map(|s| s.device.as_str()).collect();
+    let online: Vec<bool> = newest.iter().map(|s| s.online).collect();
+    let at: Vec<DateTime<Utc>> = newest.iter().map(|s| s.received_at).collect();
+    let statement = tx
+        .prepare_cached(UPSERT_DEVICE_STATUS)
+        .await
+        .map_err(pg_err)?;
+    tx.execute(&statement, &[&devices, &online, &at])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+fn device_from_row(row: &Row) -> StoreResult<Device> {
+    const T: &str = "devices";
+    DeviceColumns {
+        device_id: col(row, 0, T)?,
+        kind: col(row, 1, T)?,
+        lot_id: col(row, 2, T)?,
+        spot_id: col(row, 3, T)?,
+        gate_id: col(row, 4, T)?,
+        secret_sha256: col(row, 5, T)?,
+        disabled: col(row, 6, T)?,
+        created_at: col(row, 7, T)?,
+    }
+    .into_device()
+}
+
+/// Reads column `idx`, reporting a type mismatch or unexpected NULL as corruption.
+fn col<'a, T: FromSql<'a>>(row: &'a Row, idx: usize, table: &'static str) -> StoreResult<T> {
+    row.try_get(idx).map_err(|e| StoreError::Corrupt {
+        table,
+        message: format!("column {idx}: {}", describe(&e)),
+    })
+}
+
+/// Maps a pool error: failing to get a connection means the database is unavailable.
+fn pool_err(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => StoreError::Unavailable(describe(&e)),
+        PoolError::Timeout(kind) => {
+            StoreError::Unavailable(format!("timed out waiting for a connection ({kind:?})"))
+        }
+        PoolError::Closed => StoreError::Unavailable("connection pool closed".to_owned()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// Maps a PostgreSQL error to a [`StoreError`].
+pub(crate) fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    let message = describe(&e);
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::UNIQUE_VIOLATION
+            || *code == SqlState::FOREIGN_KEY_VIOLATION
+            || *code == SqlState::EXCLUSION_VIOLATION
+        {
+            return StoreError::Conflict(message);
+        }
+        let class = &code.code()[..2.min(code.code().len())];
+        // 08 connection exception, 28 authorization, 53 insufficient resources,
+        // 57 operator intervention (shutdown), 3D database does not exist.
+        if matches!(class, "08" | "28" | "53" | "57" | "3D") {
+            return StoreError::Unavailable(message);
+        }
+        return StoreError::Database(message);
+    }
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if e.is_closed() || io {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Database(message)
+    }
+}
+
+/// A readable message: tokio-postgres' own `Display` hides the server's message.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => describe_db(db),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+fn describe_db(db: &DbError) -> String {
+    let mut message = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    if let Some(detail) = db.detail() {
+        message.push_str(" (");
+        message.push_str(detail);
+        message.push(')');
+    }
+    message
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+
+    /// A failing migration reports its version and leaves the database at the previous one,
+    /// with nothing of the failed migration applied.
+    #[tokio::test]
+    async fn failed_migration_leaves_previous_version() {
+        let url = crate::testing::fresh_postgres_url().await;
+        let store = PostgresStore::open(&url, 2, 30).await.unwrap();
+        let broken = [
+            MIGRATIONS[0],
+            MIGRATIONS[1],
+            Migration {
+                version: 3,
+                name: "broken",
+                sql: "CREATE TABLE half_done (x int); SELECT no_such_function();",
+            },
+        ];
+        let err = store.migrate(&broken).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Migration { version: 3, .. }),
+            "{err:?}"
+        );
+        let client = store.client().await.unwrap();
+        let max: i64 = client
+            .query_one("SELECT max(version) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(max, 2);
+        let half_done: Option<String> = client
+            .query_one("SELECT to_regclass('half_done')::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(half_done, None);
+        // Still usable, and re-running the good migrations is a no-op.
+        store.migrate(MIGRATIONS).await.unwrap();
+        store.ping().await.unwrap();
+    }
+}

@@ -1,0 +1,948 @@
+//! The conformance suite: every test is written once against `&dyn Store` and instantiated
+//! for both backends by `conformance!` (modules `sqlite` and `postgres`). Each test gets its
+//! own SQLite file or PostgreSQL database, so they run in parallel.
+//!
+//! PostgreSQL side: `pg_virtualenv -v 15 -- cargo nextest run -p parkd-store --features testing`.
+
+// The whole file is test code; the helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
+use parkd_store::postgres::PostgresStore;
+use parkd_store::{
+    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, SpotLatest, SpotReading, StatusChange,
+    Store, StoreConfig, StoreError, TelemetryBatch, testing,
+};
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(&super::Harness::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(&super::Harness::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    identifies_itself_and_answers_ping,
+    migrations_are_idempotent,
+    device_registry_round_trip,
+    device_upsert_replaces_binding_and_secret_only,
+    unique_binding_per_spot_and_gate,
+    schema_refuses_kind_binding_mismatch,
+    corrupt_rows_are_reported,
+    write_batch_round_trip,
+    empty_batch_is_a_no_op,
+    failed_batch_leaves_nothing,
+    spot_latest_keeps_the_newest,
+    device_statuses_keep_the_newest,
+    spot_readings_newest_first_with_limit,
+    count_readings_counts,
+    telemetry_outlives_its_device,
+    enforce_retention_deletes_old_rows,
+    large_batch,
+    hourly_occupancy_is_queryable,
+);
+
+// ---------------------------------------------------------------------------------------
+// Harness: the store under test plus raw access to its database for what the traits don't
+// expose (constraint checks, triggers, counts of tables without a read method).
+
+struct Harness {
+    store: Arc<dyn Store>,
+    raw: Raw,
+}
+
+enum Raw {
+    Sqlite {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        url: String,
+    },
+}
+
+impl Harness {
+    async fn sqlite() -> Self {
+        let (store, dir) = testing::sqlite_store().await;
+        let path = store.path().to_path_buf();
+        Harness {
+            store: Arc::new(store),
+            raw: Raw::Sqlite { path, _dir: dir },
+        }
+    }
+
+    async fn postgres() -> Self {
+        let url = testing::fresh_postgres_url().await;
+        let store = PostgresStore::open(&url, 4, 30).await.unwrap();
+        Harness {
+            store: Arc::new(store),
+            raw: Raw::Postgres { url },
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Opens the same database again through the public entry point.
+    async fn reopen(&self) -> Arc<dyn Store> {
+        let config = match &self.raw {
+            Raw::Sqlite { path, .. } => StoreConfig::Sqlite { path: path.clone() },
+            Raw::Postgres { url } => StoreConfig::Postgres {
+                url: url.clone(),
+                pool_size: 2,
+                retention_days: 30,
+            },
+        };
+        parkd_store::open(&config).await.unwrap()
+    }
+
+    /// Runs SQL directly on the database (same text on both backends).
+    async fn execute(&self, sql: &str) -> Result<(), String> {
+        match &self.raw {
+            Raw::Sqlite { path, .. } => {
+                let (path, sql) = (path.clone(), sql.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+                    conn.busy_timeout(std::time::Duration::from_secs(5))
+                        .map_err(|e| e.to_string())?;
+                    conn.execute_batch(&sql).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap()
+            }
+            Raw::Postgres { url } => {
+                let client = pg_client(url).await;
+                client
+                    .batch_execute(sql)
+                    .await
+                    .map_err(|e| format!("{:?}", e.as_db_error()))
+            }
+        }
+    }
+
+    /// One integer from a query.
+    async fn query_i64(&self, sql: &str) -> i64 {
+        match &self.raw {
+            Raw::Sqlite { path, .. } => {
+                let (path, sql) = (path.clone(), sql.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(path).unwrap();
+                    conn.query_row(&sql, [], |row| row.get(0)).unwrap()
+                })
+                .await
+                .unwrap()
+            }
+            Raw::Postgres { url } => {
+                let client = pg_client(url).await;
+                client.query_one(sql, &[]).await.unwrap().get(0)
+            }
+        }
+    }
+
+    /// Makes any write of device `poison` into `device_status` (the last table a batch
+    /// touches) fail, to test that a failed batch leaves nothing.
+    async fn install_poison(&self) {
+        let sql = match &self.raw {
+            Raw::Sqlite { .. } => {
+                "CREATE TRIGGER poison BEFORE INSERT ON device_status
+                 WHEN NEW.device_id = 'poison'
+                 BEGIN SELECT RAISE(ABORT, 'poisoned row'); END;"
+            }
+            Raw::Postgres { .. } => {
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     IF NEW.device_id = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF;
+                     RETURN NEW;
+                 END $$;
+                 CREATE TRIGGER poison BEFORE INSERT ON device_status
+                 FOR EACH ROW EXECUTE FUNCTION poison();"
+            }
+        };
+        self.execute(sql).await.unwrap();
+    }
+
+    /// `hourly_occupancy` as (bucket start in Unix microseconds, lot, spot, readings, share).
+    async fn hourly(&self) -> Vec<(i64, String, String, i64, f64)> {
+        match &self.raw {
+            Raw::Sqlite { path, .. } => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(path).unwrap();
+                    let mut stmt = conn
+                        .prepare(
+                            "SELECT bucket, lot_id, spot_id, readings, occupied_share \
+                             FROM hourly_occupancy ORDER BY bucket, lot_id, spot_id",
+                        )
+                        .unwrap();
+                    stmt.query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .unwrap()
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap()
+                })
+                .await
+                .unwrap()
+            }
+            Raw::Postgres { url } => {
+                let client = pg_client(url).await;
+                client
+                    .query(
+                        "SELECT (extract(epoch FROM bucket) * 1000000)::bigint, lot_id, \
+                         spot_id, readings, occupied_share \
+                         FROM hourly_occupancy ORDER BY bucket, lot_id, spot_id",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                    .collect()
+            }
+        }
+    }
+}
+
+async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures.
+
+/// A fixed origin, whole seconds (both backends keep microseconds).
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + Duration::seconds(secs)
+}
+
+fn lot(raw: &str) -> LotId {
+    LotId::parse(raw).unwrap()
+}
+
+fn spot(raw: &str) -> SpotId {
+    SpotId::parse(raw).unwrap()
+}
+
+fn dev(raw: &str) -> DeviceId {
+    DeviceId::parse(raw).unwrap()
+}
+
+fn sensor(id: &str, lot_id: &str, spot_id: &str) -> Device {
+    Device {
+        id: dev(id),
+        binding: DeviceBinding::Spot {
+            lot: lot(lot_id),
+            spot: spot(spot_id),
+        },
+        secret_sha256: Some([7; 32]),
+        disabled: false,
+        created_at: t(0),
+    }
+}
+
+fn gate(id: &str, lot_id: &str, gate_id: &str) -> Device {
+    Device {
+        id: dev(id),
+        binding: DeviceBinding::Gate {
+            lot: lot(lot_id),
+            gate: GateId::parse(gate_id).unwrap(),
+        },
+        secret_sha256: None,
+        disabled: false,
+        created_at: t(1),
+    }
+}
+
+fn observer(id: &str) -> Device {
+    Device {
+        id: dev(id),
+        binding: DeviceBinding::Observer,
+        secret_sha256: Some([0xab; 32]),
+        disabled: true,
+        created_at: t(2),
+    }
+}
+
+fn reading(spot_id: &str, secs: i64, occupied: bool) -> SpotReading {
+    SpotReading {
+        received_at: t(secs),
+        device_ts: Some(t(secs) - Duration::milliseconds(250)),
+        lot: lot("garage-1"),
+        spot: spot(spot_id),
+        device: dev(&format!("sensor.{spot_id}")),
+        occupied,
+        seq: Some(secs),
+        battery_mv: Some(3_000),
+        rssi: Some(-71),
+    }
+}
+
+fn heartbeat(device: &str, secs: i64) -> HeartbeatRow {
+    HeartbeatRow {
+        received_at: t(secs),
+        device_ts: None,
+        device: dev(device),
+        battery_mv: Some(2_950),
+        rssi: Some(-80),
+        uptime_s: Some(86_400),
+        firmware: Some("1.2.3".to_owned()),
+    }
+}
+
+fn status(device: &str, secs: i64, online: bool) -> StatusChange {
+    StatusChange {
+        received_at: t(secs),
+        device: dev(device),
+        online,
+    }
+}
+
+fn readings_only(readings: Vec<SpotReading>) -> TelemetryBatch {
+    TelemetryBatch {
+        readings,
+        ..TelemetryBatch::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests, each once, against `&dyn Store`.
+
+async fn identifies_itself_and_answers_ping(h: &Harness) {
+    let store = h.store();
+    store.ping().await.unwrap();
+    match &h.raw {
+        Raw::Sqlite { .. } => {
+            assert_eq!(store.backend(), "sqlite");
+            assert!(!store.timescale());
+        }
+        Raw::Postgres { .. } => assert_eq!(store.backend(), "postgres"),
+    }
+    assert!(format!("{store:?}").contains("Store"));
+}
+
+async fn migrations_are_idempotent(h: &Harness) {
+    h.store()
+        .upsert_device(&sensor("s1", "lot", "a1"))
+        .await
+        .unwrap();
+    let versions = h.query_i64("SELECT count(*) FROM schema_migrations").await;
+    assert!(versions >= 2, "{versions} migrations recorded");
+    for _ in 0..2 {
+        let again = h.reopen().await;
+        again.ping().await.unwrap();
+        assert_eq!(
+            again.devices().await.unwrap(),
+            vec![sensor("s1", "lot", "a1")]
+        );
+    }
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM schema_migrations").await,
+        versions,
+        "re-running migrations recorded nothing new"
+    );
+}
+
+async fn device_registry_round_trip(h: &Harness) {
+    let store = h.store();
+    let devices = [
+        sensor("s1", "lot", "a1"),
+        gate("g1", "lot", "north"),
+        observer("grafana"),
+    ];
+    for device in &devices {
+        store.upsert_device(device).await.unwrap();
+    }
+    for device in &devices {
+        assert_eq!(
+            store.device(&device.id).await.unwrap().as_ref(),
+            Some(device)
+        );
+    }
+    assert_eq!(store.device(&dev("nobody")).await.unwrap(), None);
+
+    // Ordered by id, bytewise.
+    let ids: Vec<String> = store
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id.to_string())
+        .collect();
+    assert_eq!(ids, ["g1", "grafana", "s1"]);
+
+    assert!(store.set_device_disabled(&dev("s1"), true).await.unwrap());
+    assert!(store.device(&dev("s1")).await.unwrap().unwrap().disabled);
+    assert!(store.set_device_disabled(&dev("s1"), false).await.unwrap());
+    assert!(!store.device(&dev("s1")).await.unwrap().unwrap().disabled);
+    assert!(
+        !store
+            .set_device_disabled(&dev("nobody"), true)
+            .await
+            .unwrap()
+    );
+
+    assert!(store.delete_device(&dev("g1")).await.unwrap());
+    assert_eq!(store.device(&dev("g1")).await.unwrap(), None);
+    assert!(!store.delete_device(&dev("g1")).await.unwrap());
+    assert_eq!(store.devices().await.unwrap().len(), 2);
+}
+
+async fn device_upsert_replaces_binding_and_secret_only(h: &Harness) {
+    let store = h.store();
+    store
+        .upsert_device(&sensor("s1", "lot", "a1"))
+        .await
+        .unwrap();
+    store.set_device_disabled(&dev("s1"), true).await.unwrap();
+
+    let mut moved = sensor("s1", "lot", "a2");
+    moved.secret_sha256 = Some([9; 32]);
+    moved.disabled = false;
+    moved.created_at = t(999);
+    store.upsert_device(&moved).await.unwrap();
+
+    let stored = store.device(&dev("s1")).await.unwrap().unwrap();
+    assert_eq!(stored.binding, moved.binding);
+    assert_eq!(stored.secret_sha256, Some([9; 32]));
+    assert!(stored.disabled, "disabled is kept on update");
+    assert_eq!(stored.created_at, t(0), "created_at is kept on update");
+
+    // A device may change kind.
+    let mut now_gate = gate("s1", "lot", "south");
+    now_gate.secret_sha256 = None;
+    store.upsert_device(&now_gate).await.unwrap();
+    let stored = store.device(&dev("s1")).await.unwrap().unwrap();
+    assert_eq!(stored.binding, now_gate.binding);
+    assert_eq!(stored.secret_sha256, None);
+}
+
+async fn unique_binding_per_spot_and_gate(h: &Harness) {
+    let store = h.store();
+    store
+        .upsert_device(&sensor("s1", "lot", "a1"))
+        .await
+        .unwrap();
+    store
+        .upsert_device(&gate("g1", "lot", "north"))
+        .await
+        .unwrap();
+
+    let err = store
+        .upsert_device(&sensor("s2", "lot", "a1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let err = store
+        .upsert_device(&gate("g2", "lot", "north"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.device(&dev("s2")).await.unwrap(), None);
+
+    // Same names in another lot, or a spot and a gate of the same name, are fine.
+    store
+        .upsert_device(&sensor("s3", "lot-2", "a1"))
+        .await
+        .unwrap();
+    store
+        .upsert_device(&gate("g3", "lot-2", "north"))
+        .await
+        .unwrap();
+    store
+        .upsert_device(&sensor("s4", "lot", "north"))
+        .await
+        .unwrap();
+    // Re-registering the same binding is not a conflict.
+    store
+        .upsert_device(&sensor("s1", "lot", "a1"))
+        .await
+        .unwrap();
+
+    // Moving the sensor away frees its spot.
+    store
+        .upsert_device(&sensor("s1", "lot", "a9"))
+        .await
+        .unwrap();
+    store
+        .upsert_device(&sensor("s2", "lot", "a1"))
+        .await
+        .unwrap();
+    // Deleting frees a gate.
+    store.delete_device(&dev("g1")).await.unwrap();
+    store
+        .upsert_device(&gate("g2", "lot", "north"))
+        .await
+        .unwrap();
+}
+
+async fn schema_refuses_kind_binding_mismatch(h: &Harness) {
+    // The API cannot express a mismatch (the kind follows from the binding), so check the
+    // database's own rule with raw inserts.
+    for bad in [
+        "INSERT INTO devices (device_id, kind, lot_id, spot_id) VALUES ('x', 'gate', 'l', 's')",
+        "INSERT INTO devices (device_id, kind, lot_id, spot_id, gate_id) \
+         VALUES ('x', 'sensor', 'l', 's', 'g')",
+        "INSERT INTO devices (device_id, kind, lot_id) VALUES ('x', 'sensor', 'l')",
+        "INSERT INTO devices (device_id, kind, lot_id) VALUES ('x', 'observer', 'l')",
+        "INSERT INTO devices (device_id, kind, lot_id, gate_id) \
+         VALUES ('x', 'toaster', 'l', 'g')",
+    ] {
+        assert!(h.execute(bad).await.is_err(), "accepted: {bad}");
+    }
+    // Well-formed raw rows are accepted, with defaults for disabled and created_at.
+    h.execute(
+        "INSERT INTO devices (device_id, kind, lot_id, gate_id) VALUES ('x', 'gate', 'l', 'g')",
+    )
+    .await
+    .unwrap();
+    let x = h.store().device(&dev("x")).await.unwrap().unwrap();
+    assert!(!x.disabled);
+    assert!(x.created_at > t(0));
+}
+
+async fn corrupt_rows_are_reported(h: &Harness) {
+    h.execute("INSERT INTO devices (device_id, kind) VALUES ('bad/id', 'observer')")
+        .await
+        .unwrap();
+    let err = h.store().devices().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "devices",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+async fn write_batch_round_trip(h: &Harness) {
+    let store = h.store();
+    let mut bare = reading("a2", 5, false);
+    bare.device_ts = None;
+    bare.seq = None;
+    bare.battery_mv = None;
+    bare.rssi = None;
+    let batch = TelemetryBatch {
+        readings: vec![
+            reading("a1", 1, true),
+            reading("a1", 2, false),
+            bare.clone(),
+        ],
+        heartbeats: vec![heartbeat("sensor.a1", 3), heartbeat("gate.north", 4)],
+        statuses: vec![status("sensor.a1", 1, true), status("gate.north", 2, false)],
+    };
+    assert_eq!(batch.len(), 7);
+    store.write_batch(&batch).await.unwrap();
+
+    assert_eq!(
+        store
+            .spot_readings(&lot("garage-1"), &spot("a1"), 10)
+            .await
+            .unwrap(),
+        vec![reading("a1", 2, false), reading("a1", 1, true)]
+    );
+    assert_eq!(
+        store
+            .spot_readings(&lot("garage-1"), &spot("a2"), 10)
+            .await
+            .unwrap(),
+        vec![bare]
+    );
+    assert_eq!(store.count_readings().await.unwrap(), 3);
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM device_heartbeats").await,
+        2
+    );
+    assert_eq!(
+        h.query_i64("SELECT uptime_s FROM device_heartbeats WHERE firmware = '1.2.3' AND device_id = 'gate.north'")
+            .await,
+        86_400
+    );
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM device_status_changes")
+            .await,
+        2
+    );
+    assert_eq!(
+        store.latest_spot_states().await.unwrap(),
+        vec![
+            SpotLatest {
+                lot: lot("garage-1"),
+                spot: spot("a1"),
+                occupied: false,
+                received_at: t(2),
+            },
+            SpotLatest {
+                lot: lot("garage-1"),
+                spot: spot("a2"),
+                occupied: false,
+                received_at: t(5),
+            },
+        ]
+    );
+    assert_eq!(
+        store.device_statuses().await.unwrap(),
+        vec![
+            DeviceStatusRow {
+                device: dev("gate.north"),
+                online: false,
+                changed_at: t(2),
+            },
+            DeviceStatusRow {
+                device: dev("sensor.a1"),
+                online: true,
+                changed_at: t(1),
+            },
+        ]
+    );
+}
+
+async fn empty_batch_is_a_no_op(h: &Harness) {
+    let store = h.store();
+    assert!(TelemetryBatch::default().is_empty());
+    store.write_batch(&TelemetryBatch::default()).await.unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 0);
+    assert!(store.latest_spot_states().await.unwrap().is_empty());
+    assert!(store.device_statuses().await.unwrap().is_empty());
+}
+
+async fn failed_batch_leaves_nothing(h: &Harness) {
+    let store = h.store();
+    h.install_poison().await;
+    let batch = TelemetryBatch {
+        readings: (0..50).map(|i| reading("a1", i, i % 2 == 0)).collect(),
+        heartbeats: vec![heartbeat("sensor.a1", 3)],
+        statuses: vec![status("sensor.a1", 1, true), status("poison", 2, true)],
+    };
+    assert!(store.write_batch(&batch).await.is_err());
+    assert_eq!(store.count_readings().await.unwrap(), 0);
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM device_heartbeats").await,
+        0
+    );
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM device_status_changes")
+            .await,
+        0
+    );
+    assert!(store.latest_spot_states().await.unwrap().is_empty());
+    assert!(store.device_statuses().await.unwrap().is_empty());
+
+    // The store is still usable: a clean batch goes through, on whatever connection.
+    for _ in 0..3 {
+        let mut clean = batch.clone();
+        clean.statuses.pop();
+        store.write_batch(&clean).await.unwrap();
+    }
+    assert_eq!(store.count_readings().await.unwrap(), 150);
+    assert_eq!(store.device_statuses().await.unwrap().len(), 1);
+}
+
+async fn spot_latest_keeps_the_newest(h: &Harness) {
+    let store = h.store();
+    let latest = |occupied: bool, secs: i64| {
+        vec![SpotLatest {
+            lot: lot("garage-1"),
+            spot: spot("a1"),
+            occupied,
+            received_at: t(secs),
+        }]
+    };
+    store
+        .write_batch(&readings_only(vec![reading("a1", 10, true)]))
+        .await
+        .unwrap();
+    assert_eq!(store.latest_spot_states().await.unwrap(), latest(true, 10));
+
+    // An older batch arriving late is stored but does not win.
+    store
+        .write_batch(&readings_only(vec![reading("a1", 5, false)]))
+        .await
+        .unwrap();
+    assert_eq!(store.latest_spot_states().await.unwrap(), latest(true, 10));
+    assert_eq!(store.count_readings().await.unwrap(), 2);
+
+    // Within one batch the newest wins whatever the order.
+    store
+        .write_batch(&readings_only(vec![
+            reading("a1", 30, false),
+            reading("a1", 20, true),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(store.latest_spot_states().await.unwrap(), latest(false, 30));
+
+    // At the same instant, the later write wins.
+    store
+        .write_batch(&readings_only(vec![reading("a1", 30, true)]))
+        .await
+        .unwrap();
+    assert_eq!(store.latest_spot_states().await.unwrap(), latest(true, 30));
+}
+
+async fn device_statuses_keep_the_newest(h: &Harness) {
+    let store = h.store();
+    let only_statuses = |statuses| TelemetryBatch {
+        statuses,
+        ..TelemetryBatch::default()
+    };
+    store
+        .write_batch(&only_statuses(vec![
+            status("b", 10, false),
+            status("b", 5, true),
+            status("a", 1, true),
+        ]))
+        .await
+        .unwrap();
+    store
+        .write_batch(&only_statuses(vec![status("b", 7, true)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.device_statuses().await.unwrap(),
+        vec![
+            DeviceStatusRow {
+                device: dev("a"),
+                online: true,
+                changed_at: t(1),
+            },
+            DeviceStatusRow {
+                device: dev("b"),
+                online: false,
+                changed_at: t(10),
+            },
+        ]
+    );
+    store
+        .write_batch(&only_statuses(vec![status("a", 2, false)]))
+        .await
+        .unwrap();
+    let statuses = store.device_statuses().await.unwrap();
+    assert!(!statuses[0].online);
+    assert_eq!(statuses[0].changed_at, t(2));
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM device_status_changes")
+            .await,
+        5,
+        "every change is kept in the time series"
+    );
+}
+
+async fn spot_readings_newest_first_with_limit(h: &Harness) {
+    let store = h.store();
+    // Two batches, out of order, interleaved with another spot.
+    store
+        .write_batch(&readings_only(
+            (5..10)
+                .flat_map(|i| {
+                    [
+                        reading("a1", i * 10, i % 2 == 0),
+                        reading("b7", i * 10 + 1, true),
+                    ]
+                })
+                .collect(),
+        ))
+        .await
+        .unwrap();
+    store
+        .write_batch(&readings_only(
+            (0..5).map(|i| reading("a1", i * 10, false)).collect(),
+        ))
+        .await
+        .unwrap();
+
+    let (garage, a1) = (lot("garage-1"), spot("a1"));
+    let top3 = store.spot_readings(&garage, &a1, 3).await.unwrap();
+    assert_eq!(
+        top3.iter().map(|r| r.received_at).collect::<Vec<_>>(),
+        vec![t(90), t(80), t(70)]
+    );
+    let all = store.spot_readings(&garage, &a1, 100).await.unwrap();
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].received_at > w[1].received_at));
+    assert!(all.iter().all(|r| r.spot == a1));
+    assert!(
+        store
+            .spot_readings(&garage, &a1, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .spot_readings(&lot("elsewhere"), &a1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .spot_readings(&garage, &spot("b7"), 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+async fn count_readings_counts(h: &Harness) {
+    let store = h.store();
+    assert_eq!(store.count_readings().await.unwrap(), 0);
+    for n in [1, 10, 100] {
+        store
+            .write_batch(&readings_only(
+                (0..n).map(|i| reading("a1", i, true)).collect(),
+            ))
+            .await
+            .unwrap();
+    }
+    // Heartbeats and statuses are not readings.
+    store
+        .write_batch(&TelemetryBatch {
+            heartbeats: vec![heartbeat("x", 1)],
+            statuses: vec![status("x", 1, true)],
+            ..TelemetryBatch::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 111);
+}
+
+async fn telemetry_outlives_its_device(h: &Harness) {
+    let store = h.store();
+    store
+        .upsert_device(&sensor("sensor.a1", "garage-1", "a1"))
+        .await
+        .unwrap();
+    store
+        .write_batch(&TelemetryBatch {
+            readings: vec![reading("a1", 1, true)],
+            heartbeats: vec![heartbeat("sensor.a1", 2)],
+            statuses: vec![status("sensor.a1", 1, true)],
+        })
+        .await
+        .unwrap();
+    assert!(store.delete_device(&dev("sensor.a1")).await.unwrap());
+    assert_eq!(store.count_readings().await.unwrap(), 1);
+    assert_eq!(store.latest_spot_states().await.unwrap().len(), 1);
+    assert_eq!(store.device_statuses().await.unwrap().len(), 1);
+    // Telemetry of a device never registered is stored too.
+    store
+        .write_batch(&readings_only(vec![reading("zz", 1, true)]))
+        .await
+        .unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 2);
+}
+
+async fn enforce_retention_deletes_old_rows(h: &Harness) {
+    let store = h.store();
+    let day = 86_400;
+    store
+        .write_batch(&TelemetryBatch {
+            readings: vec![
+                reading("a1", -40 * day, true),
+                reading("a2", -31 * day, true),
+                reading("a1", -day, false),
+            ],
+            heartbeats: vec![heartbeat("x", -35 * day), heartbeat("x", 0)],
+            statuses: vec![status("x", -35 * day, true), status("x", 0, false)],
+        })
+        .await
+        .unwrap();
+    let cutoff = t(-30 * day);
+    let deleted = store.enforce_retention(cutoff).await.unwrap();
+    if store.timescale() {
+        assert_eq!(deleted, 0, "TimescaleDB's policy does it");
+        return;
+    }
+    assert_eq!(deleted, 4);
+    assert_eq!(store.count_readings().await.unwrap(), 1);
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM device_heartbeats").await,
+        1
+    );
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM device_status_changes")
+            .await,
+        1
+    );
+    // Current state is not telemetry history: a2's last state survives.
+    assert_eq!(store.latest_spot_states().await.unwrap().len(), 2);
+    assert_eq!(store.device_statuses().await.unwrap().len(), 1);
+    assert_eq!(store.enforce_retention(cutoff).await.unwrap(), 0);
+}
+
+async fn large_batch(h: &Harness) {
+    let store = h.store();
+    let spots = 300;
+    let readings: Vec<SpotReading> = (0..20_000)
+        .map(|i| reading(&format!("s{}", i % spots), i, i % 3 == 0))
+        .collect();
+    store.write_batch(&readings_only(readings)).await.unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 20_000);
+    let latest = store.latest_spot_states().await.unwrap();
+    assert_eq!(latest.len(), spots as usize);
+    let s0 = latest.iter().find(|l| l.spot.as_str() == "s0").unwrap();
+    assert_eq!(s0.received_at, t(19_800));
+    assert_eq!(
+        store
+            .spot_readings(&lot("garage-1"), &spot("s0"), 1_000)
+            .await
+            .unwrap()
+            .len(),
+        67
+    );
+}
+
+async fn hourly_occupancy_is_queryable(h: &Harness) {
+    let store = h.store();
+    // t(0) is 12:00:00 UTC: three readings in the 12:00 hour, one in the 13:00 hour.
+    store
+        .write_batch(&readings_only(vec![
+            reading("a1", 0, true),
+            reading("a1", 600, true),
+            reading("a1", 3_599, false),
+            reading("a1", 3_600, false),
+            reading("b1", 60, true),
+        ]))
+        .await
+        .unwrap();
+    let rows = h.hourly().await;
+    let noon = t(0).timestamp_micros();
+    let one = t(3_600).timestamp_micros();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!((rows[0].0, rows[0].2.as_str(), rows[0].3), (noon, "a1", 3));
+    assert!((rows[0].4 - 2.0 / 3.0).abs() < 1e-9, "{rows:?}");
+    assert_eq!((rows[1].0, rows[1].2.as_str(), rows[1].3), (noon, "b1", 1));
+    assert!((rows[1].4 - 1.0).abs() < 1e-9);
+    assert_eq!(
+        (rows[2].0, rows[2].1.as_str(), rows[2].3),
+        (one, "garage-1", 1)
+    );
+    assert!(rows[2].4.abs() < 1e-9);
+}
