@@ -106,7 +106,9 @@ impl OccupancyProfile {
             return Err(SimError::config("occupancy shares must be within 0..=1"));
         }
         if !self.ramp_s.is_finite() || self.ramp_s < 0.0 {
-            return Err(SimError::config("the ramp must be a non-negative number of seconds"));
+            return Err(SimError::config(
+                "the ramp must be a non-negative number of seconds",
+            ));
         }
         for &(start, end) in &self.peaks {
             if !(start.is_finite() && end.is_finite() && 0.0 <= start && start < end && end <= 24.0)
@@ -168,7 +170,9 @@ impl DemandConfig {
     pub fn validate(&self) -> Result<(), SimError> {
         self.profile.validate()?;
         if !(self.mean_stay_s.is_finite() && self.mean_stay_s >= 1.0) {
-            return Err(SimError::config("the mean stay must be at least one second"));
+            return Err(SimError::config(
+                "the mean stay must be at least one second",
+            ));
         }
         if self.stay_shape == 0 || self.stay_shape > 100 {
             return Err(SimError::config("the stay shape must be within 1..=100"));
@@ -413,8 +417,16 @@ pub fn simulate(
             off_n += 1;
         }
     }
-    summary.peak_occupancy = if peak_n > 0 { peak_sum / peak_n as f64 } else { 0.0 };
-    summary.offpeak_occupancy = if off_n > 0 { off_sum / off_n as f64 } else { 0.0 };
+    summary.peak_occupancy = if peak_n > 0 {
+        peak_sum / peak_n as f64
+    } else {
+        0.0
+    };
+    summary.offpeak_occupancy = if off_n > 0 {
+        off_sum / off_n as f64
+    } else {
+        0.0
+    };
     summary
 }
 

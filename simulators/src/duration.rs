@@ -7,7 +7,11 @@ use crate::error::SimError;
 
 /// Parses a duration such as `10s`, `250ms`, `1m30s` or `2.5s`.
 pub fn parse_duration(raw: &str) -> Result<Duration, SimError> {
-    let bad = || SimError::config(format!("{raw:?} is not a duration (e.g. 250ms, 10s, 5m, 1h)"));
+    let bad = || {
+        SimError::config(format!(
+            "{raw:?} is not a duration (e.g. 250ms, 10s, 5m, 1h)"
+        ))
+    };
     let text = raw.trim();
     if text.is_empty() {
         return Err(bad());

@@ -57,8 +57,8 @@ use tokio_util::sync::CancellationToken;
 use crate::demand::{DAY_S, DemandConfig, DemandModel, Spot};
 use crate::error::SimError;
 use crate::mqtt::{
-    ConnCounters, ConnSpec, Credentials, MIN_KEEP_ALIVE, MqttEndpoint, Qos, poll_loop, seq_base_now,
-    unix_ms, wait_connected,
+    ConnCounters, ConnSpec, Credentials, MIN_KEEP_ALIVE, MqttEndpoint, Qos, poll_loop,
+    seq_base_now, unix_ms, wait_connected,
 };
 
 /// The spot id of the `index`-th spot (from 0) of a lot with `per_level` spots per level:
@@ -173,7 +173,9 @@ impl FleetConfig {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), SimError> {
         if self.lots.is_empty() || self.spots_per_lot == 0 {
-            return Err(SimError::config("a fleet needs at least one lot and one spot"));
+            return Err(SimError::config(
+                "a fleet needs at least one lot and one spot",
+            ));
         }
         let mut lots = self.lots.clone();
         lots.sort();
@@ -189,7 +191,9 @@ impl FleetConfig {
         }
         if self.tick < Duration::from_millis(1) || self.heartbeat_every < Duration::from_millis(10)
         {
-            return Err(SimError::config("tick must be >= 1 ms and heartbeat >= 10 ms"));
+            return Err(SimError::config(
+                "tick must be >= 1 ms and heartbeat >= 10 ms",
+            ));
         }
         if self.keep_alive < MIN_KEEP_ALIVE {
             return Err(SimError::config(format!(
@@ -437,7 +441,8 @@ impl Fleet {
             let (client_id, will) = if shared {
                 (format!("{}-{index}", config.gateway_prefix), None)
             } else {
-                let sensor = &sensors[index];
+                // Not shared: connection `index` is sensor `index`'s own.
+                let sensor = &sensors[members[0]];
                 let will = LastWill::new(
                     sensor.status_topic.clone(),
                     DeviceStatus {
@@ -621,7 +626,7 @@ impl Fleet {
         let sensor = &mut self.sensors[index];
         let occupied = self.lots[sensor.lot].spots[sensor.spot].is_occupied();
         // A battery loses a little with every report, as real ones do.
-        if sensor.seq % 256 == 0 {
+        if sensor.seq.is_multiple_of(256) {
             sensor.battery_mv = sensor.battery_mv.saturating_sub(1).max(2_800);
         }
         let payload = SpotState {
@@ -645,8 +650,18 @@ impl Fleet {
     }
 
     /// Hands a message to the connection's queue without waiting.
-    fn send(&mut self, conn: usize, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) -> bool {
-        match self.conns[conn].client.try_publish(topic, qos, retain, payload) {
+    fn send(
+        &mut self,
+        conn: usize,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> bool {
+        match self.conns[conn]
+            .client
+            .try_publish(topic, qos, retain, payload)
+        {
             Ok(()) => true,
             Err(_) => {
                 self.report.queue_full += 1;
@@ -720,7 +735,10 @@ mod tests {
         assert_eq!(spot_id(1234, 1000).unwrap().as_str(), "L2-235");
         let lot = LotId::parse("lot-1").unwrap();
         let spot = spot_id(0, 100).unwrap();
-        assert_eq!(sensor_device_id(&lot, &spot).unwrap().as_str(), "lot-1-s-L1-001");
+        assert_eq!(
+            sensor_device_id(&lot, &spot).unwrap().as_str(),
+            "lot-1-s-L1-001"
+        );
         let long = LotId::parse(&"x".repeat(64)).unwrap();
         assert!(sensor_device_id(&long, &spot).is_err());
         assert_eq!(
@@ -743,6 +761,26 @@ mod tests {
         assert_eq!(fleet.conns[0].sensors[..3], [0, 500, 1000]);
         assert_eq!(fleet.conns[499].sensors, [499, 999]);
         assert_eq!(fleet.sensors[1000].conn, 0);
+    }
+
+    #[test]
+    fn a_sensor_connects_as_itself_with_its_will() {
+        let config = FleetConfig::new(MqttEndpoint::default(), 1, 3);
+        let (_, eventloops) = Fleet::build(config).unwrap();
+        let options = &eventloops[2].mqtt_options;
+        assert_eq!(options.client_id(), "lot-1-s-L1-003");
+        let will = options.last_will().expect("a will");
+        assert_eq!(will.topic, "parking/v1/lot-1/spots/L1-003/status");
+        assert_eq!(&will.message[..], br#"{"online":false}"#);
+        assert!(will.retain);
+        assert_eq!(will.qos, QoS::AtLeastOnce);
+        assert!(options.keep_alive() >= MIN_KEEP_ALIVE);
+
+        let mut shared = FleetConfig::new(MqttEndpoint::default(), 1, 3);
+        shared.max_connections = 2;
+        let (_, eventloops) = Fleet::build(shared).unwrap();
+        assert_eq!(eventloops[1].mqtt_options.client_id(), "parkd-sim-gw-1");
+        assert!(eventloops[1].mqtt_options.last_will().is_none());
     }
 
     #[test]

@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::SimError;
 use crate::fleet::sleep_until_opt;
 use crate::mqtt::{
-    ConnCounters, ConnSpec, Credentials, MIN_KEEP_ALIVE, MqttEndpoint, Qos, poll_loop, seq_base_now,
-    unix_ms, wait_connected,
+    ConnCounters, ConnSpec, Credentials, MIN_KEEP_ALIVE, MqttEndpoint, Qos, poll_loop,
+    seq_base_now, unix_ms, wait_connected,
 };
 
 /// Messages sent per burst without a rate limit.
@@ -125,7 +125,9 @@ impl LoadConfig {
             return Err(SimError::config("connections must be within 1..=10000"));
         }
         if !(1..=100_000).contains(&self.spots_per_connection) {
-            return Err(SimError::config("spots per connection must be within 1..=100000"));
+            return Err(SimError::config(
+                "spots per connection must be within 1..=100000",
+            ));
         }
         if let Some(rate) = self.rate
             && !(rate.is_finite() && rate > 0.0)
@@ -144,7 +146,9 @@ impl LoadConfig {
             )));
         }
         if self.inflight == 0 || self.channel_capacity == 0 {
-            return Err(SimError::config("inflight and channel capacity must be positive"));
+            return Err(SimError::config(
+                "inflight and channel capacity must be positive",
+            ));
         }
         let last = self.connections - 1;
         client_id(&self.client_prefix, last)?;
@@ -477,7 +481,7 @@ async fn send_one(job: &Job, ctx: &PublishContext, m: u64) -> Sent {
     let round = m / spots;
     let topic = &job.topics[(m % spots) as usize];
     let payload = SpotState {
-        occupied: round % 2 == 0,
+        occupied: round.is_multiple_of(2),
         seq: Some(ctx.seq_base + round),
         ts: Some(unix_ms()),
         battery_mv: Some(3_600),

@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "parkd-sim", version, about = "Simulated parking sensors and MQTT load for parkd")]
+#[command(
+    name = "parkd-sim",
+    version,
+    about = "Simulated parking sensors and MQTT load for parkd"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -253,7 +257,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let token = CancellationToken::new();
     let watcher = tokio::spawn({

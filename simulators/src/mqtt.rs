@@ -3,9 +3,11 @@
 //! Every simulated connection is a rumqttc [`AsyncClient`] plus its [`EventLoop`], and the event
 //! loop runs alone in its own task ([`poll_loop`]) that does nothing but poll. `EventLoop::poll`
 //! is not cancel-safe, so it is never raced against a timer or the shutdown token: the loop
-//! ends when it has sent the DISCONNECT that the owner queued (after its last publishes, so
-//! those reach the broker first), or when the connection is down at shutdown; a loop that does
-//! neither within the owner's grace period is aborted. rumqttc reconnects with no backoff of
+//! ends when the broker has closed the connection after the DISCONNECT that the owner queued
+//! behind its last publishes, or when the connection is down at shutdown; a loop that does
+//! neither within the owner's grace period is aborted. (Dropping the socket right after the
+//! DISCONNECT is not enough: unread acks turn the close into a TCP reset, and Mosquitto then
+//! loses the last publishes still in its receive buffer.) rumqttc reconnects with no backoff of
 //! its own, so the loop sleeps after an error (100 ms doubling to 5 s); that sleep, unlike the
 //! poll, may be cut short by the token.
 //!
@@ -272,8 +274,11 @@ impl ConnSpec<'_> {
     /// The rumqttc options: clean session, the keep alive (at least [`MIN_KEEP_ALIVE`]), the
     /// will, the login from the credentials, and the request channel capacity.
     pub(crate) fn options(&self) -> MqttOptions {
-        let mut options =
-            MqttOptions::new(self.client_id, self.endpoint.host.clone(), self.endpoint.port);
+        let mut options = MqttOptions::new(
+            self.client_id,
+            self.endpoint.host.clone(),
+            self.endpoint.port,
+        );
         options
             .set_keep_alive(self.keep_alive.max(MIN_KEEP_ALIVE))
             .set_clean_session(true)
@@ -301,8 +306,8 @@ impl ConnSpec<'_> {
     }
 }
 
-/// Polls `eventloop` until it has sent a DISCONNECT, or until the connection fails after
-/// `shutdown` fired. Counts what it sees in `counters`. Failed polls are followed by a backoff
+/// Polls `eventloop` until the broker has closed the connection after our DISCONNECT, or until
+/// the connection fails after `shutdown` fired. Counts what it sees in `counters`. Failed polls are followed by a backoff
 /// sleep that the token may cut short.
 pub(crate) async fn poll_loop(
     mut eventloop: EventLoop,
@@ -312,6 +317,7 @@ pub(crate) async fn poll_loop(
 ) {
     let client_id = eventloop.mqtt_options.client_id();
     let mut backoff = BACKOFF_START;
+    let mut disconnecting = false;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -328,9 +334,13 @@ pub(crate) async fn poll_loop(
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 counters.connected.store(false, Ordering::Release);
-                break;
+                disconnecting = true;
             }
             Ok(_) => {}
+            // The broker closes the socket after our DISCONNECT. Waiting for that (instead of
+            // dropping the socket at once) reads the last acks: a socket closed with unread
+            // data sends a reset, and the broker may then discard our last publishes.
+            Err(_) if disconnecting => break,
             Err(error) => {
                 counters.record_error(&error);
                 if shutdown.is_cancelled() {
@@ -396,9 +406,15 @@ mod tests {
     #[test]
     fn endpoints_parse() {
         let parse = |raw: &str| raw.parse::<MqttEndpoint>().unwrap();
-        assert_eq!(parse("127.0.0.1:1883"), MqttEndpoint::new("127.0.0.1", 1883));
+        assert_eq!(
+            parse("127.0.0.1:1883"),
+            MqttEndpoint::new("127.0.0.1", 1883)
+        );
         assert_eq!(parse("broker"), MqttEndpoint::new("broker", 1883));
-        assert_eq!(parse("mqtt://broker:11883"), MqttEndpoint::new("broker", 11883));
+        assert_eq!(
+            parse("mqtt://broker:11883"),
+            MqttEndpoint::new("broker", 11883)
+        );
         assert_eq!(parse("[::1]:1884"), MqttEndpoint::new("::1", 1884));
         assert_eq!(parse("::1"), MqttEndpoint::new("::1", 1883));
         assert_eq!(parse("[::1]:1884").to_string(), "[::1]:1884");
@@ -414,7 +430,8 @@ mod tests {
             "dev-1".to_owned(),
             Login::new("dev-1", "secret"),
         )]));
-        let will = rumqttc::LastWill::new("t/status", b"{}".to_vec(), rumqttc::QoS::AtLeastOnce, true);
+        let will =
+            rumqttc::LastWill::new("t/status", b"{}".to_vec(), rumqttc::QoS::AtLeastOnce, true);
         let spec = ConnSpec {
             endpoint: &endpoint,
             client_id: "dev-1",
@@ -428,7 +445,10 @@ mod tests {
         assert_eq!(options.client_id(), "dev-1");
         assert_eq!(options.keep_alive(), MIN_KEEP_ALIVE);
         assert_eq!(options.last_will(), Some(will));
-        assert_eq!(options.credentials().map(|l| l.username), Some("dev-1".into()));
+        assert_eq!(
+            options.credentials().map(|l| l.username),
+            Some("dev-1".into())
+        );
         assert_eq!(options.request_channel_capacity(), 7);
         let other = ConnSpec {
             client_id: "dev-2",

@@ -43,7 +43,9 @@ async fn the_fleet_publishes_valid_ordered_messages_and_retained_status() {
     // While the fleet runs, a newcomer gets every sensor's retained online status.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut late = Subscriber::start(broker.port, "test-late", "parking/v1/+/spots/+/status").await;
-    let retained = late.collect_until_quiet(Duration::from_millis(500), 20).await;
+    let retained = late
+        .collect_until_quiet(Duration::from_millis(500), 20)
+        .await;
     assert_eq!(retained.len(), 20, "{retained:?}");
     for message in &retained {
         assert!(message.retain, "{message:?}");
@@ -67,7 +69,9 @@ async fn the_fleet_publishes_valid_ordered_messages_and_retained_status() {
     assert!(report.departures + report.arrivals > 0, "{report:?}");
     let ended_ms = now_ms();
 
-    let messages = live.collect_until_quiet(Duration::from_millis(300), usize::MAX).await;
+    let messages = live
+        .collect_until_quiet(Duration::from_millis(300), usize::MAX)
+        .await;
     let lots: HashSet<String> = default_lot_ids(2).iter().map(|l| l.to_string()).collect();
     // Per device: the seq and payloads seen on each channel, in arrival order.
     let mut states: BTreeMap<String, Vec<SpotState>> = BTreeMap::new();
@@ -128,17 +132,24 @@ async fn the_fleet_publishes_valid_ordered_messages_and_retained_status() {
     assert_eq!(statuses.len(), 20);
 
     // What stays retained after the run: offline.
-    let mut after = Subscriber::start(broker.port, "test-after", "parking/v1/+/spots/+/status").await;
-    let retained = after.collect_until_quiet(Duration::from_millis(500), 20).await;
+    let mut after =
+        Subscriber::start(broker.port, "test-after", "parking/v1/+/spots/+/status").await;
+    let retained = after
+        .collect_until_quiet(Duration::from_millis(500), 20)
+        .await;
     assert_eq!(retained.len(), 20);
-    assert!(retained.iter().all(|m| m.retain
-        && !DeviceStatus::decode(&m.payload).unwrap().online));
+    assert!(
+        retained
+            .iter()
+            .all(|m| m.retain && !DeviceStatus::decode(&m.payload).unwrap().online)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensors_share_connections_above_the_cap_and_stop_on_the_token() {
     let broker = Mosquitto::start().await;
-    let mut live = Subscriber::start(broker.port, "test-shared", "parking/v1/+/spots/+/status").await;
+    let mut live =
+        Subscriber::start(broker.port, "test-shared", "parking/v1/+/spots/+/status").await;
     let mut config = small_fleet(&broker, 1, 10);
     config.max_connections = 3;
     let token = CancellationToken::new();
@@ -157,7 +168,9 @@ async fn sensors_share_connections_above_the_cap_and_stop_on_the_token() {
     assert_eq!(report.aborted_connections, 0);
     let offline = live.collect_until_quiet(Duration::from_secs(2), 10).await;
     assert_eq!(offline.len(), 10);
-    assert!(offline
-        .iter()
-        .all(|m| !DeviceStatus::decode(&m.payload).unwrap().online));
+    assert!(
+        offline
+            .iter()
+            .all(|m| !DeviceStatus::decode(&m.payload).unwrap().online)
+    );
 }

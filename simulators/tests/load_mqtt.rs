@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_load_sends_exactly_what_it_reports() {
     let broker = Mosquitto::start().await;
-    let mut sub = Subscriber::start(broker.port, "test-load", "parking/v1/load/spots/+/state").await;
+    let mut sub =
+        Subscriber::start(broker.port, "test-load", "parking/v1/load/spots/+/state").await;
     let mut config = LoadConfig::new(broker.endpoint(), 3);
     config.spots_per_connection = 7;
     config.qos = Qos::AtLeastOnce;
@@ -37,7 +38,9 @@ async fn qos1_load_sends_exactly_what_it_reports() {
     assert!(report.elapsed_s > 0.4, "{report:?}");
     assert!(report.achieved_rate < 5_000.0, "{report:?}");
 
-    let received = sub.collect_until_quiet(Duration::from_millis(500), usize::MAX).await;
+    let received = sub
+        .collect_until_quiet(Duration::from_millis(500), usize::MAX)
+        .await;
     assert_eq!(received.len() as u64, report.sent);
     let mut by_spot: HashMap<String, Vec<u64>> = HashMap::new();
     for message in &received {
@@ -94,6 +97,11 @@ async fn an_unreachable_broker_is_a_connect_error() {
     let mut config = LoadConfig::new(endpoint, 1);
     config.count = Some(1);
     config.connect_timeout = Duration::from_millis(500);
-    let error = run_load(config, CancellationToken::new()).await.unwrap_err();
-    assert!(matches!(error, parkd_sim::SimError::Connect { connected: 0, .. }), "{error}");
+    let error = run_load(config, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, parkd_sim::SimError::Connect { connected: 0, .. }),
+        "{error}"
+    );
 }

@@ -731,12 +731,30 @@ fn describe_db(db: &DbError) -> String {
     message
 }
 
-#[cfg(all(test, feature = "testing"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn unreachable_server_is_unavailable() {
+        // Port 1 on loopback: nothing listens there, the connection is refused at once.
+        let err = PostgresStore::open("host=127.0.0.1 port=1 user=parkd dbname=parkd", 1, 30)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_url_is_refused_without_echoing_it() {
+        let err = PostgresStore::open("postgres://u:s3cret@host:notaport/db", 1, 30)
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
     /// A failing migration reports its version and leaves the database at the previous one,
     /// with nothing of the failed migration applied.
+    #[cfg(feature = "testing")]
     #[tokio::test]
     async fn failed_migration_leaves_previous_version() {
         let url = crate::testing::fresh_postgres_url().await;

@@ -662,6 +662,15 @@ mod tests {
         assert_eq!(fk, 1);
     }
 
+    #[tokio::test]
+    async fn unusable_path_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let err = SqliteStore::open(&file.join("parkd.db")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+
     /// A failing migration reports its version and leaves the file at the previous one, with
     /// nothing of the failed migration applied.
     #[tokio::test]

@@ -639,7 +639,8 @@ async fn failed_batch_leaves_nothing(h: &Harness) {
         heartbeats: vec![heartbeat("sensor.a1", 3)],
         statuses: vec![status("sensor.a1", 1, true), status("poison", 2, true)],
     };
-    assert!(store.write_batch(&batch).await.is_err());
+    let err = store.write_batch(&batch).await.unwrap_err();
+    assert!(err.to_string().contains("poisoned row"), "{err}");
     assert_eq!(store.count_readings().await.unwrap(), 0);
     assert_eq!(
         h.query_i64("SELECT count(*) FROM device_heartbeats").await,

@@ -55,7 +55,10 @@ impl Mosquitto {
                 _dir: dir,
             };
             for _ in 0..250 {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
                     return broker;
                 }
                 if broker.child.try_wait().ok().flatten().is_some() {
