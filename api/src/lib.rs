@@ -1,1 +1,227 @@
-//! placeholder
+//! The HTTP face of parkd.
+//!
+//! [`router`] builds the axum application from its dependencies (no globals), so tests drive
+//! it with `oneshot` and the binary serves it with [`serve`], which takes its shutdown as a
+//! future. Every error leaves through [`problem::Problem`] (RFC 9457 `application/problem+json`),
+//! the one place that maps errors to HTTP.
+//!
+//! Routes so far: `/healthz` (the process answers), `/readyz` (every dependency is ready),
+//! `/metrics` (Prometheus text format).
+
+pub mod problem;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde::Serialize;
+
+pub use problem::Problem;
+
+/// One thing readiness depends on (the database, the broker listener, ...).
+#[async_trait]
+pub trait ReadinessCheck: Send + Sync {
+    /// A short stable name, shown in `/readyz`.
+    fn name(&self) -> &'static str;
+    /// `Ok` when ready, else why not.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// What the HTTP handlers need.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The metrics registry rendered at `/metrics`.
+    pub registry: Registry,
+    /// Checks behind `/readyz`.
+    pub readiness: Arc<Vec<Box<dyn ReadinessCheck>>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.readiness.iter().map(|check| check.name()).collect();
+        f.debug_struct("ApiState")
+            .field("readiness", &names)
+            .finish()
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "http listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    checks: Vec<CheckResult>,
+}
+
+#[derive(Serialize)]
+struct CheckResult {
+    name: &'static str,
+    ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let mut checks = Vec::with_capacity(state.readiness.len());
+    for check in state.readiness.iter() {
+        let result = check.check().await;
+        checks.push(CheckResult {
+            name: check.name(),
+            ready: result.is_ok(),
+            error: result.err(),
+        });
+    }
+    let ready = checks.iter().all(|check| check.ready);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        checks,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let families = state.registry.gather();
+    let mut buffer = Vec::new();
+    if let Err(error) = TextEncoder::new().encode(&families, &mut buffer) {
+        return Problem::internal(&error).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        buffer,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    struct Fixed(&'static str, Result<(), String>);
+
+    #[async_trait]
+    impl ReadinessCheck for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        async fn check(&self) -> Result<(), String> {
+            self.1.clone()
+        }
+    }
+
+    fn app(checks: Vec<Box<dyn ReadinessCheck>>) -> Router {
+        let registry = Registry::new();
+        let counter = prometheus::IntCounter::new("parkd_test_total", "a test counter").unwrap();
+        counter.inc();
+        registry.register(Box::new(counter)).unwrap();
+        router(ApiState {
+            registry,
+            readiness: Arc::new(checks),
+        })
+    }
+
+    async fn get(app: Router, path: &str) -> (StatusCode, String, String) {
+        let response = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn health_ready_and_metrics() {
+        let ok = app(vec![Box::new(Fixed("database", Ok(())))]);
+        assert_eq!(get(ok.clone(), "/healthz").await.0, StatusCode::OK);
+        let (status, _, body) = get(ok.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(r#""status":"ready""#), "{body}");
+        let (status, content_type, body) = get(ok, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("text/plain"));
+        assert!(body.contains("parkd_test_total 1"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn readiness_names_what_is_not_ready() {
+        let app = app(vec![
+            Box::new(Fixed("database", Err("connection refused".into()))),
+            Box::new(Fixed("mqtt", Ok(()))),
+        ]);
+        let (status, _, body) = get(app, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["checks"][0]["name"], "database");
+        assert_eq!(json["checks"][0]["error"], "connection refused");
+        assert_eq!(json["checks"][1]["ready"], true);
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_are_problem_json() {
+        let (status, content_type, body) = get(app(vec![]), "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(content_type, "application/problem+json");
+        assert!(body.contains(r#""status":404"#), "{body}");
+    }
+}

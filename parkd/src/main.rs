@@ -1,1 +1,247 @@
-fn main() {}
+//! `parkd`: the command line. Parses arguments, loads configuration, and hands over to the
+//! library; `anyhow` lives only here, at the edge.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use parkd::app::{Mode, RunningApp, open_store, shutdown_signal};
+use parkd::config::ParkdConfig;
+use parkd::devices::new_secret;
+use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
+use parkd_store::{Device, DeviceBinding};
+
+#[derive(Debug, Parser)]
+#[command(name = "parkd", version, about = "Real-time parking platform")]
+struct Cli {
+    /// A TOML configuration file (see parkd.example.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags that override the configuration (highest precedence).
+#[derive(Debug, Args)]
+struct Overrides {
+    /// HTTP listen address (http.listen).
+    #[arg(long, global = true, value_name = "ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Embedded MQTT broker listen address (mqtt.listen).
+    #[arg(long, global = true, value_name = "ADDR")]
+    mqtt_addr: Option<SocketAddr>,
+    /// Data directory for the embedded SQLite database (data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the platform (production).
+    Serve,
+    /// Run everything in one process with a simulated 300-spot garage.
+    Demo,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage the device registry.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML, secrets redacted.
+    Print,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Register a device (or replace its binding) and print its new secret once.
+    Add {
+        /// Device id: its MQTT client id and username.
+        id: String,
+        /// The lot it belongs to (sensors and gates).
+        #[arg(long)]
+        lot: Option<String>,
+        /// The spot a sensor watches.
+        #[arg(long, conflicts_with_all = ["gate", "observer"])]
+        spot: Option<String>,
+        /// The gate a controller drives.
+        #[arg(long, conflicts_with = "observer")]
+        gate: Option<String>,
+        /// A read-only integration (subscribes to anything, publishes nothing).
+        #[arg(long)]
+        observer: bool,
+    },
+    /// List devices.
+    List,
+    /// Refuse a device's logins and messages.
+    Disable {
+        /// Device id.
+        id: String,
+    },
+    /// Accept a disabled device again.
+    Enable {
+        /// Device id.
+        id: String,
+    },
+    /// Remove a device (its telemetry is kept).
+    Remove {
+        /// Device id.
+        id: String,
+    },
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<ParkdConfig> {
+    let mut config = ParkdConfig::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(addr) = cli.overrides.http_addr {
+        config.http.listen = addr;
+    }
+    if let Some(addr) = cli.overrides.mqtt_addr {
+        config.mqtt.listen = addr;
+    }
+    if let Some(dir) = &cli.overrides.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = load_config(&cli)?;
+    parkd::telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: ParkdConfig) -> anyhow::Result<()> {
+    match command {
+        Command::Serve | Command::Demo => {
+            let mode = if matches!(command, Command::Demo) {
+                Mode::Demo
+            } else {
+                Mode::Serve
+            };
+            let app = RunningApp::start(config, mode).await?;
+            if mode == Mode::Demo {
+                println!("parkd demo is running");
+                println!(
+                    "  http:    http://{}/  (health: /healthz, /readyz, /metrics)",
+                    app.http_addr()
+                );
+                if let Some(mqtt) = app.mqtt_addr() {
+                    println!("  mqtt:    mqtt://{mqtt}  (anonymous allowed in the demo)");
+                    println!(
+                        "  try:     mosquitto_sub -h {} -p {} -t 'parking/v1/#' -v",
+                        mqtt.ip(),
+                        mqtt.port()
+                    );
+                }
+                println!("  stop:    Ctrl-C");
+            }
+            shutdown_signal().await;
+            app.shutdown().await
+        }
+        Command::Migrate => {
+            let store = open_store(&config).await?;
+            println!("migrations applied ({})", store.backend());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Print) => {
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        Command::Device(command) => device(command, &config).await,
+    }
+}
+
+async fn device(command: DeviceCommand, config: &ParkdConfig) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match command {
+        DeviceCommand::Add {
+            id,
+            lot,
+            spot,
+            gate,
+            observer,
+        } => {
+            let id = DeviceId::parse(&id).context("device id")?;
+            let binding = match (lot, spot, gate, observer) {
+                (_, None, None, true) => DeviceBinding::Observer,
+                (Some(lot), Some(spot), None, false) => DeviceBinding::Spot {
+                    lot: LotId::parse(&lot).context("lot id")?,
+                    spot: SpotId::parse(&spot).context("spot id")?,
+                },
+                (Some(lot), None, Some(gate), false) => DeviceBinding::Gate {
+                    lot: LotId::parse(&lot).context("lot id")?,
+                    gate: GateId::parse(&gate).context("gate id")?,
+                },
+                _ => bail!("give --lot with --spot (sensor) or --gate (gate), or --observer"),
+            };
+            let secret = new_secret();
+            store
+                .upsert_device(&Device {
+                    id: id.clone(),
+                    binding,
+                    secret_sha256: Some(parkd_broker::auth::hash_secret(&secret)),
+                    disabled: false,
+                    created_at: Utc::now(),
+                })
+                .await?;
+            println!("device {id} registered; its MQTT login (shown once):");
+            println!("  client id / username: {id}");
+            println!("  password:             {secret}");
+        }
+        DeviceCommand::List => {
+            for device in store.devices().await? {
+                let binding = match &device.binding {
+                    DeviceBinding::Spot { lot, spot } => format!("sensor lot={lot} spot={spot}"),
+                    DeviceBinding::Gate { lot, gate } => format!("gate lot={lot} gate={gate}"),
+                    DeviceBinding::Observer => "observer".to_owned(),
+                };
+                let state = if device.disabled {
+                    "disabled"
+                } else {
+                    "enabled"
+                };
+                println!("{}\t{binding}\t{state}", device.id);
+            }
+        }
+        DeviceCommand::Disable { id } => set_disabled(store.as_ref(), &id, true).await?,
+        DeviceCommand::Enable { id } => set_disabled(store.as_ref(), &id, false).await?,
+        DeviceCommand::Remove { id } => {
+            let id = DeviceId::parse(&id).context("device id")?;
+            if !store.delete_device(&id).await? {
+                bail!("no device {id}");
+            }
+            println!("device {id} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn set_disabled(
+    store: &dyn parkd_store::Store,
+    id: &str,
+    disabled: bool,
+) -> anyhow::Result<()> {
+    let id = DeviceId::parse(id).context("device id")?;
+    if !store.set_device_disabled(&id, disabled).await? {
+        bail!("no device {id}");
+    }
+    println!(
+        "device {id} {}",
+        if disabled { "disabled" } else { "enabled" }
+    );
+    Ok(())
+}

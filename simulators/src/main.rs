@@ -54,7 +54,8 @@ struct Common {
     /// MQTT keep alive (at least 5s).
     #[arg(long, default_value = "30s", value_parser = parse_dur)]
     keep_alive: Duration,
-    /// Stop after this long (e.g. 10s, 5m); without it, run until Ctrl-C (fleet) .
+    /// Stop after this long (e.g. 10s, 5m). Without it a fleet runs until Ctrl-C, and a load
+    /// run without --count lasts 10s.
     #[arg(long, value_parser = parse_dur)]
     duration: Option<Duration>,
     /// First seq of every device (default: the start time in microseconds).
@@ -257,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

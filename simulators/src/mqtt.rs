@@ -1,7 +1,7 @@
 //! MQTT plumbing shared by the fleet and the load generator.
 //!
 //! Every simulated connection is a rumqttc [`AsyncClient`] plus its [`EventLoop`], and the event
-//! loop runs alone in its own task ([`poll_loop`]) that does nothing but poll. `EventLoop::poll`
+//! loop runs alone in its own task (`poll_loop`) that does nothing but poll. `EventLoop::poll`
 //! is not cancel-safe, so it is never raced against a timer or the shutdown token: the loop
 //! ends when the broker has closed the connection after the DISCONNECT that the owner queued
 //! behind its last publishes, or when the connection is down at shutdown; a loop that does
@@ -231,6 +231,8 @@ pub struct ConnCounters {
     pub publishes_sent: AtomicU64,
     /// PUBACKs received for QoS 1 publishes.
     pub pubacks: AtomicU64,
+    /// Whether the event loop has stopped for good (nothing queued will be sent any more).
+    pub stopped: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -362,6 +364,7 @@ pub(crate) async fn poll_loop(
             }
         }
     }
+    counters.stopped.store(true, Ordering::Release);
 }
 
 /// Waits until every counter set has seen a CONNACK, the deadline passes, or the token fires.

@@ -1,0 +1,441 @@
+//! Wiring: everything `parkd serve` and `parkd demo` run, started in dependency order and
+//! stopped in the reverse order of data flow:
+//!
+//! 1. the simulator (demo only) stops publishing;
+//! 2. the broker stops accepting and its delivery to ingest stops;
+//! 3. ingest drains its queue and commits its last batch;
+//! 4. HTTP stops (so `/readyz` and `/metrics` answer until the data is safe);
+//! 5. background tasks (retention, store health) stop.
+//!
+//! Each step is owned by [`RunningApp`]; nothing is spawned without an owner.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use parkd_api::{ApiState, ReadinessCheck};
+use parkd_broker::embedded::{EmbeddedBroker, EmbeddedSettings};
+use parkd_broker::external::ExternalSettings;
+use parkd_broker::metrics::BrokerMetrics;
+use parkd_core::clock::{Clock, SystemClock};
+use parkd_core::ids::LotId;
+use parkd_core::topic::SPOT_FILTER;
+use parkd_ingest::{DeviceIndex, Ingest, IngestMetrics, IngestSettings};
+use parkd_store::{Store, StoreConfig};
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{MqttMode, ParkdConfig};
+use crate::devices::{StoreCredentials, seed_demo_sensors};
+
+/// Which command is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Production: anonymous MQTT refused unless configured.
+    Serve,
+    /// Everything in one process with a simulated garage; anonymous MQTT allowed by default.
+    Demo,
+}
+
+/// The store the configuration asks for.
+pub fn store_config(config: &ParkdConfig) -> StoreConfig {
+    match &config.database.url {
+        Some(url) => StoreConfig::Postgres {
+            url: url.expose().to_owned(),
+            pool_size: config.database.pool_size,
+            retention_days: config.database.retention_days,
+        },
+        None => StoreConfig::Sqlite {
+            path: config.data_dir.join("parkd.sqlite3"),
+        },
+    }
+}
+
+/// Opens the store and applies migrations.
+pub async fn open_store(config: &ParkdConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let store_config = store_config(config);
+    parkd_store::open(&store_config)
+        .await
+        .with_context(|| format!("opening the store ({store_config:?})"))
+}
+
+struct DatabaseReady(Arc<dyn Store>);
+
+#[async_trait]
+impl ReadinessCheck for DatabaseReady {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|error| error.to_string())
+    }
+}
+
+enum BrokerHandle {
+    Embedded(Arc<EmbeddedBroker>),
+    External(Arc<JoinHandle<()>>),
+}
+
+struct BrokerReady(Arc<BrokerHandle>);
+
+#[async_trait]
+impl ReadinessCheck for BrokerReady {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+    async fn check(&self) -> Result<(), String> {
+        let running = match self.0.as_ref() {
+            BrokerHandle::Embedded(broker) => broker.is_running(),
+            BrokerHandle::External(task) => !task.is_finished(),
+        };
+        if running {
+            Ok(())
+        } else {
+            Err("mqtt is not running".into())
+        }
+    }
+}
+
+/// The whole product, running.
+pub struct RunningApp {
+    http_addr: SocketAddr,
+    mqtt_addr: Option<SocketAddr>,
+    store: Arc<dyn Store>,
+    registry: Registry,
+    ingest_metrics: IngestMetrics,
+    broker: Arc<BrokerHandle>,
+    simulator: Option<(CancellationToken, JoinHandle<()>)>,
+    link_stop: CancellationToken,
+    link: Option<std::thread::JoinHandle<()>>,
+    external: Option<Arc<JoinHandle<()>>>,
+    ingest_stop: CancellationToken,
+    ingest: Ingest,
+    http_stop: CancellationToken,
+    http: JoinHandle<std::io::Result<()>>,
+    background_stop: CancellationToken,
+    background: TaskTracker,
+}
+
+impl std::fmt::Debug for RunningApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningApp")
+            .field("http_addr", &self.http_addr)
+            .field("mqtt_addr", &self.mqtt_addr)
+            .field("store", &self.store.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningApp {
+    /// Starts everything the configuration asks for.
+    pub async fn start(config: ParkdConfig, mode: Mode) -> anyhow::Result<RunningApp> {
+        let started = Instant::now();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let registry = Registry::new();
+        let store = open_store(&config).await?;
+
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "parkd_build_info",
+                "The running parkd version and store backend",
+            ),
+            &["version", "store"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), store.backend()])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        let store_up = IntGauge::new(
+            "parkd_store_up",
+            "Whether the database answered the last ping",
+        )?;
+        registry.register(Box::new(store_up.clone()))?;
+
+        if mode == Mode::Demo && config.demo.simulate {
+            let lot = LotId::parse(&config.demo.lot).context("demo.lot is not a valid lot id")?;
+            let added = seed_demo_sensors(store.as_ref(), &lot, config.demo.spots).await?;
+            tracing::info!(lot = %lot, added, "demo sensors registered");
+        }
+
+        // Ingest first, so the broker has somewhere to deliver.
+        let ingest_metrics = IngestMetrics::new(&registry)?;
+        let index = Arc::new(DeviceIndex::load(store.as_ref()).await?);
+        let ingest_stop = CancellationToken::new();
+        let ingest = Ingest::start(
+            IngestSettings {
+                batch_size: config.ingest.batch_size,
+                batch_interval: config.batch_interval(),
+                queue_capacity: config.ingest.queue_capacity,
+                write_attempts: config.ingest.write_attempts,
+                registry_reload: Duration::from_secs(10),
+            },
+            store.clone(),
+            index,
+            ingest_metrics.clone(),
+            clock.clone(),
+            ingest_stop.clone(),
+        )?;
+
+        let broker_metrics = BrokerMetrics::new(&registry)?;
+        let link_stop = CancellationToken::new();
+        let (broker, mqtt_addr, link, external) = match config.mqtt.mode {
+            MqttMode::Embedded => {
+                let allow_anonymous = config.mqtt.allow_anonymous.unwrap_or(mode == Mode::Demo);
+                let settings = EmbeddedSettings {
+                    listen: config.mqtt.listen,
+                    allow_anonymous,
+                    max_connections: config.mqtt.max_connections,
+                    max_packet_size: config.mqtt.max_packet_size,
+                    segment_size: config.mqtt.segment_size,
+                    segment_count: config.mqtt.segment_count,
+                    ..EmbeddedSettings::default()
+                };
+                let broker = EmbeddedBroker::start(
+                    settings,
+                    Arc::new(StoreCredentials(store.clone())),
+                    broker_metrics,
+                )
+                .await
+                .context("starting the embedded MQTT broker")?;
+                let link = broker
+                    .subscribe(
+                        "ingest",
+                        &[SPOT_FILTER],
+                        ingest.sink(),
+                        clock.clone(),
+                        link_stop.clone(),
+                    )
+                    .await?;
+                let addr = broker.local_addr();
+                (
+                    BrokerHandle::Embedded(Arc::new(broker)),
+                    Some(addr),
+                    Some(link),
+                    None,
+                )
+            }
+            MqttMode::External => {
+                let external = &config.mqtt.external;
+                let task = parkd_broker::external::subscribe(
+                    ExternalSettings {
+                        url: external.url.clone(),
+                        client_id: external.client_id.clone(),
+                        username: external.username.clone(),
+                        password: external.password.as_ref().map(|p| p.expose().to_owned()),
+                        shared_group: external.shared_group.clone(),
+                        keep_alive: Duration::from_secs(30),
+                    },
+                    &[SPOT_FILTER],
+                    ingest.sink(),
+                    clock.clone(),
+                    link_stop.clone(),
+                )?;
+                let task = Arc::new(task);
+                (BrokerHandle::External(task.clone()), None, None, Some(task))
+            }
+        };
+        let broker = Arc::new(broker);
+
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let readiness: Vec<Box<dyn ReadinessCheck>> = vec![
+            Box::new(DatabaseReady(store.clone())),
+            Box::new(BrokerReady(broker.clone())),
+        ];
+        let app = parkd_api::router(ApiState {
+            registry: registry.clone(),
+            readiness: Arc::new(readiness),
+        });
+        let http_stop = CancellationToken::new();
+        let http = tokio::spawn(parkd_api::serve(
+            listener,
+            app,
+            http_stop.clone().cancelled_owned(),
+        ));
+
+        let background_stop = CancellationToken::new();
+        let background = TaskTracker::new();
+        background.spawn(store_health(
+            store.clone(),
+            store_up,
+            background_stop.clone(),
+        ));
+        background.spawn(retention(
+            store.clone(),
+            clock.clone(),
+            config.database.retention_days,
+            background_stop.clone(),
+        ));
+        background.close();
+
+        let simulator = match (mode, mqtt_addr) {
+            (Mode::Demo, Some(addr)) if config.demo.simulate => {
+                let lot = LotId::parse(&config.demo.lot)?;
+                let mut fleet = parkd_sim::FleetConfig::new(
+                    parkd_sim::MqttEndpoint::new(addr.ip().to_string(), addr.port()),
+                    1,
+                    config.demo.spots,
+                );
+                fleet.lots = vec![lot];
+                fleet.speed = config.demo.speed;
+                let stop = CancellationToken::new();
+                let token = stop.clone();
+                let task = tokio::spawn(async move {
+                    match parkd_sim::run_fleet(fleet, token).await {
+                        Ok(report) => tracing::info!(?report, "demo simulator stopped"),
+                        Err(error) => tracing::error!(%error, "demo simulator failed"),
+                    }
+                });
+                Some((stop, task))
+            }
+            _ => None,
+        };
+
+        tracing::info!(
+            %http_addr,
+            ?mqtt_addr,
+            store = store.backend(),
+            startup_ms = started.elapsed().as_millis(),
+            "parkd ready"
+        );
+        Ok(RunningApp {
+            http_addr,
+            mqtt_addr,
+            store,
+            registry,
+            ingest_metrics,
+            broker,
+            simulator,
+            link_stop,
+            link,
+            external,
+            ingest_stop,
+            ingest,
+            http_stop,
+            http,
+            background_stop,
+            background,
+        })
+    }
+
+    /// Where HTTP listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where the embedded broker listens (`None` in external mode).
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The metrics registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Ingest's metrics.
+    pub fn ingest_metrics(&self) -> &IngestMetrics {
+        &self.ingest_metrics
+    }
+
+    /// Stops everything in order; returns when ingest has committed what it had.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some((stop, task)) = self.simulator {
+            stop.cancel();
+            let _ = task.await;
+        }
+        if let BrokerHandle::Embedded(broker) = self.broker.as_ref() {
+            broker.shutdown();
+        }
+        self.link_stop.cancel();
+        if let Some(link) = self.link {
+            tokio::task::spawn_blocking(move || link.join()).await.ok();
+        }
+        if let Some(external) = self.external {
+            while !external.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        self.ingest_stop.cancel();
+        self.ingest.join().await;
+        tracing::info!("ingest drained");
+        self.http_stop.cancel();
+        self.http.await??;
+        self.background_stop.cancel();
+        self.background.wait().await;
+        tracing::info!("parkd stopped");
+        Ok(())
+    }
+}
+
+async fn store_health(store: Arc<dyn Store>, up: IntGauge, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ok = store.ping().await.is_ok();
+        up.set(i64::from(ok));
+    }
+}
+
+/// Deletes raw telemetry past its retention (a no-op where TimescaleDB's policy does it).
+async fn retention(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    days: u32,
+    stop: CancellationToken,
+) {
+    if days == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let before = clock.now() - chrono::Duration::days(i64::from(days));
+        match store.enforce_retention(before).await {
+            Ok(deleted) if deleted > 0 => {
+                tracing::info!(deleted, %before, "raw telemetry past retention deleted")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "retention run failed"),
+        }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,483 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `PARKD__...` environment
+//! variables (`PARKD__MQTT__LISTEN=0.0.0.0:1883` sets `mqtt.listen`), then command-line flags.
+//!
+//! The file format is [`ParkdConfig`]; every section refuses unknown keys, so a typo is an
+//! error that names the key instead of a silently ignored setting. Secrets ([`Secret`]) never
+//! print: `parkd config print` and `Debug` show them redacted.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A value that must never reach a log or a terminal.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// The database URL: printed with its password redacted.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, password included; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `<redacted>`. Handles both the URL form
+    /// (`postgres://user:pass@host/db`) and the key/value form (`password=...`).
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        if let Some(scheme_end) = url.find("://") {
+            let rest = &url[scheme_end + 3..];
+            if let Some(at) = rest.rfind('@') {
+                let userinfo = &rest[..at];
+                if let Some(colon) = userinfo.find(':') {
+                    return format!(
+                        "{}{}:<redacted>{}",
+                        &url[..scheme_end + 3],
+                        &userinfo[..colon],
+                        &rest[at..]
+                    );
+                }
+            }
+            return url.clone();
+        }
+        url.split_whitespace()
+            .map(|pair| {
+                if pair.to_ascii_lowercase().starts_with("password=") {
+                    "password=<redacted>".to_owned()
+                } else {
+                    pair.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParkdConfig {
+    /// Where embedded data (the SQLite file) lives.
+    pub data_dir: PathBuf,
+    /// The HTTP server.
+    pub http: HttpConfig,
+    /// MQTT: embedded broker or external broker.
+    pub mqtt: MqttConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// The ingest pipeline.
+    pub ingest: IngestConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The built-in simulator of `parkd demo`.
+    pub demo: DemoConfig,
+}
+
+impl Default for ParkdConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            database: DatabaseConfig::default(),
+            ingest: IngestConfig::default(),
+            log: LogConfig::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Which broker devices talk to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttMode {
+    /// rumqttd inside this process.
+    Embedded,
+    /// Mosquitto, EMQX, HiveMQ...; ingest subscribes to it.
+    External,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Embedded or external.
+    pub mode: MqttMode,
+    /// Listen address of the embedded broker; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Admit clients without credentials. Unset: allowed in `demo`, refused in `serve`.
+    pub allow_anonymous: Option<bool>,
+    /// Connections the embedded router makes room for (keep far above need).
+    pub max_connections: usize,
+    /// Largest MQTT packet, in bytes.
+    pub max_packet_size: usize,
+    /// Bytes per segment of each topic's in-memory log in the embedded router.
+    pub segment_size: usize,
+    /// Segments per topic log.
+    pub segment_count: usize,
+    /// The external broker (mode = "external").
+    pub external: ExternalMqttConfig,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            mode: MqttMode::Embedded,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            allow_anonymous: None,
+            max_connections: 100_000,
+            max_packet_size: 64 * 1024,
+            segment_size: 1024 * 1024,
+            segment_count: 4,
+            external: ExternalMqttConfig::default(),
+        }
+    }
+}
+
+/// `[mqtt.external]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExternalMqttConfig {
+    /// `mqtt://host:port`.
+    pub url: String,
+    /// This instance's client id (distinct per instance).
+    pub client_id: String,
+    /// Username, if needed.
+    pub username: Option<String>,
+    /// Password, if needed.
+    pub password: Option<Secret>,
+    /// Shared-subscription group, so several instances split the stream.
+    pub shared_group: Option<String>,
+}
+
+impl Default for ExternalMqttConfig {
+    fn default() -> Self {
+        Self {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: "parkd-ingest".into(),
+            username: None,
+            password: None,
+            shared_group: None,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; unset means the embedded SQLite file under `data_dir`.
+    pub url: Option<DatabaseUrl>,
+    /// PostgreSQL connections.
+    pub pool_size: usize,
+    /// Days of raw telemetry kept (0 keeps everything).
+    pub retention_days: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 8,
+            retention_days: 90,
+        }
+    }
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Rows per batch at most.
+    pub batch_size: usize,
+    /// Longest wait before a partial batch is written, in milliseconds.
+    pub batch_interval_ms: u64,
+    /// Messages held between broker and batcher before dropping (counted).
+    pub queue_capacity: usize,
+    /// Attempts to write a batch before counting it lost.
+    pub write_attempts: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 5_000,
+            batch_interval_ms: 50,
+            queue_capacity: 100_000,
+            write_attempts: 10,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info,parkd_ingest=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info,rumqttd=warn".into(),
+        }
+    }
+}
+
+/// `[demo]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// The simulated garage's lot id.
+    pub lot: String,
+    /// Its number of spots.
+    pub spots: u32,
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    /// Whether `parkd demo` runs the simulator at all.
+    pub simulate: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            lot: "demo-garage".into(),
+            spots: 300,
+            speed: 60.0,
+            simulate: true,
+        }
+    }
+}
+
+/// Errors while loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or does not fit the format (names the key).
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl ParkdConfig {
+    /// Loads defaults, then `file` (which must exist when given), then the environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ParkdConfig, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::Config::try_from(&ParkdConfig::default())?);
+        if let Some(file) = file {
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("PARKD__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("PARKD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let config: ParkdConfig = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        if self.ingest.batch_size == 0 || self.ingest.queue_capacity == 0 {
+            return invalid("ingest.batch_size and ingest.queue_capacity must be above zero");
+        }
+        if self.ingest.batch_interval_ms == 0 || self.ingest.write_attempts == 0 {
+            return invalid(
+                "ingest.batch_interval_ms and ingest.write_attempts must be above zero",
+            );
+        }
+        if self.mqtt.segment_size < 1024 || self.mqtt.segment_count == 0 {
+            return invalid("mqtt.segment_size must be >= 1024 and mqtt.segment_count >= 1");
+        }
+        if self.database.pool_size == 0 {
+            return invalid("database.pool_size must be above zero");
+        }
+        if !(self.demo.speed > 0.0 && self.demo.speed <= 86_400.0) {
+            return invalid("demo.speed must be in (0, 86400]");
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot render: {error}"))
+    }
+
+    /// The batch interval.
+    pub fn batch_interval(&self) -> Duration {
+        Duration::from_millis(self.ingest.batch_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("parkd.toml");
+        std::fs::write(
+            &file,
+            "[http]\nlisten = \"0.0.0.0:9000\"\n[ingest]\nbatch_size = 10\n",
+        )
+        .unwrap();
+        let config = ParkdConfig::load(
+            Some(&file),
+            env(&[
+                ("PARKD__INGEST__BATCH_SIZE", "20"),
+                ("PARKD__MQTT__ALLOW_ANONYMOUS", "true"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.http.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.ingest.batch_size, 20);
+        assert_eq!(config.mqtt.allow_anonymous, Some(true));
+        assert_eq!(config.ingest.queue_capacity, 100_000);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("parkd.toml");
+        std::fs::write(&file, "[ingest]\nbatch_sise = 10\n").unwrap();
+        let error = ParkdConfig::load(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("batch_sise"), "{error}");
+        let error = ParkdConfig::load(None, env(&[("PARKD__HTTP__LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("listn"), "{error}");
+        let error = ParkdConfig::load(None, env(&[("PARKD__HTTP__LISTEN", "nope")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("listen"), "{error}");
+        assert!(ParkdConfig::load(Some(Path::new("/nonexistent.toml")), env(&[])).is_err());
+        assert!(ParkdConfig::load(None, env(&[("PARKD__INGEST__BATCH_SIZE", "0")])).is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = ParkdConfig::load(
+            None,
+            env(&[
+                (
+                    "PARKD__DATABASE__URL",
+                    "postgres://parkd:hunter2@db:5432/parkd",
+                ),
+                ("PARKD__MQTT__EXTERNAL__PASSWORD", "s3cret"),
+            ]),
+        )
+        .unwrap();
+        let printed = format!("{}\n{:?}", config.to_toml(), config);
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("postgres://parkd:<redacted>@db:5432/parkd"),
+            "{printed}"
+        );
+        assert_eq!(
+            config.database.url.unwrap().expose(),
+            "postgres://parkd:hunter2@db:5432/parkd"
+        );
+        let kv = DatabaseUrl("host=db user=parkd password=hunter2".into());
+        assert_eq!(kv.redacted(), "host=db user=parkd password=<redacted>");
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../parkd.example.toml");
+        ParkdConfig::load(Some(&example), env(&[])).unwrap();
+    }
+}

@@ -1,0 +1,14 @@
+//! The parkd binary's library: configuration, wiring and the commands.
+//!
+//! `main.rs` only parses the command line; everything else is here so that tests can start
+//! the whole product in-process on port 0 ([`app::App::start`]) and stop it in order.
+//!
+//! - [`config`]: layered configuration with secrets that never print;
+//! - [`app`]: builds the store, the broker, ingest and HTTP, and shuts them down in order;
+//! - [`devices`]: the device registry commands and the broker's view of the registry;
+//! - [`telemetry`]: logging setup.
+
+pub mod app;
+pub mod config;
+pub mod devices;
+pub mod telemetry;
