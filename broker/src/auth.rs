@@ -130,14 +130,14 @@ impl Authenticator {
         if !bool::from(given.ct_eq(&expected)) {
             return self.refuse(&client_id, "wrong secret");
         }
-        if let Some((_, will_topic)) = self.sessions.pending_wills.remove(&client_id) {
-            if let Err(denied) = credential.grant.check_publish(&will_topic) {
-                self.metrics
-                    .acl_denied
-                    .with_label_values(&["will", denied.label()])
-                    .inc();
-                return self.refuse(&client_id, "will topic outside the device's grant");
-            }
+        if let Some((_, will_topic)) = self.sessions.pending_wills.remove(&client_id)
+            && let Err(denied) = credential.grant.check_publish(&will_topic)
+        {
+            self.metrics
+                .acl_denied
+                .with_label_values(&["will", denied.label()])
+                .inc();
+            return self.refuse(&client_id, "will topic outside the device's grant");
         }
         self.sessions.grants.insert(client_id, credential.grant);
         true

@@ -1,6 +1,8 @@
 //! The embedded broker over real sockets, with clients nobody here wrote (mosquitto_pub and
 //! mosquitto_sub from Debian's mosquitto-clients) and with rumqttc.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -166,11 +168,11 @@ async fn anonymous_demo_broker_stores_and_relays_what_mosquitto_clients_publish(
                 .await
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Some(child) = sub.as_mut() {
-                if child.try_wait().unwrap().is_some() {
-                    result = Some(sub.take().unwrap().wait_with_output().await.unwrap());
-                    break;
-                }
+            if let Some(child) = sub.as_mut()
+                && child.try_wait().unwrap().is_some()
+            {
+                result = Some(sub.take().unwrap().wait_with_output().await.unwrap());
+                break;
             }
         }
         result.expect("mosquitto_sub received nothing")

@@ -1,16 +1,18 @@
 //! The ingest pipeline end to end: real MQTT clients → embedded broker → ingest → store, on
 //! SQLite and on PostgreSQL. Every message published must be accounted for.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use parkd_broker::InboundMessage;
 use parkd_broker::auth::{CredentialSource, DeviceCredential};
 use parkd_broker::embedded::{EmbeddedBroker, EmbeddedSettings};
 use parkd_broker::metrics::BrokerMetrics;
-use parkd_broker::{InboundMessage, MessageSink};
 use parkd_core::clock::SystemClock;
 use parkd_core::ids::{DeviceId, LotId, SpotId};
 use parkd_core::topic::SPOT_FILTER;

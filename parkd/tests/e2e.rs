@@ -1,6 +1,8 @@
 //! The whole product in one process (and once as the real binary), over real sockets, with
 //! MQTT clients nobody here wrote: mosquitto_pub, mosquitto_sub and a real Mosquitto broker.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -17,8 +19,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 fn base_config(data_dir: &Path) -> ParkdConfig {
-    let mut config = ParkdConfig::default();
-    config.data_dir = data_dir.to_owned();
+    let mut config = ParkdConfig {
+        data_dir: data_dir.to_owned(),
+        ..ParkdConfig::default()
+    };
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
     config.demo.simulate = false;
@@ -255,7 +259,8 @@ fn toml_url(url: &str) -> parkd::config::DatabaseUrl {
     config.database.url.take().unwrap()
 }
 
-struct Mosquitto(std::process::Child, tempfile::TempDir);
+/// A running Mosquitto; its config directory lives as long as it does.
+struct Mosquitto(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
@@ -277,6 +282,7 @@ async fn start_mosquitto() -> (Mosquitto, u16) {
         format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"),
     )
     .unwrap();
+    #[allow(clippy::zombie_processes)] // waited for in Mosquitto's Drop
     let child = std::process::Command::new("/usr/sbin/mosquitto")
         .arg("-c")
         .arg(&conf)
@@ -392,10 +398,10 @@ async fn the_real_binary_runs_the_demo_and_stops_cleanly_on_sigterm() {
             .unwrap();
         assert!(read > 0, "demo exited: {printed}");
         printed.push_str(&String::from_utf8_lossy(&buffer[..read]));
-        if let Some(rest) = printed.split("http://").nth(1) {
-            if let Some(addr) = rest.split('/').next().and_then(|a| a.parse().ok()) {
-                break addr;
-            }
+        if let Some(rest) = printed.split("http://").nth(1)
+            && let Some(addr) = rest.split('/').next().and_then(|a| a.parse().ok())
+        {
+            break addr;
         }
     };
     let (status, body) = http_get(addr, "/readyz").await;

@@ -1,5 +1,7 @@
 //! Fleet mode against a real Mosquitto: topics, payloads, seq order, retained status.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, HashSet};

@@ -1,5 +1,7 @@
 //! Load mode against a real Mosquitto: exact counts, unique seq per spot, send timestamps.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -1,5 +1,6 @@
 //! Test support: a throwaway Mosquitto broker and a rumqttc subscriber.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpListener;
