@@ -97,6 +97,16 @@ enum DeviceCommand {
         /// Device id.
         id: String,
     },
+    /// Register, without secrets, the sensors `parkd-sim fleet` simulates for one lot
+    /// (`{lot}-s-L1-001` ...), so a demo or a benchmark on `serve` with anonymous MQTT is stored.
+    SeedSim {
+        /// The simulated lot.
+        #[arg(long, default_value = "lot-1")]
+        lot: String,
+        /// Its number of spots.
+        #[arg(long, default_value_t = 300)]
+        spots: u32,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<ParkdConfig> {
@@ -219,6 +229,11 @@ async fn device(command: DeviceCommand, config: &ParkdConfig) -> anyhow::Result<
         }
         DeviceCommand::Disable { id } => set_disabled(store.as_ref(), &id, true).await?,
         DeviceCommand::Enable { id } => set_disabled(store.as_ref(), &id, false).await?,
+        DeviceCommand::SeedSim { lot, spots } => {
+            let lot = LotId::parse(&lot).context("lot id")?;
+            let added = parkd::devices::seed_demo_sensors(store.as_ref(), &lot, spots).await?;
+            println!("{added} simulated sensors registered for lot {lot}");
+        }
         DeviceCommand::Remove { id } => {
             let id = DeviceId::parse(&id).context("device id")?;
             if !store.delete_device(&id).await? {
