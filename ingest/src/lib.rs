@@ -22,7 +22,7 @@ mod pipeline;
 mod registry;
 
 pub use metrics::IngestMetrics;
-pub use pipeline::{Ingest, IngestSettings, IngestSink};
+pub use pipeline::{Ingest, IngestSettings, IngestSink, ReadingObserver};
 pub use registry::DeviceIndex;
 
 /// Errors of the ingest pipeline.

@@ -73,6 +73,14 @@ impl IngestSettings {
     }
 }
 
+/// Told about every reading ingest accepts (validated, from a registered sensor, not a
+/// duplicate), as soon as it is accepted and before it is committed. Must be quick: it runs on
+/// the batcher.
+pub trait ReadingObserver: Send + Sync + 'static {
+    /// One accepted reading.
+    fn observe(&self, reading: &SpotReading);
+}
+
 /// The broker-facing end of the queue. Never blocks.
 #[derive(Debug, Clone)]
 pub struct IngestSink {
@@ -112,6 +120,20 @@ impl Ingest {
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
     ) -> Result<Ingest, IngestError> {
+        Self::start_observed(settings, store, index, metrics, clock, shutdown, None)
+    }
+
+    /// [`Ingest::start`], also telling `observer` about every accepted reading (the live
+    /// occupancy engine).
+    pub fn start_observed(
+        settings: IngestSettings,
+        store: Arc<dyn Store>,
+        index: Arc<DeviceIndex>,
+        metrics: IngestMetrics,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+        observer: Option<Arc<dyn ReadingObserver>>,
+    ) -> Result<Ingest, IngestError> {
         settings.validate()?;
         let (tx, rx) = flume::bounded(settings.queue_capacity);
         // Two batches in flight: one being written, one being built.
@@ -121,6 +143,7 @@ impl Ingest {
             settings: settings.clone(),
             metrics: metrics.clone(),
             index: index.clone(),
+            observer,
             windows: HashMap::new(),
             throttle: LogThrottle::new(Duration::from_secs(5)),
         };
@@ -176,6 +199,7 @@ struct Batcher {
     settings: IngestSettings,
     metrics: IngestMetrics,
     index: Arc<DeviceIndex>,
+    observer: Option<Arc<dyn ReadingObserver>>,
     windows: HashMap<DeviceId, SeqWindow>,
     throttle: LogThrottle,
 }
@@ -341,7 +365,7 @@ impl Batcher {
                 if let Some(ts) = device_ts {
                     batch.device_ts.push(ts);
                 }
-                batch.rows.readings.push(SpotReading {
+                let reading = SpotReading {
                     received_at,
                     device_ts,
                     lot,
@@ -351,7 +375,11 @@ impl Batcher {
                     seq: state.seq.and_then(|seq| i64::try_from(seq).ok()),
                     battery_mv: state.battery_mv.map(i32::from),
                     rssi: state.rssi,
-                });
+                };
+                if let Some(observer) = &self.observer {
+                    observer.observe(&reading);
+                }
+                batch.rows.readings.push(reading);
             }
             SpotChannel::Heartbeat => {
                 let heartbeat = Heartbeat::decode(&message.payload)?;

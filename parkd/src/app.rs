@@ -23,6 +23,7 @@ use parkd_core::clock::{Clock, SystemClock};
 use parkd_core::ids::LotId;
 use parkd_core::topic::SPOT_FILTER;
 use parkd_ingest::{DeviceIndex, Ingest, IngestMetrics, IngestSettings};
+use parkd_occupancy::OccupancyEngine;
 use parkd_store::{Store, StoreConfig};
 use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use tokio::task::JoinHandle;
@@ -31,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{MqttMode, ParkdConfig};
 use crate::devices::{StoreCredentials, seed_demo_sensors};
+use crate::live::{EngineCollector, EngineFeed};
 
 /// Which command is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +109,7 @@ pub struct RunningApp {
     store: Arc<dyn Store>,
     registry: Registry,
     ingest_metrics: IngestMetrics,
+    engine: Arc<OccupancyEngine>,
     broker: Arc<BrokerHandle>,
     simulator: Option<(CancellationToken, JoinHandle<()>)>,
     link_stop: CancellationToken,
@@ -161,11 +164,16 @@ impl RunningApp {
             tracing::info!(lot = %lot, added, "demo sensors registered");
         }
 
+        let engine = Arc::new(OccupancyEngine::new());
+        let restored = crate::live::restore(&engine, store.as_ref()).await?;
+        tracing::info!(restored, "live occupancy restored from the store");
+        registry.register(Box::new(EngineCollector::new(engine.clone())?))?;
+
         // Ingest first, so the broker has somewhere to deliver.
         let ingest_metrics = IngestMetrics::new(&registry)?;
         let index = Arc::new(DeviceIndex::load(store.as_ref()).await?);
         let ingest_stop = CancellationToken::new();
-        let ingest = Ingest::start(
+        let ingest = Ingest::start_observed(
             IngestSettings {
                 batch_size: config.ingest.batch_size,
                 batch_interval: config.batch_interval(),
@@ -178,6 +186,7 @@ impl RunningApp {
             ingest_metrics.clone(),
             clock.clone(),
             ingest_stop.clone(),
+            Some(Arc::new(EngineFeed(engine.clone()))),
         )?;
 
         let broker_metrics = BrokerMetrics::new(&registry)?;
@@ -310,6 +319,7 @@ impl RunningApp {
             store,
             registry,
             ingest_metrics,
+            engine,
             broker,
             simulator,
             link_stop,
@@ -347,6 +357,11 @@ impl RunningApp {
     /// Ingest's metrics.
     pub fn ingest_metrics(&self) -> &IngestMetrics {
         &self.ingest_metrics
+    }
+
+    /// The live occupancy engine.
+    pub fn engine(&self) -> Arc<OccupancyEngine> {
+        self.engine.clone()
     }
 
     /// Stops everything in order; returns when ingest has committed what it had.

@@ -6,9 +6,11 @@
 //! - [`config`]: layered configuration with secrets that never print;
 //! - [`app`]: builds the store, the broker, ingest and HTTP, and shuts them down in order;
 //! - [`devices`]: the device registry commands and the broker's view of the registry;
+//! - [`live`]: the occupancy engine fed by ingest and exported as metrics;
 //! - [`telemetry`]: logging setup.
 
 pub mod app;
 pub mod config;
 pub mod devices;
+pub mod live;
 pub mod telemetry;

@@ -96,7 +96,7 @@ async fn demo_on_sqlite_stores_what_mosquitto_pub_publishes_and_relays_it() {
         None,
     )
     .await;
-    let app = RunningApp::start(config, Mode::Demo).await.unwrap();
+    let app = RunningApp::start(config.clone(), Mode::Demo).await.unwrap();
     let port = app.mqtt_addr().unwrap().port();
 
     let (status, body) = http_get(app.http_addr(), "/readyz").await;
@@ -178,6 +178,18 @@ async fn demo_on_sqlite_stores_what_mosquitto_pub_publishes_and_relays_it() {
     assert!(metrics_after.contains(r#"parkd_ingest_rejected_total{reason="unknown_device"} 1"#));
     assert!(metrics.contains("parkd_build_info"));
     assert_eq!(store.count_readings().await.unwrap(), 1);
+    // The live engine saw it, and exports it.
+    let g1 = LotId::parse("g1").unwrap();
+    assert_eq!(app.engine().counts(&g1).map(|c| c.occupied), Some(1));
+    assert!(
+        metrics_after.contains(r#"parkd_lot_spots{lot="g1",state="occupied"} 1"#),
+        "{metrics_after}"
+    );
+    app.shutdown().await.unwrap();
+
+    // After a restart the engine is restored from the store before any message arrives.
+    let app = RunningApp::start(config, Mode::Demo).await.unwrap();
+    assert_eq!(app.engine().counts(&g1).map(|c| c.occupied), Some(1));
     app.shutdown().await.unwrap();
 }
 
