@@ -84,10 +84,10 @@ impl std::fmt::Debug for EmbeddedBroker {
 /// Finds a concrete port for `addr` when it asks for port 0. rumqttd binds its listener itself
 /// and does not report the port, so a free one is reserved and released just before; the start
 /// then checks that rumqttd did get it.
+///
+/// For a fixed port it checks that the port is free, so that "something listens there" can
+/// afterwards be taken as "rumqttd listens there" (another broker on 1883 would otherwise pass).
 fn concrete_addr(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
     let probe = StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
     probe
         .local_addr()

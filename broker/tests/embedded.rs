@@ -431,3 +431,18 @@ async fn bad_client_ids_do_not_poison_the_listener() {
     assert_eq!(h.sink.wait_for(3).await.len(), 3);
     h.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let settings = EmbeddedSettings {
+        listen: taken.local_addr().unwrap(),
+        allow_anonymous: true,
+        ..EmbeddedSettings::default()
+    };
+    let metrics = BrokerMetrics::new(&Registry::new()).unwrap();
+    let error = EmbeddedBroker::start(settings, Arc::new(Registry_::default()), metrics)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("cannot listen"), "{error}");
+}
