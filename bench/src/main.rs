@@ -1,1 +1,265 @@
-fn main() {}
+//! `parkd-bench`: the project's own benchmark harness.
+//!
+//! - Default command (the ingest benchmark): for each `--store`, MQTT load from real clients
+//!   (QoS 0) → the embedded broker → the ingest pipeline → a fresh store, with every message
+//!   accounted for; throughput from the first publish to the last commit; publish-to-commit
+//!   latency from exact, sorted samples; on PostgreSQL the raw `COPY` rate of the same rows.
+//! - `demo`: start-up time and idle memory of the release `parkd demo` binary.
+//!
+//! Both print a Markdown report and can write it to a file (`--out`). See `bench/README.md`.
+
+mod cpu;
+mod demo;
+mod ingest;
+mod machine;
+mod pg;
+mod report;
+mod timed_store;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The parkd benchmark harness (ingest throughput and latency; demo start-up).
+#[derive(Debug, Parser)]
+#[command(name = "parkd-bench", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    ingest: IngestArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start-up time to `/readyz` and idle RSS of the release `parkd demo` binary.
+    Demo(DemoArgs),
+}
+
+/// A store backend to benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Backend {
+    /// An SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on a PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The issue's end-to-end target, messages per second.
+    pub(crate) fn throughput_target(self) -> f64 {
+        match self {
+            Backend::Postgres => 100_000.0,
+            Backend::Sqlite => 50_000.0,
+        }
+    }
+}
+
+/// A load shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scenario {
+    /// As fast as the load generator can publish, a fixed number of messages.
+    Max,
+    /// The backend's throughput target as a fixed rate (100,000 msg/s on PostgreSQL, 50,000 on
+    /// SQLite), as many messages as `max`: does the pipeline keep up with zero loss?
+    Target,
+    /// A fixed rate (`--rate`) for a fixed time (`--duration`).
+    Paced,
+}
+
+impl Scenario {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Scenario::Max => "max",
+            Scenario::Target => "target",
+            Scenario::Paced => "paced",
+        }
+    }
+}
+
+/// The ingest benchmark.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct IngestArgs {
+    /// Backend to benchmark; repeat for both (`--store sqlite --store postgres`).
+    #[arg(long = "store", value_enum)]
+    pub(crate) stores: Vec<Backend>,
+    /// PostgreSQL server to create the fresh benchmark databases on (they are dropped after).
+    /// Without it, a fresh database is made from libpq's PG* environment, as set by
+    /// `pg_virtualenv` (not dropped: the throwaway cluster goes with pg_virtualenv).
+    #[arg(long, env = "PARKD_BENCH_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Scenario to run; repeat for several. Default: max, target and paced.
+    #[arg(long = "scenario", value_enum)]
+    pub(crate) scenarios: Vec<Scenario>,
+    /// Messages of the `max` and `target` scenarios [default: 1000000 on PostgreSQL, 500000 on
+    /// SQLite].
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+    /// Messages per second of the `paced` scenario.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub(crate) rate: f64,
+    /// Length of the `paced` scenario (e.g. 20s, 1m).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// MQTT client connections of the load generator.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) connections: usize,
+    /// Distinct spots (one registered sensor each) per connection.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) spots_per_connection: usize,
+    /// Worker threads of the load generator's own runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) load_threads: usize,
+    /// Worker threads of the runtime running broker, ingest and store [default: CPUs].
+    #[arg(long)]
+    pub(crate) parkd_threads: Option<usize>,
+    /// Ingest: rows per batch [default: IngestSettings' 20000, as parkd].
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
+    /// Ingest: longest wait before a partial batch is flushed, in ms [default: 50].
+    #[arg(long)]
+    pub(crate) batch_interval_ms: Option<u64>,
+    /// Ingest: capacity of the queue between broker and batcher [default: 100000].
+    #[arg(long)]
+    pub(crate) queue_capacity: Option<usize>,
+    /// Broker: bytes per segment of a subscription filter's log. rumqttd keeps one log per
+    /// filter, so ingest's single wildcard filter gets segment_size x segment_count in all
+    /// [default: parkd's, 8 MiB x 8; pass 1048576 and 4 to see the old 4 MiB overflow].
+    #[arg(long)]
+    pub(crate) segment_size: Option<usize>,
+    /// Broker: segments per filter log [default: parkd's].
+    #[arg(long)]
+    pub(crate) segment_count: Option<usize>,
+    /// Ingest: batches written concurrently [default: as parkd, 2 on PostgreSQL, 1 on SQLite].
+    #[arg(long)]
+    pub(crate) writers: Option<usize>,
+    /// Experiment: N ingest pipelines sharded by topic, so N batches are written at once
+    /// (stands in for N writer tasks in ingest). 1 = parkd as it is.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) ingest_shards: usize,
+    /// PostgreSQL connection pool size (parkd's default is 8).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) pool_size: usize,
+    /// Skip the raw store figures (raw COPY and store-only writes).
+    #[arg(long)]
+    pub(crate) skip_raw: bool,
+    /// How long to wait, after the load ends, for every delivered message to be accounted for.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub(crate) settle_timeout: Duration,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Run even in a debug build (the figures are then meaningless, and the report says so).
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
+}
+
+/// The demo start-up benchmark.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DemoArgs {
+    /// The parkd binary [default: target/release/parkd of this workspace].
+    #[arg(long)]
+    pub(crate) parkd: Option<PathBuf>,
+    /// Runs; the report gives each and the median.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) runs: usize,
+    /// How long the demo runs before its RSS is read.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) idle: Duration,
+    /// Give up on a run that is not ready after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) ready_timeout: Duration,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Run even in a debug build of parkd-bench.
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    parkd_sim::duration::parse_duration(raw).map_err(|e| e.to_string())
+}
+
+/// Whether this binary is an optimized build; a debug build refuses unless told otherwise.
+fn check_profile(allow_debug: bool) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        if !allow_debug {
+            bail!(
+                "parkd-bench is a debug build: its figures would be meaningless. \
+                 Run `cargo run --release -p parkd-bench -- ...` (or pass --allow-debug)"
+            );
+        }
+        eprintln!("WARNING: DEBUG BUILD: these figures are NOT representative (--allow-debug)");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
+        )
+        .init();
+    match cli.command {
+        Some(Command::Demo(args)) => {
+            check_profile(args.allow_debug)?;
+            let markdown = demo::run(&args)?;
+            emit(&markdown, args.out.as_ref())
+        }
+        None => {
+            let args = cli.ingest;
+            check_profile(args.allow_debug)?;
+            if args.stores.is_empty() {
+                bail!("give --store sqlite and/or --store postgres");
+            }
+            let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.parkd_threads.unwrap_or(cpus).max(1))
+                .thread_name("parkd")
+                .enable_all()
+                .build()
+                .context("starting the parkd runtime")?;
+            let load_runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.load_threads.max(1))
+                .thread_name("loadgen")
+                .enable_all()
+                .build()
+                .context("starting the load generator runtime")?;
+            let markdown = runtime.block_on(ingest::run_all(&args, load_runtime.handle()))?;
+            // Shut down outside any async context; rumqttd's router threads have no shutdown
+            // and end with the process.
+            load_runtime.shutdown_timeout(Duration::from_secs(5));
+            runtime.shutdown_timeout(Duration::from_secs(5));
+            emit(&markdown, args.out.as_ref())
+        }
+    }
+}
+
+/// Prints the report and writes it to `out` when given.
+fn emit(markdown: &str, out: Option<&PathBuf>) -> anyhow::Result<()> {
+    println!("{markdown}");
+    if let Some(path) = out {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(path, markdown).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}

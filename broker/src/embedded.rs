@@ -5,10 +5,13 @@
 //! is aborted at shutdown. Consumers inside the process use local links, drained on a
 //! dedicated thread each, because link calls are blocking channel operations.
 //!
-//! Router sizing: each topic gets a log of `segment_count` segments of `segment_size` bytes.
-//! A local link that falls further behind than that silently skips messages, so the link
-//! thread does nothing but hand messages to a non-blocking sink, and the log is sized for
-//! about a second of peak traffic per topic.
+//! Router sizing: rumqttd 0.20 keeps one in-memory log per subscription filter (not per
+//! topic), of `segment_count` segments of `segment_size` bytes; ingest's single wildcard filter
+//! therefore shares one log across every spot. A local link that falls further behind than that
+//! silently skips messages (rumqttd logs a "cursor jumped" warning), so the link thread does
+//! nothing but hand messages to a non-blocking sink, and the default log (8 x 8 MiB, about
+//! 580,000 sensor messages, memory taken only as it fills) absorbs bursts far larger than the
+//! ingest queue behind it (measured in bench/results/FINDINGS.md).
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;
@@ -41,9 +44,9 @@ pub struct EmbeddedSettings {
     pub max_inflight: usize,
     /// Time a new socket has to send CONNECT.
     pub connect_timeout: Duration,
-    /// Bytes per segment of a topic's in-memory log.
+    /// Bytes per segment of the in-memory log rumqttd keeps per subscription filter.
     pub segment_size: usize,
-    /// Segments per topic log.
+    /// Segments per log.
     pub segment_count: usize,
 }
 
@@ -56,8 +59,8 @@ impl Default for EmbeddedSettings {
             max_packet_size: 64 * 1024,
             max_inflight: 100,
             connect_timeout: Duration::from_secs(5),
-            segment_size: 1024 * 1024,
-            segment_count: 4,
+            segment_size: 8 * 1024 * 1024,
+            segment_count: 8,
         }
     }
 }

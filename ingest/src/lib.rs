@@ -1,7 +1,7 @@
 //! Telemetry ingest: broker → validate → de-duplicate → batch → store.
 //!
 //! ```text
-//!  broker thread ──try_send──▶ bounded queue ──▶ batcher task ──(2 batches)──▶ writer task ──▶ store
+//!  broker thread ──try_send──▶ bounded queue ──▶ batcher task ──(batches)──▶ writer task(s) ──▶ store
 //!   (IngestSink)      full? count `queue_full`     decode, dedup, build          one transaction,
 //!                                                  rows; flush on size or time   retried, then counted
 //! ```
@@ -9,7 +9,8 @@
 //! - The broker side never waits: [`IngestSink::deliver`] is a `try_send`, and a full queue
 //!   drops the message and counts it as lost (`parkd_ingest_lost_total{reason="queue_full"}`).
 //! - The batcher owns all mutable state (the de-dup windows), so nothing is locked per message.
-//!   While the writer commits one batch the batcher builds the next.
+//!   While the writers commit the batcher builds the next batch; on PostgreSQL two writers
+//!   commit concurrently (`ingest.writers`).
 //! - Every message ends in exactly one place: a stored row, a counted reject, a counted
 //!   duplicate or a counted loss. The tests and the benchmark check that sum.
 //! - Shutdown drains: after the token fires, what is queued is batched and written before

@@ -41,6 +41,10 @@ pub struct IngestSettings {
     pub queue_capacity: usize,
     /// Attempts to write one batch before its rows are counted as lost.
     pub write_attempts: u32,
+    /// Batches written concurrently. Readings are an append-only series and the latest-state
+    /// upserts keep the newest row, so order between batches does not matter. 2 pays off on
+    /// PostgreSQL; SQLite has one writer anyway.
+    pub writers: usize,
     /// How often the device registry is reloaded from the store.
     pub registry_reload: Duration,
 }
@@ -48,10 +52,11 @@ pub struct IngestSettings {
 impl Default for IngestSettings {
     fn default() -> Self {
         Self {
-            batch_size: 5_000,
+            batch_size: 20_000,
             batch_interval: Duration::from_millis(50),
             queue_capacity: 100_000,
             write_attempts: 10,
+            writers: 1,
             registry_reload: Duration::from_secs(10),
         }
     }
@@ -59,9 +64,13 @@ impl Default for IngestSettings {
 
 impl IngestSettings {
     fn validate(&self) -> Result<(), IngestError> {
-        if self.batch_size == 0 || self.queue_capacity == 0 || self.write_attempts == 0 {
+        if self.batch_size == 0
+            || self.queue_capacity == 0
+            || self.write_attempts == 0
+            || self.writers == 0
+        {
             return Err(IngestError::Settings(
-                "batch_size, queue_capacity and write_attempts must be above zero".into(),
+                "batch_size, queue_capacity, write_attempts and writers must be above zero".into(),
             ));
         }
         if self.batch_interval.is_zero() {
@@ -136,8 +145,8 @@ impl Ingest {
     ) -> Result<Ingest, IngestError> {
         settings.validate()?;
         let (tx, rx) = flume::bounded(settings.queue_capacity);
-        // Two batches in flight: one being written, one being built.
-        let (batch_tx, batch_rx) = flume::bounded::<PendingBatch>(1);
+        // One batch waiting per writer, plus the one being built.
+        let (batch_tx, batch_rx) = flume::bounded::<PendingBatch>(settings.writers);
         let tasks = TaskTracker::new();
         let batcher = Batcher {
             settings: settings.clone(),
@@ -148,13 +157,16 @@ impl Ingest {
             throttle: LogThrottle::new(Duration::from_secs(5)),
         };
         tasks.spawn(batcher.run(rx, batch_tx, shutdown.clone()));
-        let writer = Writer {
-            settings: settings.clone(),
-            metrics: metrics.clone(),
-            store: store.clone(),
-            clock,
-        };
-        tasks.spawn(writer.run(batch_rx));
+        for _ in 0..settings.writers {
+            let writer = Writer {
+                settings: settings.clone(),
+                metrics: metrics.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+            };
+            tasks.spawn(writer.run(batch_rx.clone()));
+        }
+        drop(batch_rx);
         let reload_every = settings.registry_reload;
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(reload_every);

@@ -79,11 +79,15 @@ async fn pipeline(store: Arc<dyn Store>, settings: IngestSettings) -> Pipeline {
 
 /// Publishes a mix of good and bad messages over MQTT and checks that every one is accounted
 /// for and exactly the good ones are stored.
-async fn mixed_traffic_is_fully_accounted(store: Arc<dyn Store>) {
+async fn mixed_traffic_is_fully_accounted(store: Arc<dyn Store>, writers: usize) {
     register(store.as_ref(), "g1", "1", false).await;
     register(store.as_ref(), "g1", "2", false).await;
     register(store.as_ref(), "g1", "3", true).await;
-    let p = pipeline(store.clone(), IngestSettings::default()).await;
+    let settings = IngestSettings {
+        writers,
+        ..IngestSettings::default()
+    };
+    let p = pipeline(store.clone(), settings).await;
 
     let broker_metrics = BrokerMetrics::new(&Registry::new()).unwrap();
     let broker = EmbeddedBroker::start(
@@ -231,13 +235,14 @@ async fn mixed_traffic_is_fully_accounted(store: Arc<dyn Store>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_mixed_traffic_is_fully_accounted() {
     let (store, _dir) = parkd_store::testing::sqlite_store().await;
-    mixed_traffic_is_fully_accounted(Arc::new(store)).await;
+    mixed_traffic_is_fully_accounted(Arc::new(store), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_mixed_traffic_is_fully_accounted() {
     let store = parkd_store::testing::postgres_store().await;
-    mixed_traffic_is_fully_accounted(Arc::new(store)).await;
+    // Two writers, as parkd runs on PostgreSQL.
+    mixed_traffic_is_fully_accounted(Arc::new(store), 2).await;
 }
 
 /// A store whose first writes fail: the pipeline retries and nothing is lost.
@@ -376,4 +381,44 @@ async fn failed_writes_are_retried_then_counted_and_a_full_queue_drops_and_count
     assert!(lost > 0);
     assert_eq!(p.metrics.accounted(), 10_000);
     assert_eq!(store.count_readings().await.unwrap(), 25 + (10_000 - lost));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_store_everything_and_keep_the_newest_state() {
+    let store: Arc<dyn Store> = Arc::new(parkd_store::testing::postgres_store().await);
+    for spot in 0..50 {
+        register(store.as_ref(), "g1", &spot.to_string(), false).await;
+    }
+    let settings = IngestSettings {
+        batch_size: 7,
+        batch_interval: Duration::from_millis(1),
+        writers: 3,
+        ..IngestSettings::default()
+    };
+    let p = pipeline(store.clone(), settings).await;
+    let sink = p.ingest.sink();
+    let start = Utc::now();
+    for round in 0..40u64 {
+        for spot in 0..50 {
+            let mut message = state(&spot.to_string(), round + 1);
+            message.received_at =
+                start + chrono::Duration::milliseconds(i64::try_from(round).unwrap());
+            // The last round says free, every earlier one occupied.
+            if round == 39 {
+                message.payload =
+                    bytes::Bytes::from(format!(r#"{{"occupied":false,"seq":{}}}"#, round + 1));
+            }
+            sink.deliver(message);
+        }
+    }
+    p.shutdown.cancel();
+    p.ingest.join().await;
+    assert_eq!(store.count_readings().await.unwrap(), 2_000);
+    assert_eq!(p.metrics.accounted(), 2_000);
+    let latest = store.latest_spot_states().await.unwrap();
+    assert_eq!(latest.len(), 50);
+    assert!(
+        latest.iter().all(|spot| !spot.occupied),
+        "a late batch overwrote a newer state"
+    );
 }

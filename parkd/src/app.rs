@@ -179,6 +179,10 @@ impl RunningApp {
                 batch_interval: config.batch_interval(),
                 queue_capacity: config.ingest.queue_capacity,
                 write_attempts: config.ingest.write_attempts,
+                writers: config
+                    .ingest
+                    .writers
+                    .unwrap_or(if store.backend() == "postgres" { 2 } else { 1 }),
                 registry_reload: Duration::from_secs(10),
             },
             store.clone(),

@@ -164,9 +164,10 @@ pub struct MqttConfig {
     pub max_connections: usize,
     /// Largest MQTT packet, in bytes.
     pub max_packet_size: usize,
-    /// Bytes per segment of each topic's in-memory log in the embedded router.
+    /// Bytes per segment of the in-memory log the embedded router keeps per subscription
+    /// filter (ingest has one filter for every spot topic); memory is taken as it fills.
     pub segment_size: usize,
-    /// Segments per topic log.
+    /// Segments per log; segment_size x segment_count is the burst ingest can fall behind by.
     pub segment_count: usize,
     /// The external broker (mode = "external").
     pub external: ExternalMqttConfig,
@@ -180,8 +181,8 @@ impl Default for MqttConfig {
             allow_anonymous: None,
             max_connections: 100_000,
             max_packet_size: 64 * 1024,
-            segment_size: 1024 * 1024,
-            segment_count: 4,
+            segment_size: 8 * 1024 * 1024,
+            segment_count: 8,
             external: ExternalMqttConfig::default(),
         }
     }
@@ -249,15 +250,18 @@ pub struct IngestConfig {
     pub queue_capacity: usize,
     /// Attempts to write a batch before counting it lost.
     pub write_attempts: u32,
+    /// Batches committed concurrently; unset: 2 on PostgreSQL, 1 on SQLite.
+    pub writers: Option<usize>,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            batch_size: 5_000,
+            batch_size: 20_000,
             batch_interval_ms: 50,
             queue_capacity: 100_000,
             write_attempts: 10,
+            writers: None,
         }
     }
 }
@@ -362,6 +366,9 @@ impl ParkdConfig {
         let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
         if self.ingest.batch_size == 0 || self.ingest.queue_capacity == 0 {
             return invalid("ingest.batch_size and ingest.queue_capacity must be above zero");
+        }
+        if self.ingest.writers == Some(0) {
+            return invalid("ingest.writers must be above zero");
         }
         if self.ingest.batch_interval_ms == 0 || self.ingest.write_attempts == 0 {
             return invalid(

@@ -541,8 +541,13 @@ fn open_writer(path: &Path) -> StoreResult<Connection> {
             path.display()
         )));
     }
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-        .map_err(sq_err)?;
+    // 64 MiB of page cache: every spot has its own insertion point in the readings index, and
+    // a commit rewrites one hot leaf per spot; the 2 MB default holds fewer leaves than a
+    // garage has spots (bench/results/FINDINGS.md).
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
+    )
+    .map_err(sq_err)?;
     Ok(conn)
 }
 

@@ -1,0 +1,204 @@
+//! A store decorator that times what the pipeline commits.
+//!
+//! After each successful [`TelemetryStore::write_batch`] it takes the commit time and records,
+//! for every reading, `commit_time - device_ts` in microseconds (the device timestamp is what
+//! the load generator put in the message: its send time, in whole milliseconds). It also keeps
+//! the earliest device timestamp (the first publish) and the latest commit, and the duration
+//! and size of every batch, so the report can say how busy the writer was.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parkd_core::ids::{DeviceId, LotId, SpotId};
+use parkd_store::{
+    Device, DeviceStatusRow, DeviceStore, SpotLatest, SpotReading, Store, StoreResult,
+    TelemetryBatch, TelemetryStore,
+};
+
+/// What the decorator saw.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Timings {
+    /// `commit - device_ts` of every committed reading that had a device timestamp, µs.
+    pub(crate) latencies_us: Vec<i64>,
+    /// Committed readings without a (plausible) device timestamp.
+    pub(crate) readings_without_ts: u64,
+    /// The earliest device timestamp committed, µs since the epoch.
+    pub(crate) first_device_ts_us: Option<i64>,
+    /// The latest commit, µs since the epoch.
+    pub(crate) last_commit_us: Option<i64>,
+    /// Duration of every successful `write_batch`, µs.
+    pub(crate) batch_write_us: Vec<i64>,
+    /// Rows of every successful batch.
+    pub(crate) batch_rows: Vec<usize>,
+    /// Failed `write_batch` calls (the pipeline retries them).
+    pub(crate) failed_writes: u64,
+}
+
+/// The decorator.
+#[derive(Debug)]
+pub(crate) struct TimedStore {
+    inner: Arc<dyn Store>,
+    timings: Mutex<Timings>,
+}
+
+impl TimedStore {
+    pub(crate) fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            timings: Mutex::new(Timings::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Timings> {
+        self.timings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes what was recorded so far.
+    pub(crate) fn take(&self) -> Timings {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+#[async_trait]
+impl DeviceStore for TimedStore {
+    async fn upsert_device(&self, device: &Device) -> StoreResult<()> {
+        self.inner.upsert_device(device).await
+    }
+    async fn device(&self, id: &DeviceId) -> StoreResult<Option<Device>> {
+        self.inner.device(id).await
+    }
+    async fn devices(&self) -> StoreResult<Vec<Device>> {
+        self.inner.devices().await
+    }
+    async fn set_device_disabled(&self, id: &DeviceId, disabled: bool) -> StoreResult<bool> {
+        self.inner.set_device_disabled(id, disabled).await
+    }
+    async fn delete_device(&self, id: &DeviceId) -> StoreResult<bool> {
+        self.inner.delete_device(id).await
+    }
+}
+
+#[async_trait]
+impl TelemetryStore for TimedStore {
+    async fn write_batch(&self, batch: &TelemetryBatch) -> StoreResult<()> {
+        let started = Instant::now();
+        let result = self.inner.write_batch(batch).await;
+        let commit_us = Utc::now().timestamp_micros();
+        let took_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+        let mut timings = self.lock();
+        if result.is_err() {
+            timings.failed_writes += 1;
+            return result;
+        }
+        timings.batch_write_us.push(took_us);
+        timings.batch_rows.push(batch.len());
+        timings.last_commit_us = Some(
+            timings
+                .last_commit_us
+                .map_or(commit_us, |t| t.max(commit_us)),
+        );
+        timings.latencies_us.reserve(batch.readings.len());
+        for reading in &batch.readings {
+            match reading.device_ts {
+                Some(ts) => {
+                    let ts_us = ts.timestamp_micros();
+                    timings.latencies_us.push(commit_us - ts_us);
+                    timings.first_device_ts_us =
+                        Some(timings.first_device_ts_us.map_or(ts_us, |t| t.min(ts_us)));
+                }
+                None => timings.readings_without_ts += 1,
+            }
+        }
+        result
+    }
+    async fn latest_spot_states(&self) -> StoreResult<Vec<SpotLatest>> {
+        self.inner.latest_spot_states().await
+    }
+    async fn device_statuses(&self) -> StoreResult<Vec<DeviceStatusRow>> {
+        self.inner.device_statuses().await
+    }
+    async fn spot_readings(
+        &self,
+        lot: &LotId,
+        spot: &SpotId,
+        limit: u32,
+    ) -> StoreResult<Vec<SpotReading>> {
+        self.inner.spot_readings(lot, spot, limit).await
+    }
+    async fn count_readings(&self) -> StoreResult<u64> {
+        self.inner.count_readings().await
+    }
+    async fn enforce_retention(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.enforce_retention(before).await
+    }
+}
+
+#[async_trait]
+impl Store for TimedStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    fn timescale(&self) -> bool {
+        self.inner.timescale()
+    }
+}
+
+/// Exact percentiles of sorted samples (nearest rank).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Percentiles {
+    pub(crate) count: usize,
+    pub(crate) p50: i64,
+    pub(crate) p90: i64,
+    pub(crate) p99: i64,
+    pub(crate) p999: i64,
+    pub(crate) max: i64,
+}
+
+impl Percentiles {
+    /// Sorts `samples` and takes the nearest-rank percentiles; `None` when empty.
+    pub(crate) fn of(samples: &mut [i64]) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let n = samples.len();
+        let rank = |q: f64| {
+            let index = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+            samples[index]
+        };
+        Some(Self {
+            count: n,
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            p999: rank(0.999),
+            max: samples[n - 1],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Percentiles;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut samples: Vec<i64> = (1..=1000).rev().collect();
+        let p = Percentiles::of(&mut samples).expect("samples");
+        assert_eq!(
+            (p.count, p.p50, p.p90, p.p99, p.p999, p.max),
+            (1000, 500, 900, 990, 999, 1000)
+        );
+        let mut one = vec![7];
+        let p = Percentiles::of(&mut one).expect("one sample");
+        assert_eq!((p.p50, p.p999, p.max), (7, 7, 7));
+        assert!(Percentiles::of(&mut []).is_none());
+    }
+}
