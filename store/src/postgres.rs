@@ -45,6 +45,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "telemetry",
         sql: include_str!("../../sql/postgres/0002_telemetry.sql"),
     },
+    Migration {
+        version: 3,
+        name: "brin_time_indexes",
+        sql: include_str!("../../sql/postgres/0003_brin_time_indexes.sql"),
+    },
 ];
 
 /// Hypertables, compression, retention and the hourly continuous aggregate.
@@ -759,18 +764,16 @@ mod tests {
     async fn failed_migration_leaves_previous_version() {
         let url = crate::testing::fresh_postgres_url().await;
         let store = PostgresStore::open(&url, 2, 30).await.unwrap();
-        let broken = [
-            MIGRATIONS[0],
-            MIGRATIONS[1],
-            Migration {
-                version: 3,
-                name: "broken",
-                sql: "CREATE TABLE half_done (x int); SELECT no_such_function();",
-            },
-        ];
+        let last = MIGRATIONS.last().map_or(0, |migration| migration.version);
+        let mut broken = MIGRATIONS.to_vec();
+        broken.push(Migration {
+            version: last + 1,
+            name: "broken",
+            sql: "CREATE TABLE half_done (x int); SELECT no_such_function();",
+        });
         let err = store.migrate(&broken).await.unwrap_err();
         assert!(
-            matches!(err, StoreError::Migration { version: 3, .. }),
+            matches!(err, StoreError::Migration { version, .. } if version == last + 1),
             "{err:?}"
         );
         let client = store.client().await.unwrap();
@@ -779,7 +782,7 @@ mod tests {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(max, 2);
+        assert_eq!(max, last);
         let half_done: Option<String> = client
             .query_one("SELECT to_regclass('half_done')::text", &[])
             .await
