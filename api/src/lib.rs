@@ -5,10 +5,14 @@
 //! future. Every error leaves through [`problem::Problem`] (RFC 9457 `application/problem+json`),
 //! the one place that maps errors to HTTP.
 //!
-//! Routes so far: `/healthz` (the process answers), `/readyz` (every dependency is ready),
-//! `/metrics` (Prometheus text format).
+//! Routes: `/healthz` (the process answers), `/readyz` (every dependency is ready),
+//! `/metrics` (Prometheus text format), the live occupancy API under `/api/v1` ([`live`]),
+//! and the drivers' live map at `/` ([`web`]). Every response is counted and timed by route
+//! template and status (`parkd_http_requests_total`, `parkd_http_request_duration_seconds`).
 
+pub mod live;
 pub mod problem;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +44,67 @@ pub struct ApiState {
     pub registry: Registry,
     /// Checks behind `/readyz`.
     pub readiness: Arc<Vec<Box<dyn ReadinessCheck>>>,
+    /// The live occupancy engine's HTTP face and WebSocket clients.
+    pub live: Arc<live::LiveHub>,
+    /// Request counters and timings.
+    pub http_metrics: HttpMetrics,
+}
+
+/// `parkd_http_requests_total{route,method,status}` and the duration histogram.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    requests: prometheus::IntCounterVec,
+    duration: prometheus::HistogramVec,
+}
+
+impl HttpMetrics {
+    /// Registers the HTTP metrics.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "parkd_http_requests_total",
+                "HTTP requests answered, by route template, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let duration = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "parkd_http_request_duration_seconds",
+                "Time to produce the response head, by route template",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.0, 5.0,
+            ]),
+            &["route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self { requests, duration })
+    }
+}
+
+async fn count_requests(
+    State(state): State<ApiState>,
+    matched: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let route = matched.as_ref().map_or("unmatched", |m| m.as_str());
+    state
+        .http_metrics
+        .requests
+        .with_label_values(&[route, method.as_str(), response.status().as_str()])
+        .inc();
+    state
+        .http_metrics
+        .duration
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 impl std::fmt::Debug for ApiState {
@@ -57,7 +122,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(live::routes())
+        .merge(web::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
 }
 
@@ -165,9 +236,19 @@ mod tests {
         let counter = prometheus::IntCounter::new("parkd_test_total", "a test counter").unwrap();
         counter.inc();
         registry.register(Box::new(counter)).unwrap();
+        let engine = Arc::new(parkd_occupancy::OccupancyEngine::default());
+        let live = live::LiveHub::new(
+            engine,
+            Arc::new(parkd_core::clock::SystemClock),
+            live::LiveSettings::default(),
+            &registry,
+        )
+        .unwrap();
         router(ApiState {
+            http_metrics: HttpMetrics::new(&registry).unwrap(),
             registry,
             readiness: Arc::new(checks),
+            live: Arc::new(live),
         })
     }
 

@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use parkd_core::garage::Lot;
 use parkd_core::ids::{DeviceId, LotId, SpotId};
 use parkd_store::{
-    Device, DeviceStatusRow, DeviceStore, SpotLatest, SpotReading, Store, StoreResult,
+    Device, DeviceStatusRow, DeviceStore, GarageStore, SpotLatest, SpotReading, Store, StoreResult,
     TelemetryBatch, TelemetryStore,
 };
 
@@ -134,6 +135,25 @@ impl TelemetryStore for TimedStore {
     }
     async fn enforce_retention(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         self.inner.enforce_retention(before).await
+    }
+}
+
+#[async_trait]
+impl GarageStore for TimedStore {
+    async fn put_lot(&self, lot: &Lot) -> StoreResult<i64> {
+        self.inner.put_lot(lot).await
+    }
+    async fn lot(&self, id: &LotId) -> StoreResult<Option<Lot>> {
+        self.inner.lot(id).await
+    }
+    async fn lots(&self) -> StoreResult<Vec<Lot>> {
+        self.inner.lots().await
+    }
+    async fn lot_versions(&self) -> StoreResult<Vec<(LotId, i64)>> {
+        self.inner.lot_versions().await
+    }
+    async fn delete_lot(&self, id: &LotId) -> StoreResult<bool> {
+        self.inner.delete_lot(id).await
     }
 }
 

@@ -269,6 +269,37 @@ impl LocalPublisher {
             .map(|_| ())
             .map_err(|error| BrokerError::Link(error.to_string()))
     }
+
+    /// Publishes at QoS 0 with the retain flag, so the broker keeps the newest per topic for
+    /// later subscribers (guidance signs). Blocking, like [`LocalPublisher::publish`].
+    pub fn publish_retained(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), BrokerError> {
+        let publish = rumqttd::protocol::Publish::new(
+            bytes::Bytes::from(topic.to_owned()),
+            bytes::Bytes::from(payload),
+            true,
+        );
+        // `LinkTx::send` is async in name only: it pushes to a buffer and notifies the router
+        // through a bounded channel, which blocks at worst like `publish` does.
+        futures_executor_block_on(
+            self.tx
+                .send(rumqttd::protocol::Packet::Publish(publish, None)),
+        )
+        .map(|_| ())
+        .map_err(|error| BrokerError::Link(error.to_string()))
+    }
+}
+
+/// Polls a future that never waits on a waker to completion (see its one caller).
+fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::noop();
+    let mut context = std::task::Context::from_waker(waker);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::yield_now();
+    }
 }
 
 fn drain_link(

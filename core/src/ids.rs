@@ -114,6 +114,16 @@ identifier!(
     ""
 );
 identifier!(
+    /// A level (floor) of a lot, e.g. `L2`.
+    LevelId,
+    ""
+);
+identifier!(
+    /// A zone of a lot (a colour, a wing, a row), e.g. `L2-east`.
+    ZoneId,
+    ""
+);
+identifier!(
     /// A device: a spot sensor, a gate controller or an observer. It is the MQTT client id.
     DeviceId,
     " .:"

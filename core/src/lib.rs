@@ -3,7 +3,9 @@
 //! This crate owns the vocabulary every other crate speaks and must stay free of I/O and of any
 //! async runtime, so that it can be property-tested and fuzzed in isolation:
 //!
-//! - [`ids`]: validated identifiers for lots, spots, gates and devices;
+//! - [`ids`]: validated identifiers for lots, levels, zones, spots, gates and devices;
+//! - [`garage`]: the garage model (lots, levels, zones, spots) and its JSON format;
+//! - [`vehicle`]: spot kinds, vehicle types and the table of which fits where;
 //! - [`topic`]: the MQTT topic grammar (`parking/v1/...`) and the per-device topic ACL;
 //! - [`payload`]: codecs for every device payload, with the size limit and typed errors;
 //! - [`dedup`]: the per-device sequence window that drops duplicates and replays;
@@ -12,7 +14,9 @@
 
 pub mod clock;
 pub mod dedup;
+pub mod garage;
 pub mod ids;
 pub mod payload;
 pub mod throttle;
 pub mod topic;
+pub mod vehicle;

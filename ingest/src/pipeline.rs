@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use parkd_broker::{InboundMessage, MessageSink};
 use parkd_core::clock::Clock;
 use parkd_core::dedup::{SeqVerdict, SeqWindow};
-use parkd_core::ids::DeviceId;
+use parkd_core::ids::{DeviceId, LotId, SpotId};
 use parkd_core::payload::{DeviceStatus, Heartbeat, PayloadError, SpotState, plausible_ts};
 use parkd_core::throttle::LogThrottle;
 use parkd_core::topic::{SpotChannel, Topic};
@@ -88,6 +88,11 @@ impl IngestSettings {
 pub trait ReadingObserver: Send + Sync + 'static {
     /// One accepted reading.
     fn observe(&self, reading: &SpotReading);
+
+    /// An accepted heartbeat from the sensor of `lot`/`spot` (a sign of life, no state).
+    fn heartbeat(&self, lot: &LotId, spot: &SpotId, received_at: DateTime<Utc>) {
+        let _ = (lot, spot, received_at);
+    }
 }
 
 /// The broker-facing end of the queue. Never blocks.
@@ -396,6 +401,9 @@ impl Batcher {
             SpotChannel::Heartbeat => {
                 let heartbeat = Heartbeat::decode(&message.payload)?;
                 self.check_seq(&owner.device, heartbeat.seq)?;
+                if let Some(observer) = &self.observer {
+                    observer.heartbeat(&lot, &spot, received_at);
+                }
                 batch.rows.heartbeats.push(HeartbeatRow {
                     received_at,
                     device_ts: to_time(heartbeat.ts),

@@ -304,6 +304,25 @@ impl<S: Store> TelemetryStore for Flaky<S> {
 }
 
 #[async_trait]
+impl<S: Store> parkd_store::GarageStore for Flaky<S> {
+    async fn put_lot(&self, lot: &parkd_core::garage::Lot) -> StoreResult<i64> {
+        self.inner.put_lot(lot).await
+    }
+    async fn lot(&self, id: &LotId) -> StoreResult<Option<parkd_core::garage::Lot>> {
+        self.inner.lot(id).await
+    }
+    async fn lots(&self) -> StoreResult<Vec<parkd_core::garage::Lot>> {
+        self.inner.lots().await
+    }
+    async fn lot_versions(&self) -> StoreResult<Vec<(LotId, i64)>> {
+        self.inner.lot_versions().await
+    }
+    async fn delete_lot(&self, id: &LotId) -> StoreResult<bool> {
+        self.inner.delete_lot(id).await
+    }
+}
+
+#[async_trait]
 impl<S: Store> Store for Flaky<S> {
     fn backend(&self) -> &'static str {
         "flaky"

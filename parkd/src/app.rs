@@ -4,8 +4,10 @@
 //! 1. the simulator (demo only) stops publishing;
 //! 2. the broker stops accepting and its delivery to ingest stops;
 //! 3. ingest drains its queue and commits its last batch;
-//! 4. HTTP stops (so `/readyz` and `/metrics` answer until the data is safe);
-//! 5. background tasks (retention, store health) stop.
+//! 4. WebSocket clients get a 1001 close and their tasks end;
+//! 5. HTTP stops (so `/readyz` and `/metrics` answer until the data is safe);
+//! 6. background tasks (retention, store health, the occupancy ticker, model reload,
+//!    retained availability) stop.
 //!
 //! Each step is owned by [`RunningApp`]; nothing is spawned without an owner.
 
@@ -15,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use parkd_api::{ApiState, ReadinessCheck};
+use parkd_api::live::{LiveHub, LiveSettings};
+use parkd_api::{ApiState, HttpMetrics, ReadinessCheck};
 use parkd_broker::embedded::{EmbeddedBroker, EmbeddedSettings};
 use parkd_broker::external::ExternalSettings;
 use parkd_broker::metrics::BrokerMetrics;
@@ -55,6 +58,16 @@ pub fn store_config(config: &ParkdConfig) -> StoreConfig {
             path: config.data_dir.join("parkd.sqlite3"),
         },
     }
+}
+
+/// The demo garage: [`parkd_core::garage::demo_garage`] with `spots` spots, 100 per level,
+/// numbered as the demo simulator numbers its sensors.
+pub fn demo_lot(lot: &LotId, spots: u32) -> parkd_core::garage::Lot {
+    let per_level = parkd_core::garage::DEMO_SPOTS_PER_LEVEL;
+    let levels = spots.div_ceil(per_level).max(1);
+    let mut model = parkd_core::garage::demo_garage(lot.clone(), levels, per_level);
+    model.spots.truncate(spots as usize);
+    model
 }
 
 /// Opens the store and applies migrations.
@@ -117,6 +130,7 @@ pub struct RunningApp {
     external: Option<Arc<JoinHandle<()>>>,
     ingest_stop: CancellationToken,
     ingest: Ingest,
+    live: Arc<LiveHub>,
     http_stop: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     background_stop: CancellationToken,
@@ -160,14 +174,24 @@ impl RunningApp {
 
         if mode == Mode::Demo && config.demo.simulate {
             let lot = LotId::parse(&config.demo.lot).context("demo.lot is not a valid lot id")?;
+            if store.lot(&lot).await?.is_none() {
+                store.put_lot(&demo_lot(&lot, config.demo.spots)).await?;
+                tracing::info!(lot = %lot, spots = config.demo.spots, "demo garage created");
+            }
             let added = seed_demo_sensors(store.as_ref(), &lot, config.demo.spots).await?;
             tracing::info!(lot = %lot, added, "demo sensors registered");
         }
 
-        let engine = Arc::new(OccupancyEngine::new());
+        let engine = Arc::new(OccupancyEngine::new(config.engine_settings()));
+        let lot_versions = crate::live::load_lots(&engine, store.as_ref(), clock.now()).await?;
         let restored = crate::live::restore(&engine, store.as_ref()).await?;
-        tracing::info!(restored, "live occupancy restored from the store");
+        tracing::info!(
+            lots = lot_versions.len(),
+            restored,
+            "live occupancy restored from the store"
+        );
         registry.register(Box::new(EngineCollector::new(engine.clone())?))?;
+        let feed = EngineFeed::new(engine.clone(), &registry)?;
 
         // Ingest first, so the broker has somewhere to deliver.
         let ingest_metrics = IngestMetrics::new(&registry)?;
@@ -190,7 +214,7 @@ impl RunningApp {
             ingest_metrics.clone(),
             clock.clone(),
             ingest_stop.clone(),
-            Some(Arc::new(EngineFeed(engine.clone()))),
+            Some(Arc::new(feed)),
         )?;
 
         let broker_metrics = BrokerMetrics::new(&registry)?;
@@ -261,9 +285,21 @@ impl RunningApp {
             Box::new(DatabaseReady(store.clone())),
             Box::new(BrokerReady(broker.clone())),
         ];
+        let live = Arc::new(LiveHub::new(
+            engine.clone(),
+            clock.clone(),
+            LiveSettings {
+                heartbeat: Duration::from_secs(config.live.heartbeat_s),
+                max_clients: config.live.max_clients,
+                ..LiveSettings::default()
+            },
+            &registry,
+        )?);
         let app = parkd_api::router(ApiState {
+            http_metrics: HttpMetrics::new(&registry)?,
             registry: registry.clone(),
             readiness: Arc::new(readiness),
+            live: live.clone(),
         });
         let http_stop = CancellationToken::new();
         let http = tokio::spawn(parkd_api::serve(
@@ -285,6 +321,31 @@ impl RunningApp {
             config.database.retention_days,
             background_stop.clone(),
         ));
+        background.spawn(crate::live::ticker(
+            engine.clone(),
+            clock.clone(),
+            background_stop.clone(),
+        ));
+        background.spawn(crate::live::reload_models(
+            engine.clone(),
+            store.clone(),
+            clock.clone(),
+            lot_versions,
+            Duration::from_secs(config.live.model_reload_s),
+            background_stop.clone(),
+        ));
+        if let (BrokerHandle::Embedded(embedded), true) =
+            (broker.as_ref(), config.live.retained_availability_ms > 0)
+        {
+            let publisher = embedded.publisher("availability").await?;
+            background.spawn(crate::live::publish_availability(
+                engine.clone(),
+                publisher,
+                clock.clone(),
+                Duration::from_millis(config.live.retained_availability_ms),
+                background_stop.clone(),
+            ));
+        }
         background.close();
 
         let simulator = match (mode, mqtt_addr) {
@@ -331,6 +392,7 @@ impl RunningApp {
             external,
             ingest_stop,
             ingest,
+            live,
             http_stop,
             http,
             background_stop,
@@ -389,6 +451,7 @@ impl RunningApp {
         self.ingest_stop.cancel();
         self.ingest.join().await;
         tracing::info!("ingest drained");
+        self.live.shutdown().await;
         self.http_stop.cancel();
         self.http.await??;
         self.background_stop.cancel();

@@ -104,6 +104,8 @@ pub struct ParkdConfig {
     pub database: DatabaseConfig,
     /// The ingest pipeline.
     pub ingest: IngestConfig,
+    /// Live occupancy: the engine, its feed and the WebSocket.
+    pub live: LiveConfig,
     /// Logging.
     pub log: LogConfig,
     /// The built-in simulator of `parkd demo`.
@@ -118,6 +120,7 @@ impl Default for ParkdConfig {
             mqtt: MqttConfig::default(),
             database: DatabaseConfig::default(),
             ingest: IngestConfig::default(),
+            live: LiveConfig::default(),
             log: LogConfig::default(),
             demo: DemoConfig::default(),
         }
@@ -295,6 +298,42 @@ impl Default for LogConfig {
     }
 }
 
+/// `[live]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Minimum time a spot's sensor value stands before another replaces it (flapping
+    /// sensors); a change after a longer stable period shows at once. 0 turns it off.
+    pub debounce_ms: u64,
+    /// Silence (no reading, no heartbeat) after which a spot shows `unknown`; 0 = never.
+    pub stale_after_s: u64,
+    /// Changes buffered per lot for WebSocket clients; a client further behind resyncs.
+    pub feed_capacity: usize,
+    /// Seconds between WebSocket heartbeats.
+    pub heartbeat_s: u64,
+    /// Most WebSocket clients at once (each costs a task and a socket).
+    pub max_clients: usize,
+    /// Seconds between checks of the store for lots imported or changed by `parkd lot`.
+    pub model_reload_s: u64,
+    /// Publish each lot's counts as a retained MQTT message (`parking/v1/{lot}/availability`)
+    /// at most this often, in ms, when they change; 0 = never.
+    pub retained_availability_ms: u64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            debounce_ms: 5_000,
+            stale_after_s: 900,
+            feed_capacity: 4_096,
+            heartbeat_s: 10,
+            max_clients: 20_000,
+            model_reload_s: 10,
+            retained_availability_ms: 1_000,
+        }
+    }
+}
+
 /// `[demo]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -381,6 +420,18 @@ impl ParkdConfig {
         if self.database.pool_size == 0 {
             return invalid("database.pool_size must be above zero");
         }
+        if self.live.feed_capacity == 0 || self.live.max_clients == 0 {
+            return invalid("live.feed_capacity and live.max_clients must be above zero");
+        }
+        if self.live.heartbeat_s == 0 || self.live.model_reload_s == 0 {
+            return invalid("live.heartbeat_s and live.model_reload_s must be above zero");
+        }
+        if self.live.debounce_ms > 3_600_000 {
+            return invalid("live.debounce_ms must be at most one hour (3600000)");
+        }
+        if self.demo.spots == 0 || self.demo.spots > 100_000 {
+            return invalid("demo.spots must be in [1, 100000]");
+        }
         if !(self.demo.speed > 0.0 && self.demo.speed <= 86_400.0) {
             return invalid("demo.speed must be in (0, 86400]");
         }
@@ -395,6 +446,21 @@ impl ParkdConfig {
     /// The batch interval.
     pub fn batch_interval(&self) -> Duration {
         Duration::from_millis(self.ingest.batch_interval_ms)
+    }
+
+    /// The occupancy engine's settings.
+    pub fn engine_settings(&self) -> parkd_occupancy::EngineSettings {
+        parkd_occupancy::EngineSettings {
+            machine: parkd_occupancy::MachineSettings {
+                debounce: chrono::Duration::milliseconds(
+                    i64::try_from(self.live.debounce_ms).unwrap_or(i64::MAX),
+                ),
+                stale_after: chrono::Duration::seconds(
+                    i64::try_from(self.live.stale_after_s).unwrap_or(i64::MAX / 1000),
+                ),
+            },
+            feed_capacity: self.live.feed_capacity,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use parkd::app::{Mode, RunningApp, open_store, shutdown_signal};
 use parkd::config::ParkdConfig;
 use parkd::devices::new_secret;
+use parkd_core::garage::Lot;
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 use parkd_store::{Device, DeviceBinding};
 
@@ -53,6 +54,41 @@ enum Command {
     /// Manage the device registry.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Manage the garage model (lots, levels, zones, spots). A running server picks changes
+    /// up within `live.model_reload_s`.
+    #[command(subcommand)]
+    Lot(LotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LotCommand {
+    /// Create or replace a lot from its JSON document (format: docs/garage.md). Spots no
+    /// longer in the document are removed.
+    Import {
+        /// The JSON file; `-` reads standard input.
+        file: PathBuf,
+    },
+    /// Print a lot's JSON document (the import format).
+    Export {
+        /// Lot id.
+        id: String,
+    },
+    /// List the lots.
+    List,
+    /// Remove a lot and its spots (telemetry is kept).
+    Remove {
+        /// Lot id.
+        id: String,
+    },
+    /// Print the demo garage's document (300 spots on 3 levels): a starting point to edit.
+    Template {
+        /// The lot id to put in it.
+        #[arg(long, default_value = "my-garage")]
+        id: String,
+        /// Its number of spots (100 per level).
+        #[arg(long, default_value_t = 300)]
+        spots: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,8 +181,9 @@ async fn run(command: Command, config: ParkdConfig) -> anyhow::Result<()> {
             let app = RunningApp::start(config, mode).await?;
             if mode == Mode::Demo {
                 println!("parkd demo is running");
+                println!("  map:     http://{}/  (the live garage)", app.http_addr());
                 println!(
-                    "  http:    http://{}/  (health: /healthz, /readyz, /metrics)",
+                    "  api:     http://{}/api/v1/lots  (health: /healthz, /readyz, /metrics)",
                     app.http_addr()
                 );
                 if let Some(mqtt) = app.mqtt_addr() {
@@ -172,7 +209,69 @@ async fn run(command: Command, config: ParkdConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device(command) => device(command, &config).await,
+        Command::Lot(command) => lot(command, &config).await,
     }
+}
+
+async fn lot(command: LotCommand, config: &ParkdConfig) -> anyhow::Result<()> {
+    if let LotCommand::Template { id, spots } = &command {
+        let id = LotId::parse(id).context("lot id")?;
+        if *spots == 0 || *spots > 100_000 {
+            bail!("--spots must be in [1, 100000]");
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&parkd::app::demo_lot(&id, *spots))?
+        );
+        return Ok(());
+    }
+    let store = open_store(config).await?;
+    match command {
+        LotCommand::Import { file } => {
+            let raw = if file.as_os_str() == "-" {
+                let mut raw = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut raw)?;
+                raw
+            } else {
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let model = Lot::from_json(&raw).context("the lot document is not valid")?;
+            let version = store.put_lot(&model).await?;
+            println!(
+                "lot {} imported: {} spots on {} levels (version {version})",
+                model.id,
+                model.spots.len(),
+                model.levels.len()
+            );
+        }
+        LotCommand::Export { id } => {
+            let id = LotId::parse(&id).context("lot id")?;
+            let Some(model) = store.lot(&id).await? else {
+                bail!("no lot {id}");
+            };
+            println!("{}", serde_json::to_string_pretty(&model)?);
+        }
+        LotCommand::List => {
+            for model in store.lots().await? {
+                println!(
+                    "{}\t{}\t{} spots\t{} levels",
+                    model.id,
+                    model.name,
+                    model.spots.len(),
+                    model.levels.len()
+                );
+            }
+        }
+        LotCommand::Remove { id } => {
+            let id = LotId::parse(&id).context("lot id")?;
+            if !store.delete_lot(&id).await? {
+                bail!("no lot {id}");
+            }
+            println!("lot {id} removed");
+        }
+        LotCommand::Template { .. } => {}
+    }
+    Ok(())
 }
 
 async fn device(command: DeviceCommand, config: &ParkdConfig) -> anyhow::Result<()> {

@@ -46,6 +46,15 @@ async fn register(store: &dyn Store, id: &str, spot: &str, secret: Option<&str>)
         .unwrap();
 }
 
+/// A lot of four spots `1`..`4` on one level.
+fn small_lot(id: &str) -> parkd_core::garage::Lot {
+    let mut lot = parkd_core::garage::demo_garage(LotId::parse(id).unwrap(), 1, 4);
+    for (i, spot) in lot.spots.iter_mut().enumerate() {
+        spot.id = SpotId::parse(&(i + 1).to_string()).unwrap();
+    }
+    lot
+}
+
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -89,13 +98,10 @@ async fn wait_for_readings(store: &dyn Store, count: u64) -> u64 {
 async fn demo_on_sqlite_stores_what_mosquitto_pub_publishes_and_relays_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = base_config(dir.path());
-    register(
-        open_store(&config).await.unwrap().as_ref(),
-        "g1-s-1",
-        "1",
-        None,
-    )
-    .await;
+    let store = open_store(&config).await.unwrap();
+    register(store.as_ref(), "g1-s-1", "1", None).await;
+    store.put_lot(&small_lot("g1")).await.unwrap();
+    drop(store);
     let app = RunningApp::start(config.clone(), Mode::Demo).await.unwrap();
     let port = app.mqtt_addr().unwrap().port();
 

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use parkd_core::ids::{DeviceId, GateId, IdError, LotId, SpotId};
+use parkd_core::garage::{GeoPoint, Lot, Spot};
+use parkd_core::ids::{DeviceId, GateId, IdError, LevelId, LotId, SpotId, ZoneId};
+use parkd_core::vehicle::SpotKind;
 
 use crate::{
     Device, DeviceBinding, DeviceKind, SpotReading, StatusChange, StoreError, StoreResult,
@@ -134,6 +136,138 @@ pub(crate) fn newest_per_device(statuses: &[StatusChange]) -> Vec<&StatusChange>
         }
     }
     newest.into_values().collect()
+}
+
+/// The scalar columns of one `lots` row; levels, zones and opening hours as JSON text.
+#[derive(Debug, Clone)]
+pub(crate) struct LotColumns {
+    pub(crate) lot_id: String,
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) lat: Option<f64>,
+    pub(crate) lon: Option<f64>,
+    pub(crate) timezone: String,
+    pub(crate) opening_hours: String,
+    pub(crate) levels: String,
+    pub(crate) zones: String,
+}
+
+/// The columns of one `spots` row (its `position` is its index in the lot).
+#[derive(Debug, Clone)]
+pub(crate) struct SpotColumns {
+    pub(crate) spot_id: String,
+    pub(crate) label: String,
+    pub(crate) level_id: String,
+    pub(crate) zone_id: Option<String>,
+    pub(crate) kind: &'static str,
+    pub(crate) x: f64,
+    pub(crate) y: f64,
+    pub(crate) w: f64,
+    pub(crate) h: f64,
+    pub(crate) rotation: f64,
+    pub(crate) walk_m: Option<f64>,
+    pub(crate) out_of_service: bool,
+}
+
+/// A spot row as read (the kind still text).
+#[derive(Debug, Clone)]
+pub(crate) struct SpotRead {
+    pub(crate) columns: SpotColumns,
+    pub(crate) kind: String,
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(format!("encoding a lot: {e}")))
+}
+
+/// A lot's columns and its spots' rows, in document order.
+pub(crate) fn lot_columns(lot: &Lot) -> StoreResult<(LotColumns, Vec<SpotColumns>)> {
+    let columns = LotColumns {
+        lot_id: lot.id.as_str().to_owned(),
+        name: lot.name.clone(),
+        address: lot.address.clone(),
+        lat: lot.location.map(|p| p.lat),
+        lon: lot.location.map(|p| p.lon),
+        timezone: lot.timezone.clone(),
+        opening_hours: to_json(&lot.opening_hours)?,
+        levels: to_json(&lot.levels)?,
+        zones: to_json(&lot.zones)?,
+    };
+    let spots = lot
+        .spots
+        .iter()
+        .map(|spot| SpotColumns {
+            spot_id: spot.id.as_str().to_owned(),
+            label: spot.label.clone(),
+            level_id: spot.level.as_str().to_owned(),
+            zone_id: spot.zone.as_ref().map(|z| z.as_str().to_owned()),
+            kind: spot.kind.as_str(),
+            x: spot.x,
+            y: spot.y,
+            w: spot.w,
+            h: spot.h,
+            rotation: spot.rotation,
+            walk_m: spot.walk_m,
+            out_of_service: spot.out_of_service,
+        })
+        .collect();
+    Ok((columns, spots))
+}
+
+/// Rebuilds a lot from its stored rows, refusing anything that no longer validates.
+pub(crate) fn assemble_lot(columns: LotColumns, spots: Vec<SpotRead>) -> StoreResult<Lot> {
+    const T: &str = "lots";
+    let corrupt = |message: String| StoreError::Corrupt { table: T, message };
+    let json = |column: &str, raw: &str| -> StoreResult<serde_json::Value> {
+        serde_json::from_str(raw).map_err(|e| corrupt(format!("{column}: {e}")))
+    };
+    let location = match (columns.lat, columns.lon) {
+        (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
+        _ => None,
+    };
+    let mut spot_values = Vec::with_capacity(spots.len());
+    for spot in spots {
+        let kind: SpotKind = spot
+            .kind
+            .parse()
+            .map_err(|e| corrupt(format!("spot {}: {e}", spot.columns.spot_id)))?;
+        let c = spot.columns;
+        spot_values.push(Spot {
+            id: parse_id("spots", "spot_id", &c.spot_id, SpotId::parse)?,
+            label: c.label,
+            level: parse_id("spots", "level_id", &c.level_id, LevelId::parse)?,
+            zone: c
+                .zone_id
+                .as_deref()
+                .map(|z| parse_id("spots", "zone_id", z, ZoneId::parse))
+                .transpose()?,
+            kind,
+            x: c.x,
+            y: c.y,
+            w: c.w,
+            h: c.h,
+            rotation: c.rotation,
+            walk_m: c.walk_m,
+            out_of_service: c.out_of_service,
+        });
+    }
+    let lot = Lot {
+        id: parse_id(T, "lot_id", &columns.lot_id, LotId::parse)?,
+        name: columns.name,
+        address: columns.address,
+        location,
+        timezone: columns.timezone,
+        opening_hours: serde_json::from_value(json("opening_hours", &columns.opening_hours)?)
+            .map_err(|e| corrupt(format!("opening_hours: {e}")))?,
+        levels: serde_json::from_value(json("levels", &columns.levels)?)
+            .map_err(|e| corrupt(format!("levels: {e}")))?,
+        zones: serde_json::from_value(json("zones", &columns.zones)?)
+            .map_err(|e| corrupt(format!("zones: {e}")))?,
+        spots: spot_values,
+    };
+    lot.validate()
+        .map_err(|e| corrupt(format!("lot {}: {e}", lot.id)))?;
+    Ok(lot)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use parkd_core::garage::Lot;
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 
 mod common;
@@ -279,8 +280,25 @@ pub trait TelemetryStore: Send + Sync {
 }
 
 /// A whole store: registry, telemetry and health.
+/// The garage model: lots with their levels, zones and spots.
 #[async_trait]
-pub trait Store: DeviceStore + TelemetryStore + std::fmt::Debug {
+pub trait GarageStore: Send + Sync {
+    /// Creates or replaces a lot (validated by the caller) and its spots in one transaction:
+    /// spots no longer in the document are deleted. Returns the lot's new version (1 for a new
+    /// lot, then +1 per replacement).
+    async fn put_lot(&self, lot: &Lot) -> StoreResult<i64>;
+    /// One lot, whole.
+    async fn lot(&self, id: &LotId) -> StoreResult<Option<Lot>>;
+    /// Every lot, whole, by id.
+    async fn lots(&self) -> StoreResult<Vec<Lot>>;
+    /// Every lot's id and version, by id (cheap: to notice changes).
+    async fn lot_versions(&self) -> StoreResult<Vec<(LotId, i64)>>;
+    /// Deletes a lot and its spots; `false` if there was none.
+    async fn delete_lot(&self, id: &LotId) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait Store: DeviceStore + TelemetryStore + GarageStore + std::fmt::Debug {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
     /// Whether the database answers (readiness).

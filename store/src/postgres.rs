@@ -25,13 +25,16 @@ use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{NoTls, Row};
 use tracing::{info, warn};
 
+use crate::GarageStore;
 use crate::common::{
-    DeviceColumns, Migration, binding_columns, newest_per_device, newest_per_spot, parse_id,
+    DeviceColumns, LotColumns, Migration, SpotColumns, SpotRead, assemble_lot, binding_columns,
+    lot_columns, newest_per_device, newest_per_spot, parse_id,
 };
 use crate::{
     Device, DeviceStatusRow, DeviceStore, HeartbeatRow, SpotLatest, SpotReading, StatusChange,
     Store, StoreError, StoreResult, TelemetryBatch, TelemetryStore,
 };
+use parkd_core::garage::Lot;
 
 /// The PostgreSQL migrations, in order.
 const MIGRATIONS: &[Migration] = &[
@@ -49,6 +52,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "brin_time_indexes",
         sql: include_str!("../../sql/postgres/0003_brin_time_indexes.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "garage",
+        sql: include_str!("../../sql/postgres/0004_garage.sql"),
     },
 ];
 
@@ -527,6 +535,213 @@ impl TelemetryStore for PostgresStore {
         }
         tx.commit().await.map_err(pg_err)?;
         Ok(deleted)
+    }
+}
+
+/// Spots upserted per statement by [`PostgresStore::put_lot`] (as arrays, through `UNNEST`).
+const SPOT_CHUNK: usize = 5_000;
+
+#[async_trait]
+impl GarageStore for PostgresStore {
+    async fn put_lot(&self, lot: &Lot) -> StoreResult<i64> {
+        let (columns, spots) = lot_columns(lot)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let version: i64 = tx
+            .query_one(
+                "INSERT INTO lots (lot_id, name, address, lat, lon, timezone, opening_hours,
+                                   levels, zones, version, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, now())
+                 ON CONFLICT (lot_id) DO UPDATE SET
+                    name = excluded.name, address = excluded.address, lat = excluded.lat,
+                    lon = excluded.lon, timezone = excluded.timezone,
+                    opening_hours = excluded.opening_hours, levels = excluded.levels,
+                    zones = excluded.zones, version = lots.version + 1, updated_at = now()
+                 RETURNING version",
+                &[
+                    &columns.lot_id,
+                    &columns.name,
+                    &columns.address,
+                    &columns.lat,
+                    &columns.lon,
+                    &columns.timezone,
+                    &columns.opening_hours,
+                    &columns.levels,
+                    &columns.zones,
+                ],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        let ids: Vec<&str> = spots.iter().map(|s| s.spot_id.as_str()).collect();
+        tx.execute(
+            "DELETE FROM spots WHERE lot_id = $1 AND NOT (spot_id = ANY($2))",
+            &[&columns.lot_id, &ids],
+        )
+        .await
+        .map_err(pg_err)?;
+        let upsert = tx
+            .prepare(
+                "INSERT INTO spots (lot_id, spot_id, position, label, level_id, zone_id, kind,
+                                    x, y, w, h, rotation, walk_m, out_of_service)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::int4[], $4::text[], $5::text[],
+                                          $6::text[], $7::text[], $8::float8[], $9::float8[],
+                                          $10::float8[], $11::float8[], $12::float8[],
+                                          $13::float8[], $14::bool[])
+                 ON CONFLICT (lot_id, spot_id) DO UPDATE SET
+                    position = excluded.position, label = excluded.label,
+                    level_id = excluded.level_id, zone_id = excluded.zone_id,
+                    kind = excluded.kind, x = excluded.x, y = excluded.y, w = excluded.w,
+                    h = excluded.h, rotation = excluded.rotation, walk_m = excluded.walk_m,
+                    out_of_service = excluded.out_of_service",
+            )
+            .await
+            .map_err(pg_err)?;
+        for (chunk_index, chunk) in spots.chunks(SPOT_CHUNK).enumerate() {
+            let base = chunk_index * SPOT_CHUNK;
+            let position: Vec<i32> = (0..chunk.len())
+                .map(|i| i32::try_from(base + i).unwrap_or(i32::MAX))
+                .collect();
+            let spot_id: Vec<&str> = chunk.iter().map(|s| s.spot_id.as_str()).collect();
+            let label: Vec<&str> = chunk.iter().map(|s| s.label.as_str()).collect();
+            let level: Vec<&str> = chunk.iter().map(|s| s.level_id.as_str()).collect();
+            let zone: Vec<Option<&str>> = chunk.iter().map(|s| s.zone_id.as_deref()).collect();
+            let kind: Vec<&str> = chunk.iter().map(|s| s.kind).collect();
+            let x: Vec<f64> = chunk.iter().map(|s| s.x).collect();
+            let y: Vec<f64> = chunk.iter().map(|s| s.y).collect();
+            let w: Vec<f64> = chunk.iter().map(|s| s.w).collect();
+            let h: Vec<f64> = chunk.iter().map(|s| s.h).collect();
+            let rotation: Vec<f64> = chunk.iter().map(|s| s.rotation).collect();
+            let walk: Vec<Option<f64>> = chunk.iter().map(|s| s.walk_m).collect();
+            let oos: Vec<bool> = chunk.iter().map(|s| s.out_of_service).collect();
+            tx.execute(
+                &upsert,
+                &[
+                    &columns.lot_id,
+                    &spot_id,
+                    &position,
+                    &label,
+                    &level,
+                    &zone,
+                    &kind,
+                    &x,
+                    &y,
+                    &w,
+                    &h,
+                    &rotation,
+                    &walk,
+                    &oos,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(version)
+    }
+
+    async fn lot(&self, id: &LotId) -> StoreResult<Option<Lot>> {
+        Ok(self.read_lots(Some(id.as_str())).await?.pop())
+    }
+
+    async fn lots(&self) -> StoreResult<Vec<Lot>> {
+        self.read_lots(None).await
+    }
+
+    async fn lot_versions(&self) -> StoreResult<Vec<(LotId, i64)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT lot_id, version FROM lots ORDER BY lot_id", &[])
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|row| {
+                let raw: String = col(row, 0, "lots")?;
+                Ok((
+                    parse_id("lots", "lot_id", &raw, LotId::parse)?,
+                    col(row, 1, "lots")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn delete_lot(&self, id: &LotId) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let deleted = client
+            .execute("DELETE FROM lots WHERE lot_id = $1", &[&id.as_str()])
+            .await
+            .map_err(pg_err)?;
+        Ok(deleted > 0)
+    }
+}
+
+impl PostgresStore {
+    /// One lot (`only`) or all of them, whole, read in one repeatable-read snapshot.
+    async fn read_lots(&self, only: Option<&str>) -> StoreResult<Vec<Lot>> {
+        const T: &str = "lots";
+        const S: &str = "spots";
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_err)?;
+        let headers = tx
+            .query(
+                "SELECT lot_id, name, address, lat, lon, timezone, opening_hours, levels, zones
+                 FROM lots WHERE $1::text IS NULL OR lot_id = $1 ORDER BY lot_id",
+                &[&only],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut lots = Vec::with_capacity(headers.len());
+        for row in headers {
+            let header = LotColumns {
+                lot_id: col(&row, 0, T)?,
+                name: col(&row, 1, T)?,
+                address: col(&row, 2, T)?,
+                lat: col(&row, 3, T)?,
+                lon: col(&row, 4, T)?,
+                timezone: col(&row, 5, T)?,
+                opening_hours: col(&row, 6, T)?,
+                levels: col(&row, 7, T)?,
+                zones: col(&row, 8, T)?,
+            };
+            let rows = tx
+                .query(
+                    "SELECT spot_id, label, level_id, zone_id, kind, x, y, w, h, rotation,
+                            walk_m, out_of_service
+                     FROM spots WHERE lot_id = $1 ORDER BY position",
+                    &[&header.lot_id],
+                )
+                .await
+                .map_err(pg_err)?;
+            let mut spots = Vec::with_capacity(rows.len());
+            for row in rows {
+                spots.push(SpotRead {
+                    kind: col(&row, 4, S)?,
+                    columns: SpotColumns {
+                        spot_id: col(&row, 0, S)?,
+                        label: col(&row, 1, S)?,
+                        level_id: col(&row, 2, S)?,
+                        zone_id: col(&row, 3, S)?,
+                        kind: "",
+                        x: col(&row, 5, S)?,
+                        y: col(&row, 6, S)?,
+                        w: col(&row, 7, S)?,
+                        h: col(&row, 8, S)?,
+                        rotation: col(&row, 9, S)?,
+                        walk_m: col(&row, 10, S)?,
+                        out_of_service: col(&row, 11, S)?,
+                    },
+                });
+            }
+            lots.push(assemble_lot(header, spots)?);
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(lots)
     }
 }
 

@@ -21,12 +21,14 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Row, TransactionBehavior, ffi, 
 use tracing::info;
 
 use crate::common::{
-    DeviceColumns, Migration, binding_columns, newest_per_device, newest_per_spot, parse_id,
+    DeviceColumns, LotColumns, Migration, SpotColumns, SpotRead, assemble_lot, binding_columns,
+    lot_columns, newest_per_device, newest_per_spot, parse_id,
 };
 use crate::{
-    Device, DeviceStatusRow, DeviceStore, SpotLatest, SpotReading, Store, StoreError, StoreResult,
-    TelemetryBatch, TelemetryStore,
+    Device, DeviceStatusRow, DeviceStore, GarageStore, SpotLatest, SpotReading, Store, StoreError,
+    StoreResult, TelemetryBatch, TelemetryStore,
 };
+use parkd_core::garage::Lot;
 
 /// The SQLite migrations, in order.
 const MIGRATIONS: &[Migration] = &[
@@ -39,6 +41,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "telemetry",
         sql: include_str!("../../sql/sqlite/0002_telemetry.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "garage",
+        sql: include_str!("../../sql/sqlite/0003_garage.sql"),
     },
 ];
 
@@ -363,6 +370,207 @@ impl TelemetryStore for SqliteStore {
 }
 
 #[async_trait]
+impl GarageStore for SqliteStore {
+    async fn put_lot(&self, lot: &Lot) -> StoreResult<i64> {
+        let (columns, spots) = lot_columns(lot)?;
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sq_err)?;
+            let now = Utc::now().timestamp_micros();
+            let version: i64 = tx
+                .query_row(
+                    "INSERT INTO lots (lot_id, name, address, lat, lon, timezone, opening_hours,
+                                       levels, zones, version, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10)
+                     ON CONFLICT (lot_id) DO UPDATE SET
+                        name = excluded.name, address = excluded.address, lat = excluded.lat,
+                        lon = excluded.lon, timezone = excluded.timezone,
+                        opening_hours = excluded.opening_hours, levels = excluded.levels,
+                        zones = excluded.zones, version = lots.version + 1,
+                        updated_at = excluded.updated_at
+                     RETURNING version",
+                    params![
+                        columns.lot_id,
+                        columns.name,
+                        columns.address,
+                        columns.lat,
+                        columns.lon,
+                        columns.timezone,
+                        columns.opening_hours,
+                        columns.levels,
+                        columns.zones,
+                        now
+                    ],
+                    |row| row.get(0),
+                )
+                .map_err(sq_err)?;
+            // Spots no longer in the document go; the rest are upserted in document order.
+            tx.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS kept_spots (spot_id TEXT PRIMARY KEY)",
+                [],
+            )
+            .map_err(sq_err)?;
+            tx.execute("DELETE FROM temp.kept_spots", [])
+                .map_err(sq_err)?;
+            {
+                let mut keep = tx
+                    .prepare_cached("INSERT INTO temp.kept_spots (spot_id) VALUES (?1)")
+                    .map_err(sq_err)?;
+                let mut upsert = tx
+                    .prepare_cached(
+                        "INSERT INTO spots (lot_id, spot_id, position, label, level_id, zone_id,
+                                            kind, x, y, w, h, rotation, walk_m, out_of_service)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                         ON CONFLICT (lot_id, spot_id) DO UPDATE SET
+                            position = excluded.position, label = excluded.label,
+                            level_id = excluded.level_id, zone_id = excluded.zone_id,
+                            kind = excluded.kind, x = excluded.x, y = excluded.y,
+                            w = excluded.w, h = excluded.h, rotation = excluded.rotation,
+                            walk_m = excluded.walk_m, out_of_service = excluded.out_of_service",
+                    )
+                    .map_err(sq_err)?;
+                for (position, spot) in spots.iter().enumerate() {
+                    keep.execute([&spot.spot_id]).map_err(sq_err)?;
+                    upsert
+                        .execute(params![
+                            columns.lot_id,
+                            spot.spot_id,
+                            position as i64,
+                            spot.label,
+                            spot.level_id,
+                            spot.zone_id,
+                            spot.kind,
+                            spot.x,
+                            spot.y,
+                            spot.w,
+                            spot.h,
+                            spot.rotation,
+                            spot.walk_m,
+                            spot.out_of_service
+                        ])
+                        .map_err(sq_err)?;
+                }
+            }
+            tx.execute(
+                "DELETE FROM spots WHERE lot_id = ?1
+                   AND spot_id NOT IN (SELECT spot_id FROM temp.kept_spots)",
+                [&columns.lot_id],
+            )
+            .map_err(sq_err)?;
+            tx.execute("DELETE FROM temp.kept_spots", [])
+                .map_err(sq_err)?;
+            tx.commit().map_err(sq_err)?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn lot(&self, id: &LotId) -> StoreResult<Option<Lot>> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let mut lots = read_lots(conn, Some(id.as_str()))?;
+            Ok(lots.pop())
+        })
+        .await
+    }
+
+    async fn lots(&self) -> StoreResult<Vec<Lot>> {
+        self.read(|conn| read_lots(conn, None)).await
+    }
+
+    async fn lot_versions(&self) -> StoreResult<Vec<(LotId, i64)>> {
+        self.read(|conn| {
+            let mut statement = conn
+                .prepare_cached("SELECT lot_id, version FROM lots ORDER BY lot_id")
+                .map_err(sq_err)?;
+            let mut rows = statement.query([]).map_err(sq_err)?;
+            let mut versions = Vec::new();
+            while let Some(row) = rows.next().map_err(sq_err)? {
+                let raw: String = col(row, 0, "lots")?;
+                versions.push((
+                    parse_id("lots", "lot_id", &raw, LotId::parse)?,
+                    col(row, 1, "lots")?,
+                ));
+            }
+            Ok(versions)
+        })
+        .await
+    }
+
+    async fn delete_lot(&self, id: &LotId) -> StoreResult<bool> {
+        let id = id.clone();
+        self.write(move |conn| {
+            let deleted = conn
+                .execute("DELETE FROM lots WHERE lot_id = ?1", [id.as_str()])
+                .map_err(sq_err)?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+}
+
+/// Reads one lot (`only`) or all of them, whole.
+fn read_lots(conn: &Connection, only: Option<&str>) -> StoreResult<Vec<Lot>> {
+    const T: &str = "lots";
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT lot_id, name, address, lat, lon, timezone, opening_hours, levels, zones
+             FROM lots WHERE ?1 IS NULL OR lot_id = ?1 ORDER BY lot_id",
+        )
+        .map_err(sq_err)?;
+    let mut rows = statement.query([only]).map_err(sq_err)?;
+    let mut headers = Vec::new();
+    while let Some(row) = rows.next().map_err(sq_err)? {
+        headers.push(LotColumns {
+            lot_id: col(row, 0, T)?,
+            name: col(row, 1, T)?,
+            address: col(row, 2, T)?,
+            lat: col(row, 3, T)?,
+            lon: col(row, 4, T)?,
+            timezone: col(row, 5, T)?,
+            opening_hours: col(row, 6, T)?,
+            levels: col(row, 7, T)?,
+            zones: col(row, 8, T)?,
+        });
+    }
+    let mut spots_statement = conn
+        .prepare_cached(
+            "SELECT spot_id, label, level_id, zone_id, kind, x, y, w, h, rotation, walk_m,
+                    out_of_service
+             FROM spots WHERE lot_id = ?1 ORDER BY position",
+        )
+        .map_err(sq_err)?;
+    let mut lots = Vec::with_capacity(headers.len());
+    for header in headers {
+        let mut rows = spots_statement.query([&header.lot_id]).map_err(sq_err)?;
+        let mut spots = Vec::new();
+        while let Some(row) = rows.next().map_err(sq_err)? {
+            const S: &str = "spots";
+            spots.push(SpotRead {
+                kind: col(row, 4, S)?,
+                columns: SpotColumns {
+                    spot_id: col(row, 0, S)?,
+                    label: col(row, 1, S)?,
+                    level_id: col(row, 2, S)?,
+                    zone_id: col(row, 3, S)?,
+                    kind: "",
+                    x: col(row, 5, S)?,
+                    y: col(row, 6, S)?,
+                    w: col(row, 7, S)?,
+                    h: col(row, 8, S)?,
+                    rotation: col(row, 9, S)?,
+                    walk_m: col(row, 10, S)?,
+                    out_of_service: col(row, 11, S)?,
+                },
+            });
+        }
+        lots.push(assemble_lot(header, spots)?);
+    }
+    Ok(lots)
+}
+
+#[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
@@ -684,21 +892,19 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("parkd.db"))
             .await
             .unwrap();
-        let broken = [
-            MIGRATIONS[0],
-            MIGRATIONS[1],
-            Migration {
-                version: 3,
-                name: "broken",
-                sql: "CREATE TABLE half_done (x INTEGER); SELECT no_such_function();",
-            },
-        ];
+        let last = MIGRATIONS.last().map_or(0, |migration| migration.version);
+        let mut broken = MIGRATIONS.to_vec();
+        broken.push(Migration {
+            version: last + 1,
+            name: "broken",
+            sql: "CREATE TABLE half_done (x INTEGER); SELECT no_such_function();",
+        });
         let err = store
             .write(move |conn| migrate(conn, &broken))
             .await
             .unwrap_err();
         assert!(
-            matches!(err, StoreError::Migration { version: 3, .. }),
+            matches!(err, StoreError::Migration { version, .. } if version == last + 1),
             "{err:?}"
         );
         let (max, half_done) = store
@@ -719,7 +925,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(max, 2);
+        assert_eq!(max, last);
         assert_eq!(half_done, 0);
         store.write(|conn| migrate(conn, MIGRATIONS)).await.unwrap();
         store.ping().await.unwrap();

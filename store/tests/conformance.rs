@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use parkd_core::garage::{Lot, demo_garage};
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 use parkd_store::postgres::PostgresStore;
 use parkd_store::{
@@ -58,6 +59,9 @@ conformance!(
     enforce_retention_deletes_old_rows,
     large_batch,
     hourly_occupancy_is_queryable,
+    lot_round_trip_and_versions,
+    lot_replacement_drops_removed_spots,
+    large_lot,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -946,4 +950,57 @@ async fn hourly_occupancy_is_queryable(h: &Harness) {
         (one, "garage-1", 1)
     );
     assert!(rows[2].4.abs() < 1e-9);
+}
+
+fn garage(id: &str) -> Lot {
+    demo_garage(lot(id), 3, 100)
+}
+
+async fn lot_round_trip_and_versions(h: &Harness) {
+    let store = h.store();
+    assert!(store.lots().await.unwrap().is_empty());
+    let mut lot_a = garage("garage-a");
+    lot_a.opening_hours =
+        serde_json::from_str(r#"[{"day":"Mon","open":"06:00:00","close":"23:30:00"}]"#).unwrap();
+    lot_a.spots[4].out_of_service = true;
+    lot_a.spots[5].walk_m = None;
+    assert_eq!(store.put_lot(&lot_a).await.unwrap(), 1);
+    let lot_b = garage("garage-b");
+    assert_eq!(store.put_lot(&lot_b).await.unwrap(), 1);
+    assert_eq!(
+        store.lot(&lot("garage-a")).await.unwrap(),
+        Some(lot_a.clone())
+    );
+    assert_eq!(store.lots().await.unwrap(), vec![lot_a.clone(), lot_b]);
+    assert_eq!(store.put_lot(&lot_a).await.unwrap(), 2);
+    assert_eq!(
+        store.lot_versions().await.unwrap(),
+        vec![(lot("garage-a"), 2), (lot("garage-b"), 1)]
+    );
+    assert!(store.delete_lot(&lot("garage-b")).await.unwrap());
+    assert!(!store.delete_lot(&lot("garage-b")).await.unwrap());
+    assert_eq!(store.lot(&lot("garage-b")).await.unwrap(), None);
+    assert_eq!(store.lots().await.unwrap().len(), 1);
+}
+
+async fn lot_replacement_drops_removed_spots(h: &Harness) {
+    let store = h.store();
+    let mut lot_a = garage("garage-a");
+    store.put_lot(&lot_a).await.unwrap();
+    // Remove ten spots, move one, reorder two.
+    lot_a.spots.drain(10..20);
+    lot_a.spots[0].x += 1.0;
+    lot_a.spots.swap(1, 2);
+    store.put_lot(&lot_a).await.unwrap();
+    let stored = store.lot(&lot("garage-a")).await.unwrap().unwrap();
+    assert_eq!(stored.spots.len(), 290);
+    assert_eq!(stored, lot_a);
+}
+
+async fn large_lot(h: &Harness) {
+    let store = h.store();
+    let big = demo_garage(lot("big"), 4, 5_000);
+    assert_eq!(big.spots.len(), 20_000);
+    store.put_lot(&big).await.unwrap();
+    assert_eq!(store.lot(&lot("big")).await.unwrap(), Some(big));
 }

@@ -1,0 +1,709 @@
+//! Live occupancy over HTTP: the lots, their availability and spots (REST, no login), and the
+//! WebSocket feed `/api/v1/live?lot=ID` (protocol in `docs/live.md`).
+//!
+//! Every read comes from the occupancy engine's counters and spot map; nothing here touches
+//! the database. WebSocket clients are tasks owned by [`LiveHub`]: they close with 1001 when
+//! the hub stops, and [`LiveHub::shutdown`] waits for them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use futures_util::{SinkExt, StreamExt};
+use parkd_core::clock::Clock;
+use parkd_core::garage::{GeoPoint, Level, Lot, OpeningPeriod, Zone};
+use parkd_core::ids::{LevelId, LotId, ZoneId};
+use parkd_core::vehicle::{SpotKind, VehicleType, fits};
+use parkd_occupancy::{Counts, LotFigures, OccupancyEngine, SpotState};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ApiState;
+use crate::problem::Problem;
+
+/// WebSocket tunables.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveSettings {
+    /// Time between heartbeats.
+    pub heartbeat: Duration,
+    /// Most clients at once.
+    pub max_clients: usize,
+    /// A client whose socket does not take a message within this time is dropped.
+    pub send_timeout: Duration,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(10),
+            max_clients: 20_000,
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The feed's metrics.
+#[derive(Debug, Clone)]
+struct LiveMetrics {
+    clients: IntGauge,
+    sent: IntCounterVec,
+    resyncs: IntCounterVec,
+    refused: IntCounterVec,
+}
+
+impl LiveMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let clients = IntGauge::new("parkd_ws_clients", "WebSocket clients connected")?;
+        let sent = IntCounterVec::new(
+            Opts::new("parkd_ws_messages_sent_total", "WebSocket messages sent"),
+            &["type"],
+        )?;
+        let resyncs = IntCounterVec::new(
+            Opts::new(
+                "parkd_ws_resyncs_total",
+                "Snapshots sent after the first, by reason (lagged: the client fell behind)",
+            ),
+            &["reason"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "parkd_ws_refused_total",
+                "WebSocket connections or client messages refused, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(clients.clone()))?;
+        registry.register(Box::new(sent.clone()))?;
+        registry.register(Box::new(resyncs.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        Ok(Self {
+            clients,
+            sent,
+            resyncs,
+            refused,
+        })
+    }
+}
+
+/// The engine's HTTP face and the owner of the WebSocket clients.
+#[derive(Debug)]
+pub struct LiveHub {
+    engine: Arc<OccupancyEngine>,
+    clock: Arc<dyn Clock>,
+    settings: LiveSettings,
+    stop: CancellationToken,
+    clients: TaskTracker,
+    metrics: LiveMetrics,
+}
+
+impl LiveHub {
+    /// A hub over `engine`, registering its metrics.
+    pub fn new(
+        engine: Arc<OccupancyEngine>,
+        clock: Arc<dyn Clock>,
+        settings: LiveSettings,
+        registry: &Registry,
+    ) -> prometheus::Result<Self> {
+        Ok(Self {
+            engine,
+            clock,
+            settings,
+            stop: CancellationToken::new(),
+            clients: TaskTracker::new(),
+            metrics: LiveMetrics::new(registry)?,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<OccupancyEngine> {
+        &self.engine
+    }
+
+    /// Closes every WebSocket (1001 going away) and waits until their tasks have ended.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.clients.close();
+        self.clients.wait().await;
+    }
+}
+
+/// The live routes, merged into the API's router.
+pub(crate) fn routes() -> Router<ApiState> {
+    use axum::routing::get;
+    Router::new()
+        .route("/api/v1/lots", get(list_lots))
+        .route("/api/v1/lots/{lot}", get(get_lot))
+        .route("/api/v1/lots/{lot}/availability", get(availability))
+        .route("/api/v1/lots/{lot}/spots", get(spots))
+        .route("/api/v1/live", get(live))
+}
+
+fn bad_parameter(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-parameter",
+        "Invalid parameter",
+    )
+    .with_detail(detail)
+}
+
+fn unknown_lot(raw: &str) -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "unknown-lot", "Unknown lot")
+        .with_detail(format!("no lot {:?}", truncate(raw)))
+}
+
+fn truncate(raw: &str) -> String {
+    raw.chars().take(64).collect()
+}
+
+/// Refuses query parameters other than `allowed`, so a typo is an error, not a silent no-op.
+fn only_params(query: &BTreeMap<String, String>, allowed: &[&str]) -> Result<(), Problem> {
+    match query.keys().find(|key| !allowed.contains(&key.as_str())) {
+        Some(key) => Err(bad_parameter(format!(
+            "unknown query parameter {:?} (allowed: {})",
+            truncate(key),
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn parse_param<T: std::str::FromStr>(
+    query: &BTreeMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, Problem>
+where
+    T::Err: std::fmt::Display,
+{
+    query
+        .get(name)
+        .map(|raw| {
+            raw.parse::<T>()
+                .map_err(|error| bad_parameter(format!("{name}: {error}")))
+        })
+        .transpose()
+}
+
+fn lot_of(hub: &LiveHub, raw: &str) -> Result<(LotId, Arc<Lot>), Problem> {
+    let id = LotId::parse(raw).map_err(|_| unknown_lot(raw))?;
+    let model = hub.engine.model(&id).ok_or_else(|| unknown_lot(raw))?;
+    Ok((id, model))
+}
+
+#[derive(Serialize)]
+struct LotSummary<'a> {
+    id: &'a LotId,
+    name: &'a str,
+    address: &'a str,
+    location: Option<GeoPoint>,
+    timezone: &'a str,
+    spots: usize,
+    total: Counts,
+    free_by_vehicle: BTreeMap<VehicleType, i64>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+fn summary<'a>(model: &'a Lot, figures: LotFigures) -> LotSummary<'a> {
+    LotSummary {
+        id: &model.id,
+        name: &model.name,
+        address: &model.address,
+        location: model.location,
+        timezone: &model.timezone,
+        spots: model.spots.len(),
+        total: figures.total,
+        free_by_vehicle: figures.free_by_vehicle,
+        updated_at: figures.updated_at,
+    }
+}
+
+#[derive(Serialize)]
+struct LotList<'a> {
+    lots: Vec<LotSummary<'a>>,
+}
+
+async fn list_lots(
+    State(state): State<ApiState>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Response, Problem> {
+    only_params(&query, &[])?;
+    let hub = &state.live;
+    let models: Vec<(Arc<Lot>, LotFigures)> = hub
+        .engine
+        .lot_ids()
+        .into_iter()
+        .filter_map(|id| Some((hub.engine.model(&id)?, hub.engine.figures(&id)?)))
+        .collect();
+    let lots = models
+        .iter()
+        .map(|(model, figures)| summary(model, figures.clone()))
+        .collect();
+    Ok(Json(LotList { lots }).into_response())
+}
+
+#[derive(Serialize)]
+struct LotDetail<'a> {
+    #[serde(flatten)]
+    summary: LotSummary<'a>,
+    opening_hours: &'a [OpeningPeriod],
+    levels: &'a [Level],
+    zones: &'a [Zone],
+}
+
+async fn get_lot(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Response, Problem> {
+    only_params(&query, &[])?;
+    let (id, model) = lot_of(&state.live, &raw)?;
+    let figures = state
+        .live
+        .engine
+        .figures(&id)
+        .ok_or_else(|| unknown_lot(&raw))?;
+    Ok(Json(LotDetail {
+        summary: summary(&model, figures),
+        opening_hours: &model.opening_hours,
+        levels: &model.levels,
+        zones: &model.zones,
+    })
+    .into_response())
+}
+
+async fn availability(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Response, Problem> {
+    only_params(&query, &["vehicle"])?;
+    let vehicle: Option<VehicleType> = parse_param(&query, "vehicle")?;
+    let hub = &state.live;
+    let id = LotId::parse(&raw).map_err(|_| unknown_lot(&raw))?;
+    let mut availability = hub
+        .engine
+        .availability(&id, hub.clock.now())
+        .ok_or_else(|| unknown_lot(&raw))?;
+    if let Some(vehicle) = vehicle {
+        availability.by_vehicle.retain(|v, _| *v == vehicle);
+        for area in &mut availability.levels {
+            area.by_vehicle.retain(|v, _| *v == vehicle);
+        }
+        for area in &mut availability.zones {
+            area.by_vehicle.retain(|v, _| *v == vehicle);
+        }
+    }
+    Ok(Json(availability).into_response())
+}
+
+#[derive(Serialize)]
+struct SpotOut<'a> {
+    id: &'a str,
+    label: &'a str,
+    level: &'a LevelId,
+    zone: Option<&'a ZoneId>,
+    kind: SpotKind,
+    x: f64,
+    y: f64,
+    w: f64,
+    h: f64,
+    rotation: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    walk_m: Option<f64>,
+    state: SpotState,
+    since: DateTime<Utc>,
+    updated_at: Option<DateTime<Utc>>,
+    v: u64,
+}
+
+#[derive(Serialize)]
+struct SpotList<'a> {
+    lot: &'a LotId,
+    seq: u64,
+    spots: Vec<SpotOut<'a>>,
+}
+
+fn parse_state(raw: &str) -> Result<SpotState, String> {
+    SpotState::ALL
+        .into_iter()
+        .find(|state| state.as_str() == raw)
+        .ok_or_else(|| {
+            format!(
+                "unknown state {:?} (expected one of: free, occupied, held, unknown, out_of_service)",
+                truncate(raw)
+            )
+        })
+}
+
+async fn spots(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Response, Problem> {
+    only_params(&query, &["level", "zone", "kind", "state", "vehicle"])?;
+    let vehicle: Option<VehicleType> = parse_param(&query, "vehicle")?;
+    let kind: Option<SpotKind> = parse_param(&query, "kind")?;
+    let wanted_state = query
+        .get("state")
+        .map(|raw| parse_state(raw).map_err(bad_parameter))
+        .transpose()?;
+    let (id, model) = lot_of(&state.live, &raw)?;
+    let level = query.get("level");
+    if let Some(level) = level
+        && !model.levels.iter().any(|l| l.id.as_str() == level)
+    {
+        return Err(bad_parameter(format!(
+            "level: lot {id} has no level {:?}",
+            truncate(level)
+        )));
+    }
+    let zone = query.get("zone");
+    if let Some(zone) = zone
+        && !model.zones.iter().any(|z| z.id.as_str() == zone)
+    {
+        return Err(bad_parameter(format!(
+            "zone: lot {id} has no zone {:?}",
+            truncate(zone)
+        )));
+    }
+    let engine = &state.live.engine;
+    let seq = engine.seq(&id).unwrap_or(0);
+    let mut out = Vec::with_capacity(model.spots.len());
+    for spot in &model.spots {
+        if level.is_some_and(|level| spot.level.as_str() != level)
+            || zone.is_some_and(|zone| spot.zone.as_ref().map(ZoneId::as_str) != Some(zone))
+            || kind.is_some_and(|kind| spot.kind != kind)
+            || vehicle.is_some_and(|vehicle| !fits(vehicle, spot.kind))
+        {
+            continue;
+        }
+        let Some(live) = engine.spot(&id, &spot.id) else {
+            continue;
+        };
+        if wanted_state.is_some_and(|wanted| live.state != wanted) {
+            continue;
+        }
+        out.push(SpotOut {
+            id: spot.id.as_str(),
+            label: &spot.label,
+            level: &spot.level,
+            zone: spot.zone.as_ref(),
+            kind: spot.kind,
+            x: spot.x,
+            y: spot.y,
+            w: spot.w,
+            h: spot.h,
+            rotation: spot.rotation,
+            walk_m: spot.walk_m,
+            state: live.state,
+            since: live.since,
+            updated_at: live.updated_at,
+            v: live.v,
+        });
+    }
+    Ok(Json(SpotList {
+        lot: &id,
+        seq,
+        spots: out,
+    })
+    .into_response())
+}
+
+/// Largest message a client may send (it only ever sends `{"type":"resync"}`).
+const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
+async fn live(
+    State(state): State<ApiState>,
+    Query(query): Query<BTreeMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, Problem> {
+    let hub = state.live.clone();
+    only_params(&query, &["lot"])?;
+    let raw = query
+        .get("lot")
+        .ok_or_else(|| bad_parameter("lot: required".into()))?;
+    let (id, _) = lot_of(&hub, raw)?;
+    let upgrade = upgrade.map_err(|rejection| {
+        hub.metrics
+            .refused
+            .with_label_values(&["not_websocket"])
+            .inc();
+        Problem::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket-required",
+            "WebSocket upgrade required",
+        )
+        .with_detail(rejection.body_text())
+    })?;
+    if hub.stop.is_cancelled() {
+        hub.metrics
+            .refused
+            .with_label_values(&["shutting_down"])
+            .inc();
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "Shutting down",
+        ));
+    }
+    if hub.metrics.clients.get() >= i64::try_from(hub.settings.max_clients).unwrap_or(i64::MAX) {
+        hub.metrics.refused.with_label_values(&["too_many"]).inc();
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-clients",
+            "Too many live clients",
+        )
+        .with_detail("try again later"));
+    }
+    let token = hub.clients.token();
+    Ok(upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let _token = token;
+            hub.metrics.clients.inc();
+            Client::new(hub.clone(), id).run(socket).await;
+            hub.metrics.clients.dec();
+        }))
+}
+
+#[derive(Serialize)]
+struct Heartbeat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    lot: &'a LotId,
+    seq: u64,
+    at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct ErrorMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: &'a str,
+}
+
+enum Outcome {
+    Continue,
+    Stop,
+}
+
+/// One WebSocket client.
+struct Client {
+    hub: Arc<LiveHub>,
+    lot: LotId,
+    /// The sequence number of the last delta or snapshot sent.
+    sent: u64,
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+impl Client {
+    fn new(hub: Arc<LiveHub>, lot: LotId) -> Self {
+        Self { hub, lot, sent: 0 }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut stream) = socket.split();
+        // Subscribe before the snapshot, so nothing falls between them.
+        let Some(mut rx) = self.hub.engine.subscribe(&self.lot) else {
+            self.close(&mut sink, 1000, "lot removed").await;
+            return;
+        };
+        if let Outcome::Stop = self.snapshot(&mut sink, None).await {
+            return;
+        }
+        let mut heartbeat = tokio::time::interval(self.hub.settings.heartbeat);
+        heartbeat.tick().await;
+        loop {
+            let outcome = tokio::select! {
+                () = self.hub.stop.cancelled() => {
+                    self.close(&mut sink, 1001, "server shutting down").await;
+                    Outcome::Stop
+                }
+                received = rx.recv() => match received {
+                    Ok(delta) => self.deltas(&mut sink, &mut rx, delta).await,
+                    Err(RecvError::Lagged(_)) => self.snapshot(&mut sink, Some("lagged")).await,
+                    Err(RecvError::Closed) => match self.hub.engine.subscribe(&self.lot) {
+                        // The lot's model was reloaded: new channel, fresh state.
+                        Some(next) => {
+                            rx = next;
+                            self.snapshot(&mut sink, Some("reloaded")).await
+                        }
+                        None => {
+                            self.close(&mut sink, 1000, "lot removed").await;
+                            Outcome::Stop
+                        }
+                    },
+                },
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Text(text))) => self.client_message(&mut sink, &text).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        self.hub.metrics.refused.with_label_values(&["binary_message"]).inc();
+                        self.error(&mut sink, "binary messages are not part of the protocol").await
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Outcome::Continue,
+                    Some(Ok(Message::Close(_))) | None => Outcome::Stop,
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "websocket read failed");
+                        self.hub.metrics.refused.with_label_values(&["protocol_error"]).inc();
+                        Outcome::Stop
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    let beat = Heartbeat {
+                        kind: "heartbeat",
+                        lot: &self.lot,
+                        seq: self.sent,
+                        at: self.hub.clock.now(),
+                    };
+                    let text = serde_json::to_string(&beat).unwrap_or_default();
+                    self.send(&mut sink, text.into(), "heartbeat", true).await
+                }
+            };
+            if let Outcome::Stop = outcome {
+                return;
+            }
+        }
+    }
+
+    /// Sends `first` and whatever else is already queued, as one flush.
+    async fn deltas(
+        &mut self,
+        sink: &mut Sink,
+        rx: &mut tokio::sync::broadcast::Receiver<Arc<parkd_occupancy::Delta>>,
+        first: Arc<parkd_occupancy::Delta>,
+    ) -> Outcome {
+        let mut next = Some(first);
+        let mut queued = 0;
+        while let Some(delta) = next.take() {
+            // Deltas the snapshot already covered are skipped.
+            if delta.seq > self.sent {
+                self.sent = delta.seq;
+                // The engine serialises with serde_json: always UTF-8.
+                if let Ok(text) = Utf8Bytes::try_from(delta.json()) {
+                    if let Outcome::Stop = self.send(sink, text, "delta", false).await {
+                        return Outcome::Stop;
+                    }
+                    queued += 1;
+                }
+            }
+            if queued >= 256 {
+                break;
+            }
+            next = match rx.try_recv() {
+                Ok(delta) => Some(delta),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    return self.snapshot(sink, Some("lagged")).await;
+                }
+                Err(_) => None,
+            };
+        }
+        self.flush(sink).await
+    }
+
+    async fn client_message(&mut self, sink: &mut Sink, text: &str) -> Outcome {
+        #[derive(serde::Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+        enum ClientMessage {
+            Resync,
+        }
+        match serde_json::from_str::<ClientMessage>(text) {
+            Ok(ClientMessage::Resync) => self.snapshot(sink, Some("resync")).await,
+            Err(error) => {
+                self.hub
+                    .metrics
+                    .refused
+                    .with_label_values(&["bad_message"])
+                    .inc();
+                let detail = format!("unreadable message: {error}");
+                self.error(sink, &detail).await
+            }
+        }
+    }
+
+    async fn snapshot(&mut self, sink: &mut Sink, reason: Option<&'static str>) -> Outcome {
+        let Some(snapshot) = self
+            .hub
+            .engine
+            .snapshot(&self.lot, self.hub.clock.now(), reason)
+        else {
+            self.close(sink, 1000, "lot removed").await;
+            return Outcome::Stop;
+        };
+        if let Some(reason) = reason {
+            self.hub.metrics.resyncs.with_label_values(&[reason]).inc();
+        }
+        self.sent = snapshot.seq;
+        let text = serde_json::to_string(&snapshot).unwrap_or_default();
+        self.send(sink, text.into(), "snapshot", true).await
+    }
+
+    async fn error(&mut self, sink: &mut Sink, error: &str) -> Outcome {
+        let text = serde_json::to_string(&ErrorMessage {
+            kind: "error",
+            error,
+        })
+        .unwrap_or_default();
+        self.send(sink, text.into(), "error", true).await
+    }
+
+    async fn send(
+        &mut self,
+        sink: &mut Sink,
+        text: Utf8Bytes,
+        kind: &'static str,
+        flush: bool,
+    ) -> Outcome {
+        let timeout = self.hub.settings.send_timeout;
+        let sending = async {
+            if flush {
+                sink.send(Message::Text(text)).await
+            } else {
+                sink.feed(Message::Text(text)).await
+            }
+        };
+        match tokio::time::timeout(timeout, sending).await {
+            Ok(Ok(())) => {
+                self.hub.metrics.sent.with_label_values(&[kind]).inc();
+                Outcome::Continue
+            }
+            Ok(Err(_)) => Outcome::Stop,
+            Err(_) => {
+                self.hub
+                    .metrics
+                    .refused
+                    .with_label_values(&["send_timeout"])
+                    .inc();
+                Outcome::Stop
+            }
+        }
+    }
+
+    async fn flush(&mut self, sink: &mut Sink) -> Outcome {
+        match tokio::time::timeout(self.hub.settings.send_timeout, sink.flush()).await {
+            Ok(Ok(())) => Outcome::Continue,
+            _ => Outcome::Stop,
+        }
+    }
+
+    async fn close(&mut self, sink: &mut Sink, code: u16, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+}
