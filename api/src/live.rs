@@ -418,6 +418,9 @@ async fn spots(
     .into_response())
 }
 
+/// Close code when the lot no longer exists (an application code: 4000-4999).
+const LOT_REMOVED: u16 = 4404;
+
 /// Largest message a client may send (it only ever sends `{"type":"resync"}`).
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 
@@ -515,7 +518,7 @@ impl Client {
         let (mut sink, mut stream) = socket.split();
         // Subscribe before the snapshot, so nothing falls between them.
         let Some(mut rx) = self.hub.engine.subscribe(&self.lot) else {
-            self.close(&mut sink, 1000, "lot removed").await;
+            self.close(&mut sink, LOT_REMOVED, "lot removed").await;
             return;
         };
         if let Outcome::Stop = self.snapshot(&mut sink, None).await {
@@ -539,7 +542,7 @@ impl Client {
                             self.snapshot(&mut sink, Some("reloaded")).await
                         }
                         None => {
-                            self.close(&mut sink, 1000, "lot removed").await;
+                            self.close(&mut sink, LOT_REMOVED, "lot removed").await;
                             Outcome::Stop
                         }
                     },
@@ -636,7 +639,7 @@ impl Client {
             .engine
             .snapshot(&self.lot, self.hub.clock.now(), reason)
         else {
-            self.close(sink, 1000, "lot removed").await;
+            self.close(sink, LOT_REMOVED, "lot removed").await;
             return Outcome::Stop;
         };
         if let Some(reason) = reason {

@@ -188,7 +188,7 @@ pub struct Delta {
     pub seq: u64,
     /// When the change happened.
     pub at: DateTime<Utc>,
-    /// The lot's newest sensor reading.
+    /// The lot's newest sensor message (reading or heartbeat).
     pub updated_at: Option<DateTime<Utc>>,
     /// The spot after the change.
     pub spot: SpotView,
@@ -223,7 +223,7 @@ pub struct Snapshot {
     pub seq: u64,
     /// When it was taken.
     pub at: DateTime<Utc>,
-    /// The lot's newest sensor reading.
+    /// The lot's newest sensor message (reading or heartbeat).
     pub updated_at: Option<DateTime<Utc>>,
     /// The lot's counts.
     pub total: Counts,
@@ -251,7 +251,7 @@ pub struct Availability {
     pub lot: LotId,
     /// When this was read.
     pub as_of: DateTime<Utc>,
-    /// The lot's newest sensor reading.
+    /// The lot's newest sensor message (reading or heartbeat).
     pub updated_at: Option<DateTime<Utc>>,
     /// The lot's sequence number when this was read.
     pub seq: u64,
@@ -274,7 +274,7 @@ pub struct LotFigures {
     pub total: Counts,
     /// Free spots per vehicle type.
     pub free_by_vehicle: BTreeMap<VehicleType, i64>,
-    /// The lot's newest sensor reading.
+    /// The lot's newest sensor message (reading or heartbeat).
     pub updated_at: Option<DateTime<Utc>>,
     /// The lot's sequence number.
     pub seq: u64,
@@ -310,7 +310,8 @@ struct LotLive {
     total: Grid,
     levels: Vec<Grid>,
     zones: Vec<Grid>,
-    /// Newest reading, Unix ms; `i64::MIN` for none.
+    /// Newest message from any of the lot's sensors (reading or heartbeat), Unix ms;
+    /// `i64::MIN` for none.
     newest_ms: AtomicI64,
     /// Guards sequence assignment and sending, so deltas leave in `seq` order.
     seq: Mutex<u64>,
@@ -374,7 +375,7 @@ impl LotLive {
         let _ = self.feed.send(Arc::new(delta));
     }
 
-    fn note_reading(&self, at: DateTime<Utc>) {
+    fn note_sensor(&self, at: DateTime<Utc>) {
         self.newest_ms
             .fetch_max(at.timestamp_millis(), Ordering::Relaxed);
     }
@@ -490,7 +491,7 @@ impl OccupancyEngine {
         lot: &LotId,
         spot: &SpotId,
         at: DateTime<Utc>,
-        reading: bool,
+        from_sensor: bool,
         f: impl FnOnce(&mut SpotMachine) -> Option<SpotState>,
     ) -> Applied {
         let Some(live) = self.lot(lot) else {
@@ -501,8 +502,8 @@ impl OccupancyEngine {
             self.unknown_spot.fetch_add(1, Ordering::Relaxed);
             return Applied::UnknownSpot;
         };
-        if reading {
-            live.note_reading(at);
+        if from_sensor {
+            live.note_sensor(at);
         }
         match f(&mut slot.machine) {
             Some(before) => {
@@ -522,9 +523,10 @@ impl OccupancyEngine {
         })
     }
 
-    /// A heartbeat from the spot's sensor, received at `at`.
+    /// A heartbeat from the spot's sensor, received at `at`. It moves the lot's `updated_at`
+    /// (the sensors are alive, so the counts are current) but not the spot's.
     pub fn heard(&self, lot: &LotId, spot: &SpotId, at: DateTime<Utc>) -> Applied {
-        self.with_spot(lot, spot, at, false, |machine| machine.heard(at))
+        self.with_spot(lot, spot, at, true, |machine| machine.heard(at))
     }
 
     /// Holds a spot for a reservation, or releases it.

@@ -302,3 +302,22 @@ proptest! {
         prop_assert_eq!(shuffled.counters(&lot_id()), shuffled.recount(&lot_id()));
     }
 }
+
+#[test]
+fn heartbeats_keep_the_lot_fresh_without_touching_the_spot() {
+    let engine = engine(0, 0);
+    engine.apply(&lot_id(), &spot(0), true, t(1_000));
+    assert_eq!(
+        engine.heard(&lot_id(), &spot(1), t(9_000)),
+        Applied::Unchanged
+    );
+    assert_eq!(
+        engine.figures(&lot_id()).unwrap().updated_at,
+        Some(t(9_000))
+    );
+    assert_eq!(
+        engine.spot(&lot_id(), &spot(0)).unwrap().updated_at,
+        Some(t(1_000))
+    );
+    assert_eq!(engine.spot(&lot_id(), &spot(1)).unwrap().updated_at, None);
+}

@@ -266,6 +266,8 @@ async function run() {
   if (env.PARKD_SCREENSHOT) {
     await step(`screenshot to ${env.PARKD_SCREENSHOT}`, async () => {
       await page.click('button[data-vehicle="all"]');
+      await page.waitForSelector('.spot.dimmed', { state: 'detached', timeout: 5_000 });
+      await page.waitForTimeout(400); // the dimming fades out
       await page.screenshot({ path: env.PARKD_SCREENSHOT, fullPage: false });
     });
   }
