@@ -10,6 +10,7 @@
 //! and the drivers' live map at `/` ([`web`]). Every response is counted and timed by route
 //! template and status (`parkd_http_requests_total`, `parkd_http_request_duration_seconds`).
 
+pub mod auth;
 pub mod live;
 pub mod problem;
 pub mod web;
@@ -46,6 +47,8 @@ pub struct ApiState {
     pub readiness: Arc<Vec<Box<dyn ReadinessCheck>>>,
     /// The live occupancy engine's HTTP face and WebSocket clients.
     pub live: Arc<live::LiveHub>,
+    /// Accounts and sessions.
+    pub accounts: Arc<auth::Accounts>,
     /// Request counters and timings.
     pub http_metrics: HttpMetrics,
 }
@@ -123,6 +126,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(live::routes())
+        .merge(auth::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -132,6 +136,9 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Largest request body the JSON routes accept.
+pub const MAX_BODY: usize = 16 * 1024;
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -140,9 +147,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "http listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[derive(Serialize)]
@@ -231,25 +241,43 @@ mod tests {
         }
     }
 
-    fn app(checks: Vec<Box<dyn ReadinessCheck>>) -> Router {
+    async fn app(checks: Vec<Box<dyn ReadinessCheck>>) -> (Router, tempfile::TempDir) {
         let registry = Registry::new();
         let counter = prometheus::IntCounter::new("parkd_test_total", "a test counter").unwrap();
         counter.inc();
         registry.register(Box::new(counter)).unwrap();
         let engine = Arc::new(parkd_occupancy::OccupancyEngine::default());
+        let clock: Arc<dyn parkd_core::clock::Clock> = Arc::new(parkd_core::clock::SystemClock);
         let live = live::LiveHub::new(
             engine,
-            Arc::new(parkd_core::clock::SystemClock),
+            clock.clone(),
             live::LiveSettings::default(),
             &registry,
         )
         .unwrap();
-        router(ApiState {
+        let (store, dir) = parkd_store::testing::sqlite_store().await;
+        let accounts = auth::Accounts::new(
+            Arc::new(store),
+            clock,
+            auth::AuthSettings {
+                argon2: auth::Argon2Cost {
+                    memory_kib: 64,
+                    iterations: 1,
+                    parallelism: 1,
+                },
+                ..auth::AuthSettings::default()
+            },
+            &registry,
+        )
+        .unwrap();
+        let router = router(ApiState {
             http_metrics: HttpMetrics::new(&registry).unwrap(),
             registry,
             readiness: Arc::new(checks),
             live: Arc::new(live),
-        })
+            accounts: Arc::new(accounts),
+        });
+        (router, dir)
     }
 
     async fn get(app: Router, path: &str) -> (StatusCode, String, String) {
@@ -273,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn health_ready_and_metrics() {
-        let ok = app(vec![Box::new(Fixed("database", Ok(())))]);
+        let (ok, _dir) = app(vec![Box::new(Fixed("database", Ok(())))]).await;
         assert_eq!(get(ok.clone(), "/healthz").await.0, StatusCode::OK);
         let (status, _, body) = get(ok.clone(), "/readyz").await;
         assert_eq!(status, StatusCode::OK);
@@ -286,10 +314,11 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_names_what_is_not_ready() {
-        let app = app(vec![
+        let (app, _dir) = app(vec![
             Box::new(Fixed("database", Err("connection refused".into()))),
             Box::new(Fixed("mqtt", Ok(()))),
-        ]);
+        ])
+        .await;
         let (status, _, body) = get(app, "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -300,7 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_routes_are_problem_json() {
-        let (status, content_type, body) = get(app(vec![]), "/nope").await;
+        let (status, content_type, body) = get(app(vec![]).await.0, "/nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(content_type, "application/problem+json");
         assert!(body.contains(r#""status":404"#), "{body}");

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Server {
+    _dir: tempfile::TempDir,
     addr: SocketAddr,
     engine: Arc<OccupancyEngine>,
     hub: Arc<LiveHub>,
@@ -70,11 +71,20 @@ async fn server(feed_capacity: usize, heartbeat: Duration) -> Server {
         )
         .unwrap(),
     );
+    let (store, dir) = parkd_store::testing::sqlite_store().await;
+    let accounts = parkd_api::auth::Accounts::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        parkd_api::auth::AuthSettings::default(),
+        &registry,
+    )
+    .unwrap();
     let app = parkd_api::router(ApiState {
         http_metrics: HttpMetrics::new(&registry).unwrap(),
         registry: registry.clone(),
         readiness: Arc::new(Vec::new()),
         live: hub.clone(),
+        accounts: Arc::new(accounts),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -85,6 +95,7 @@ async fn server(feed_capacity: usize, heartbeat: Duration) -> Server {
         stop.clone().cancelled_owned(),
     ));
     Server {
+        _dir: dir,
         addr,
         engine,
         hub,

@@ -11,11 +11,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use parkd_core::account::{Email, Role};
 use parkd_core::garage::Lot;
 use parkd_core::ids::{DeviceId, LotId, SpotId};
 use parkd_store::{
-    Device, DeviceStatusRow, DeviceStore, GarageStore, SpotLatest, SpotReading, Store, StoreResult,
-    TelemetryBatch, TelemetryStore,
+    AccountStore, Device, DeviceStatusRow, DeviceStore, GarageStore, SessionRow, SpotLatest,
+    SpotReading, Store, StoreResult, TelemetryBatch, TelemetryStore, User, VehicleRow,
 };
 
 /// What the decorator saw.
@@ -154,6 +155,84 @@ impl GarageStore for TimedStore {
     }
     async fn delete_lot(&self, id: &LotId) -> StoreResult<bool> {
         self.inner.delete_lot(id).await
+    }
+}
+
+/// Accounts pass straight through (the ingest benchmark never uses them).
+#[async_trait]
+impl AccountStore for TimedStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        self.inner.create_user(user).await
+    }
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        self.inner.user(id).await
+    }
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
+        self.inner.user_by_email(email).await
+    }
+    async fn users(&self) -> StoreResult<Vec<User>> {
+        self.inner.users().await
+    }
+    async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        at: DateTime<Utc>,
+        keep: Option<&str>,
+    ) -> StoreResult<u64> {
+        self.inner
+            .set_password(user_id, password_hash, at, keep)
+            .await
+    }
+    async fn set_user_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.set_user_disabled(user_id, disabled, at).await
+    }
+    async fn set_role(&self, user_id: &str, role: Role) -> StoreResult<bool> {
+        self.inner.set_role(user_id, role).await
+    }
+    async fn create_session(&self, session: &SessionRow) -> StoreResult<()> {
+        self.inner.create_session(session).await
+    }
+    async fn session_by_token(
+        &self,
+        token_sha256: &[u8; 32],
+    ) -> StoreResult<Option<(SessionRow, User)>> {
+        self.inner.session_by_token(token_sha256).await
+    }
+    async fn touch_session(&self, session_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        self.inner.touch_session(session_id, at).await
+    }
+    async fn revoke_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        self.inner
+            .revoke_session(user_id, session_id, at, reason)
+            .await
+    }
+    async fn active_sessions(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<SessionRow>> {
+        self.inner.active_sessions(user_id, now).await
+    }
+    async fn add_vehicle(&self, vehicle: &VehicleRow) -> StoreResult<()> {
+        self.inner.add_vehicle(vehicle).await
+    }
+    async fn vehicles(&self, user_id: &str) -> StoreResult<Vec<VehicleRow>> {
+        self.inner.vehicles(user_id).await
+    }
+    async fn delete_vehicle(&self, user_id: &str, vehicle_id: &str) -> StoreResult<bool> {
+        self.inner.delete_vehicle(user_id, vehicle_id).await
     }
 }
 

@@ -3,6 +3,7 @@
 //! This crate owns the vocabulary every other crate speaks and must stay free of I/O and of any
 //! async runtime, so that it can be property-tested and fuzzed in isolation:
 //!
+//! - [`account`]: roles, e-mail addresses, the password policy, vehicles, session tokens;
 //! - [`ids`]: validated identifiers for lots, levels, zones, spots, gates and devices;
 //! - [`garage`]: the garage model (lots, levels, zones, spots) and its JSON format;
 //! - [`vehicle`]: spot kinds, vehicle types and the table of which fits where;
@@ -12,6 +13,7 @@
 //! - [`clock`]: the injected clock, so expiry is tested without sleeping;
 //! - [`throttle`]: one log line per period on hot paths, with a count of what was suppressed.
 
+pub mod account;
 pub mod clock;
 pub mod dedup;
 pub mod garage;

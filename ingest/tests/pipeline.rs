@@ -323,6 +323,86 @@ impl<S: Store> parkd_store::GarageStore for Flaky<S> {
 }
 
 #[async_trait]
+impl<S: Store> parkd_store::AccountStore for Flaky<S> {
+    async fn create_user(&self, user: &parkd_store::User) -> StoreResult<()> {
+        self.inner.create_user(user).await
+    }
+    async fn user(&self, id: &str) -> StoreResult<Option<parkd_store::User>> {
+        self.inner.user(id).await
+    }
+    async fn user_by_email(
+        &self,
+        email: &parkd_core::account::Email,
+    ) -> StoreResult<Option<parkd_store::User>> {
+        self.inner.user_by_email(email).await
+    }
+    async fn users(&self) -> StoreResult<Vec<parkd_store::User>> {
+        self.inner.users().await
+    }
+    async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        at: DateTime<Utc>,
+        keep: Option<&str>,
+    ) -> StoreResult<u64> {
+        self.inner
+            .set_password(user_id, password_hash, at, keep)
+            .await
+    }
+    async fn set_user_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.set_user_disabled(user_id, disabled, at).await
+    }
+    async fn set_role(&self, user_id: &str, role: parkd_core::account::Role) -> StoreResult<bool> {
+        self.inner.set_role(user_id, role).await
+    }
+    async fn create_session(&self, session: &parkd_store::SessionRow) -> StoreResult<()> {
+        self.inner.create_session(session).await
+    }
+    async fn session_by_token(
+        &self,
+        token_sha256: &[u8; 32],
+    ) -> StoreResult<Option<(parkd_store::SessionRow, parkd_store::User)>> {
+        self.inner.session_by_token(token_sha256).await
+    }
+    async fn touch_session(&self, session_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        self.inner.touch_session(session_id, at).await
+    }
+    async fn revoke_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        self.inner
+            .revoke_session(user_id, session_id, at, reason)
+            .await
+    }
+    async fn active_sessions(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<parkd_store::SessionRow>> {
+        self.inner.active_sessions(user_id, now).await
+    }
+    async fn add_vehicle(&self, vehicle: &parkd_store::VehicleRow) -> StoreResult<()> {
+        self.inner.add_vehicle(vehicle).await
+    }
+    async fn vehicles(&self, user_id: &str) -> StoreResult<Vec<parkd_store::VehicleRow>> {
+        self.inner.vehicles(user_id).await
+    }
+    async fn delete_vehicle(&self, user_id: &str, vehicle_id: &str) -> StoreResult<bool> {
+        self.inner.delete_vehicle(user_id, vehicle_id).await
+    }
+}
+
+#[async_trait]
 impl<S: Store> Store for Flaky<S> {
     fn backend(&self) -> &'static str {
         "flaky"

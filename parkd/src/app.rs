@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use parkd_api::auth::Accounts;
 use parkd_api::live::{LiveHub, LiveSettings};
 use parkd_api::{ApiState, HttpMetrics, ReadinessCheck};
 use parkd_broker::embedded::{EmbeddedBroker, EmbeddedSettings};
@@ -295,11 +296,21 @@ impl RunningApp {
             },
             &registry,
         )?);
+        let accounts = Arc::new(
+            Accounts::new(
+                store.clone(),
+                clock.clone(),
+                config.auth_settings(),
+                &registry,
+            )
+            .map_err(|error| anyhow::anyhow!("setting up accounts: {error}"))?,
+        );
         let app = parkd_api::router(ApiState {
             http_metrics: HttpMetrics::new(&registry)?,
             registry: registry.clone(),
             readiness: Arc::new(readiness),
             live: live.clone(),
+            accounts: accounts.clone(),
         });
         let http_stop = CancellationToken::new();
         let http = tokio::spawn(parkd_api::serve(
@@ -321,6 +332,7 @@ impl RunningApp {
             config.database.retention_days,
             background_stop.clone(),
         ));
+        background.spawn(sweep_limiter(accounts.clone(), background_stop.clone()));
         background.spawn(crate::live::ticker(
             engine.clone(),
             clock.clone(),
@@ -470,6 +482,17 @@ async fn store_health(store: Arc<dyn Store>, up: IntGauge, stop: CancellationTok
         }
         let ok = store.ping().await.is_ok();
         up.set(i64::from(ok));
+    }
+}
+
+/// Forgets old failed-login records every five minutes.
+async fn sweep_limiter(accounts: Arc<Accounts>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => accounts.sweep(),
+        }
     }
 }
 

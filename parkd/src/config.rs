@@ -106,6 +106,8 @@ pub struct ParkdConfig {
     pub ingest: IngestConfig,
     /// Live occupancy: the engine, its feed and the WebSocket.
     pub live: LiveConfig,
+    /// Accounts and sessions.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
     /// The built-in simulator of `parkd demo`.
@@ -121,6 +123,7 @@ impl Default for ParkdConfig {
             database: DatabaseConfig::default(),
             ingest: IngestConfig::default(),
             live: LiveConfig::default(),
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
             demo: DemoConfig::default(),
         }
@@ -334,6 +337,49 @@ impl Default for LiveConfig {
     }
 }
 
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Argon2id memory per hash, KiB (at least 19456, OWASP's minimum).
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes (at least 2).
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Hashes computed at once; unset: the number of cores.
+    pub hash_concurrency: Option<usize>,
+    /// A session unused this long ends, seconds.
+    pub session_idle_s: u64,
+    /// A session ends this long after login, seconds.
+    pub session_absolute_s: u64,
+    /// Failed logins are counted over this window, seconds.
+    pub failure_window_s: u64,
+    /// Failed logins per client address per window.
+    pub max_failures_per_ip: usize,
+    /// Failed logins per (account, address) per window.
+    pub max_failures_per_account_ip: usize,
+    /// Failed logins per account per window from addresses that never logged into it.
+    pub max_failures_per_account: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            hash_concurrency: None,
+            session_idle_s: 24 * 3600,
+            session_absolute_s: 30 * 24 * 3600,
+            failure_window_s: 900,
+            max_failures_per_ip: 30,
+            max_failures_per_account_ip: 5,
+            max_failures_per_account: 50,
+        }
+    }
+}
+
 /// `[demo]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -429,6 +475,33 @@ impl ParkdConfig {
         if self.live.debounce_ms > 3_600_000 {
             return invalid("live.debounce_ms must be at most one hour (3600000)");
         }
+        let argon2 = parkd_api::auth::Argon2Cost {
+            memory_kib: self.auth.argon2_memory_kib,
+            iterations: self.auth.argon2_iterations,
+            parallelism: self.auth.argon2_parallelism,
+        };
+        if !argon2.meets_owasp() || argon2.parallelism > 16 || argon2.memory_kib > 4_194_304 {
+            return invalid(
+                "auth.argon2_*: at least OWASP's minimum (memory 19456 KiB, 2 iterations, \
+                 parallelism 1), at most 4 GiB and 16 lanes",
+            );
+        }
+        if self.auth.session_idle_s == 0
+            || self.auth.session_absolute_s < self.auth.session_idle_s
+            || self.auth.failure_window_s == 0
+            || self.auth.hash_concurrency == Some(0)
+        {
+            return invalid(
+                "auth: session_idle_s > 0, session_absolute_s >= session_idle_s, \
+                 failure_window_s > 0 and hash_concurrency > 0",
+            );
+        }
+        if self.auth.max_failures_per_ip == 0
+            || self.auth.max_failures_per_account_ip == 0
+            || self.auth.max_failures_per_account == 0
+        {
+            return invalid("auth.max_failures_*: above zero");
+        }
         if self.demo.spots == 0 || self.demo.spots > 100_000 {
             return invalid("demo.spots must be in [1, 100000]");
         }
@@ -446,6 +519,29 @@ impl ParkdConfig {
     /// The batch interval.
     pub fn batch_interval(&self) -> Duration {
         Duration::from_millis(self.ingest.batch_interval_ms)
+    }
+
+    /// The account settings.
+    pub fn auth_settings(&self) -> parkd_api::auth::AuthSettings {
+        let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        let defaults = parkd_api::auth::AuthSettings::default();
+        parkd_api::auth::AuthSettings {
+            argon2: parkd_api::auth::Argon2Cost {
+                memory_kib: self.auth.argon2_memory_kib,
+                iterations: self.auth.argon2_iterations,
+                parallelism: self.auth.argon2_parallelism,
+            },
+            hash_concurrency: self
+                .auth
+                .hash_concurrency
+                .unwrap_or(defaults.hash_concurrency),
+            session_idle: secs(self.auth.session_idle_s),
+            session_absolute: secs(self.auth.session_absolute_s),
+            failure_window: secs(self.auth.failure_window_s),
+            max_failures_per_ip: self.auth.max_failures_per_ip,
+            max_failures_per_account_ip: self.auth.max_failures_per_account_ip,
+            max_failures_per_account: self.auth.max_failures_per_account,
+        }
     }
 
     /// The occupancy engine's settings.

@@ -54,10 +54,52 @@ enum Command {
     /// Manage the device registry.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Manage accounts (create the first admin here).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Manage the garage model (lots, levels, zones, spots). A running server picks changes
     /// up within `live.model_reload_s`.
     #[command(subcommand)]
     Lot(LotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an account. Without --password-stdin a strong password is generated and
+    /// printed once.
+    CreateUser {
+        /// Its e-mail address (the login).
+        #[arg(long)]
+        email: String,
+        /// driver, operator or admin.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// A display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    Users,
+    /// Disable an account and end all its sessions.
+    Disable {
+        /// Its e-mail address.
+        email: String,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// Its e-mail address.
+        email: String,
+    },
+    /// Change an account's role.
+    SetRole {
+        /// Its e-mail address.
+        email: String,
+        /// driver, operator or admin.
+        role: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,7 +252,86 @@ async fn run(command: Command, config: ParkdConfig) -> anyhow::Result<()> {
         }
         Command::Device(command) => device(command, &config).await,
         Command::Lot(command) => lot(command, &config).await,
+        Command::Admin(command) => admin(command, &config).await,
     }
+}
+
+async fn admin(command: AdminCommand, config: &ParkdConfig) -> anyhow::Result<()> {
+    use parkd_core::account::{Email, Role};
+    let store = open_store(config).await?;
+    let user_by = |email: String| {
+        let store = store.clone();
+        async move {
+            let email = Email::parse(&email).context("e-mail")?;
+            store
+                .user_by_email(&email)
+                .await?
+                .with_context(|| format!("no account {email}"))
+        }
+    };
+    match command {
+        AdminCommand::CreateUser {
+            email,
+            role,
+            name,
+            password_stdin,
+        } => {
+            let email = Email::parse(&email).context("e-mail")?;
+            let role: Role = role.parse()?;
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+            } else {
+                let mut bytes = [0u8; 18];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+                (hex::encode(bytes), true)
+            };
+            let accounts = parkd_api::auth::Accounts::new(
+                store.clone(),
+                std::sync::Arc::new(parkd_core::clock::SystemClock),
+                config.auth_settings(),
+                &prometheus::Registry::new(),
+            )
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+            let user = accounts
+                .create_user(&email, &password, role, &name)
+                .await
+                .map_err(|problem| {
+                    anyhow::anyhow!("{}", problem.detail.unwrap_or(problem.title))
+                })?;
+            println!(
+                "account {} created: {} ({})",
+                user.id, user.email, user.role
+            );
+            if generated {
+                println!("  password (shown once): {password}");
+            }
+        }
+        AdminCommand::Users => {
+            for user in store.users().await? {
+                let state = if user.disabled { "disabled" } else { "enabled" };
+                println!("{}\t{}\t{}\t{state}", user.id, user.email, user.role);
+            }
+        }
+        AdminCommand::Disable { email } => {
+            let user = user_by(email).await?;
+            store.set_user_disabled(&user.id, true, Utc::now()).await?;
+            println!("account {} disabled; its sessions ended", user.email);
+        }
+        AdminCommand::Enable { email } => {
+            let user = user_by(email).await?;
+            store.set_user_disabled(&user.id, false, Utc::now()).await?;
+            println!("account {} enabled", user.email);
+        }
+        AdminCommand::SetRole { email, role } => {
+            let user = user_by(email).await?;
+            let role: Role = role.parse()?;
+            store.set_role(&user.id, role).await?;
+            println!("account {} is now {role}", user.email);
+        }
+    }
+    Ok(())
 }
 
 async fn lot(command: LotCommand, config: &ParkdConfig) -> anyhow::Result<()> {

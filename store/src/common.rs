@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use parkd_core::account::{Email, Plate, Role, VehicleClass};
 use parkd_core::garage::{GeoPoint, Lot, Spot};
 use parkd_core::ids::{DeviceId, GateId, IdError, LevelId, LotId, SpotId, ZoneId};
 use parkd_core::vehicle::SpotKind;
@@ -268,6 +269,62 @@ pub(crate) fn assemble_lot(columns: LotColumns, spots: Vec<SpotRead>) -> StoreRe
     lot.validate()
         .map_err(|e| corrupt(format!("lot {}: {e}", lot.id)))?;
     Ok(lot)
+}
+
+/// The stored name of a vehicle class.
+pub(crate) fn class_str(class: VehicleClass) -> &'static str {
+    match class {
+        VehicleClass::Motorcycle => "motorcycle",
+        VehicleClass::Compact => "compact",
+        VehicleClass::Car => "car",
+        VehicleClass::Van => "van",
+    }
+}
+
+/// Parses a stored vehicle class.
+pub(crate) fn parse_class(raw: &str) -> StoreResult<VehicleClass> {
+    match raw {
+        "motorcycle" => Ok(VehicleClass::Motorcycle),
+        "compact" => Ok(VehicleClass::Compact),
+        "car" => Ok(VehicleClass::Car),
+        "van" => Ok(VehicleClass::Van),
+        other => Err(StoreError::Corrupt {
+            table: "vehicles",
+            message: format!("class {other:?}"),
+        }),
+    }
+}
+
+/// Parses a stored role.
+pub(crate) fn parse_role(raw: &str) -> StoreResult<Role> {
+    raw.parse().map_err(|e| StoreError::Corrupt {
+        table: "users",
+        message: format!("role: {e}"),
+    })
+}
+
+/// Parses a stored e-mail.
+pub(crate) fn parse_email(raw: &str) -> StoreResult<Email> {
+    Email::parse(raw).map_err(|e| StoreError::Corrupt {
+        table: "users",
+        message: format!("email {raw:?}: {e}"),
+    })
+}
+
+/// Parses a stored plate.
+pub(crate) fn parse_plate(raw: &str) -> StoreResult<Plate> {
+    Plate::parse(raw).map_err(|e| StoreError::Corrupt {
+        table: "vehicles",
+        message: format!("plate {raw:?}: {e}"),
+    })
+}
+
+/// A stored token hash, which must be 32 bytes.
+pub(crate) fn token_hash(raw: &[u8], table: &'static str) -> StoreResult<[u8; 32]> {
+    raw.try_into().map_err(|_| StoreError::Corrupt {
+        table,
+        message: format!("token_sha256 of {} bytes", raw.len()),
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use parkd_core::account::{Email, Plate, Role, VehicleProfile};
 use parkd_core::garage::Lot;
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 
@@ -297,8 +298,136 @@ pub trait GarageStore: Send + Sync {
     async fn delete_lot(&self, id: &LotId) -> StoreResult<bool>;
 }
 
+/// An account, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Random id (UUID v4 text).
+    pub id: String,
+    /// Normalised e-mail, unique.
+    pub email: Email,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// What it may do.
+    pub role: Role,
+    /// Optional display name.
+    pub display_name: String,
+    /// Refused at login and for every session.
+    pub disabled: bool,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its password last changed.
+    pub password_changed_at: DateTime<Utc>,
+}
+
+/// A login session, as stored (the token itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Random id, shown to the user to revoke it.
+    pub id: String,
+    /// Whose.
+    pub user_id: String,
+    /// SHA-256 of the bearer token.
+    pub token_sha256: [u8; 32],
+    /// Login time.
+    pub created_at: DateTime<Utc>,
+    /// Last request (updated at most once a minute).
+    pub last_seen_at: DateTime<Utc>,
+    /// Absolute expiry.
+    pub expires_at: DateTime<Utc>,
+    /// The client's User-Agent at login (truncated).
+    pub user_agent: String,
+    /// The client's address at login.
+    pub ip: String,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Why: `logout`, `password_changed`, `disabled`, `revoked`.
+    pub revoked_reason: Option<String>,
+}
+
+/// A driver's vehicle, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VehicleRow {
+    /// Random id.
+    pub id: String,
+    /// Whose.
+    pub user_id: String,
+    /// Its plate.
+    pub plate: Plate,
+    /// Body, EV, permit.
+    pub profile: VehicleProfile,
+    /// The driver's name for it.
+    pub label: String,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Accounts, sessions and vehicles.
 #[async_trait]
-pub trait Store: DeviceStore + TelemetryStore + GarageStore + std::fmt::Debug {
+pub trait AccountStore: Send + Sync {
+    /// Creates an account; [`StoreError::Conflict`] if the e-mail is taken.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    /// One account by id.
+    async fn user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// One account by e-mail.
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
+    /// Every account, by e-mail.
+    async fn users(&self) -> StoreResult<Vec<User>>;
+    /// Replaces the password hash and, in the same transaction, revokes every session of the
+    /// account not revoked and not past its absolute expiry, except `keep` (reason
+    /// `password_changed`). Returns how many it revoked;
+    /// [`StoreError::Conflict`] if there is no such account.
+    async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        at: DateTime<Utc>,
+        keep: Option<&str>,
+    ) -> StoreResult<u64>;
+    /// Disables (revoking every session, reason `disabled`) or enables an account; `false`
+    /// if there is none.
+    async fn set_user_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Changes an account's role; `false` if there is none.
+    async fn set_role(&self, user_id: &str, role: Role) -> StoreResult<bool>;
+    /// Records a new session.
+    async fn create_session(&self, session: &SessionRow) -> StoreResult<()>;
+    /// The session with this token hash (revoked or not) and its account.
+    async fn session_by_token(
+        &self,
+        token_sha256: &[u8; 32],
+    ) -> StoreResult<Option<(SessionRow, User)>>;
+    /// Moves a session's `last_seen_at`.
+    async fn touch_session(&self, session_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Revokes one of `user_id`'s sessions; `false` if it has no such active session.
+    async fn revoke_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<bool>;
+    /// An account's sessions not revoked and not past their absolute expiry at `now`.
+    async fn active_sessions(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<SessionRow>>;
+    /// Adds a vehicle; [`StoreError::Conflict`] if the driver has one with that plate.
+    async fn add_vehicle(&self, vehicle: &VehicleRow) -> StoreResult<()>;
+    /// A driver's vehicles, oldest first.
+    async fn vehicles(&self, user_id: &str) -> StoreResult<Vec<VehicleRow>>;
+    /// Removes one of a driver's vehicles; `false` if it has none with that id.
+    async fn delete_vehicle(&self, user_id: &str, vehicle_id: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait Store:
+    DeviceStore + TelemetryStore + GarageStore + AccountStore + std::fmt::Debug
+{
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
     /// Whether the database answers (readiness).

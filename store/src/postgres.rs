@@ -58,7 +58,14 @@ const MIGRATIONS: &[Migration] = &[
         name: "garage",
         sql: include_str!("../../sql/postgres/0004_garage.sql"),
     },
+    Migration {
+        version: 5,
+        name: "accounts",
+        sql: include_str!("../../sql/postgres/0005_accounts.sql"),
+    },
 ];
+
+mod accounts;
 
 /// Hypertables, compression, retention and the hourly continuous aggregate.
 const TIMESCALE_SETUP: &str = include_str!("../../sql/postgres/timescale/0001_setup.sql");

@@ -47,7 +47,14 @@ const MIGRATIONS: &[Migration] = &[
         name: "garage",
         sql: include_str!("../../sql/sqlite/0003_garage.sql"),
     },
+    Migration {
+        version: 4,
+        name: "accounts",
+        sql: include_str!("../../sql/sqlite/0004_accounts.sql"),
+    },
 ];
+
+mod accounts;
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY NOT NULL,

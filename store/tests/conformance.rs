@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use parkd_core::account::{Email, Plate, Role, VehicleClass, VehicleProfile};
 use parkd_core::garage::{Lot, demo_garage};
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 use parkd_store::postgres::PostgresStore;
 use parkd_store::{
-    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, SpotLatest, SpotReading, StatusChange,
-    Store, StoreConfig, StoreError, TelemetryBatch, testing,
+    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, SessionRow, SpotLatest, SpotReading,
+    StatusChange, Store, StoreConfig, StoreError, TelemetryBatch, User, VehicleRow, testing,
 };
 
 macro_rules! conformance {
@@ -62,6 +63,10 @@ conformance!(
     lot_round_trip_and_versions,
     lot_replacement_drops_removed_spots,
     large_lot,
+    accounts_round_trip_and_unique_email,
+    password_change_revokes_other_sessions,
+    disabling_revokes_every_session,
+    vehicles_per_driver,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1003,4 +1008,211 @@ async fn large_lot(h: &Harness) {
     assert_eq!(big.spots.len(), 20_000);
     store.put_lot(&big).await.unwrap();
     assert_eq!(store.lot(&lot("big")).await.unwrap(), Some(big));
+}
+
+fn user(id: &str, email: &str) -> User {
+    User {
+        id: id.into(),
+        email: Email::parse(email).unwrap(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        role: Role::Driver,
+        display_name: String::new(),
+        disabled: false,
+        created_at: t(0),
+        password_changed_at: t(0),
+    }
+}
+
+fn session(id: &str, user_id: &str, token: u8) -> SessionRow {
+    SessionRow {
+        id: id.into(),
+        user_id: user_id.into(),
+        token_sha256: [token; 32],
+        created_at: t(10),
+        last_seen_at: t(10),
+        expires_at: t(100_000),
+        user_agent: "test".into(),
+        ip: "127.0.0.1".into(),
+        revoked_at: None,
+        revoked_reason: None,
+    }
+}
+
+async fn accounts_round_trip_and_unique_email(h: &Harness) {
+    let store = h.store();
+    let ana = user("u1", "ana@example.com");
+    store.create_user(&ana).await.unwrap();
+    assert_eq!(store.user("u1").await.unwrap(), Some(ana.clone()));
+    assert_eq!(
+        store
+            .user_by_email(&Email::parse("ANA@example.com").unwrap())
+            .await
+            .unwrap(),
+        Some(ana.clone())
+    );
+    assert!(store.user("nobody").await.unwrap().is_none());
+    let err = store
+        .create_user(&user("u2", "ana@example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(store.set_role("u1", Role::Operator).await.unwrap());
+    assert!(!store.set_role("nobody", Role::Admin).await.unwrap());
+    assert_eq!(store.users().await.unwrap()[0].role, Role::Operator);
+
+    store.create_session(&session("s1", "u1", 1)).await.unwrap();
+    let (found, owner) = store.session_by_token(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(found, session("s1", "u1", 1));
+    assert_eq!(owner.id, "u1");
+    assert!(store.session_by_token(&[9; 32]).await.unwrap().is_none());
+    store.touch_session("s1", t(50)).await.unwrap();
+    let (found, _) = store.session_by_token(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(found.last_seen_at, t(50));
+    assert_eq!(store.active_sessions("u1", t(60)).await.unwrap().len(), 1);
+    assert!(
+        store
+            .active_sessions("u1", t(100_001))
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired"
+    );
+    assert!(
+        !store
+            .revoke_session("u2", "s1", t(70), "logout")
+            .await
+            .unwrap(),
+        "not theirs"
+    );
+    assert!(
+        store
+            .revoke_session("u1", "s1", t(70), "logout")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session("u1", "s1", t(71), "logout")
+            .await
+            .unwrap(),
+        "once"
+    );
+    let (found, _) = store.session_by_token(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(found.revoked_at, Some(t(70)));
+    assert_eq!(found.revoked_reason.as_deref(), Some("logout"));
+    assert!(store.active_sessions("u1", t(80)).await.unwrap().is_empty());
+}
+
+async fn password_change_revokes_other_sessions(h: &Harness) {
+    let store = h.store();
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    for (id, token) in [("a", 1), ("b", 2), ("c", 3)] {
+        store
+            .create_session(&session(id, "u1", token))
+            .await
+            .unwrap();
+    }
+    let revoked = store
+        .set_password("u1", "$argon2id$new", t(20), Some("b"))
+        .await
+        .unwrap();
+    assert_eq!(revoked, 2);
+    let active = store.active_sessions("u1", t(30)).await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].id, "b");
+    let changed = store.user("u1").await.unwrap().unwrap();
+    assert_eq!(changed.password_hash, "$argon2id$new");
+    assert_eq!(changed.password_changed_at, t(20));
+    let (a, _) = store.session_by_token(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(a.revoked_reason.as_deref(), Some("password_changed"));
+    assert_eq!(
+        store.set_password("u1", "x", t(40), None).await.unwrap(),
+        1,
+        "without keep, every session"
+    );
+    assert!(matches!(
+        store.set_password("nobody", "x", t(40), None).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn disabling_revokes_every_session(h: &Harness) {
+    let store = h.store();
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_user(&user("u2", "bo@example.com"))
+        .await
+        .unwrap();
+    store.create_session(&session("a", "u1", 1)).await.unwrap();
+    store.create_session(&session("b", "u2", 2)).await.unwrap();
+    assert!(store.set_user_disabled("u1", true, t(20)).await.unwrap());
+    assert!(store.active_sessions("u1", t(30)).await.unwrap().is_empty());
+    assert_eq!(store.active_sessions("u2", t(30)).await.unwrap().len(), 1);
+    let (a, owner) = store.session_by_token(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(a.revoked_reason.as_deref(), Some("disabled"));
+    assert!(owner.disabled);
+    assert!(store.set_user_disabled("u1", false, t(40)).await.unwrap());
+    assert!(!store.user("u1").await.unwrap().unwrap().disabled);
+    assert!(
+        !store
+            .set_user_disabled("nobody", true, t(40))
+            .await
+            .unwrap()
+    );
+}
+
+async fn vehicles_per_driver(h: &Harness) {
+    let store = h.store();
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_user(&user("u2", "bo@example.com"))
+        .await
+        .unwrap();
+    let vehicle = |id: &str, user_id: &str, plate: &str| VehicleRow {
+        id: id.into(),
+        user_id: user_id.into(),
+        plate: Plate::parse(plate).unwrap(),
+        profile: VehicleProfile {
+            class: VehicleClass::Car,
+            ev: true,
+            accessible_permit: false,
+        },
+        label: "blue".into(),
+        created_at: t(5),
+    };
+    store
+        .add_vehicle(&vehicle("v1", "u1", "B-AB 123"))
+        .await
+        .unwrap();
+    let err = store
+        .add_vehicle(&vehicle("v2", "u1", "bab123"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(_)),
+        "same plate key: {err:?}"
+    );
+    store
+        .add_vehicle(&vehicle("v3", "u2", "B-AB 123"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.vehicles("u1").await.unwrap(),
+        vec![vehicle("v1", "u1", "B-AB 123")]
+    );
+    assert!(
+        !store.delete_vehicle("u2", "v1").await.unwrap(),
+        "not theirs"
+    );
+    assert!(store.delete_vehicle("u1", "v1").await.unwrap());
+    assert!(store.vehicles("u1").await.unwrap().is_empty());
 }
