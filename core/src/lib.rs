@@ -7,6 +7,7 @@
 //! - [`ids`]: validated identifiers for lots, levels, zones, spots, gates and devices;
 //! - [`garage`]: the garage model (lots, levels, zones, spots) and its JSON format;
 //! - [`vehicle`]: spot kinds, vehicle types and the table of which fits where;
+//! - [`reservation`]: reservation states, their moves, and the rules on times;
 //! - [`topic`]: the MQTT topic grammar (`parking/v1/...`) and the per-device topic ACL;
 //! - [`payload`]: codecs for every device payload, with the size limit and typed errors;
 //! - [`dedup`]: the per-device sequence window that drops duplicates and replays;
@@ -19,6 +20,7 @@ pub mod dedup;
 pub mod garage;
 pub mod ids;
 pub mod payload;
+pub mod reservation;
 pub mod throttle;
 pub mod topic;
 pub mod vehicle;

@@ -403,6 +403,47 @@ impl<S: Store> parkd_store::AccountStore for Flaky<S> {
 }
 
 #[async_trait]
+impl<S: Store> parkd_store::ReservationStore for Flaky<S> {
+    async fn create_reservation(&self, r: &parkd_store::ReservationRow) -> StoreResult<()> {
+        self.inner.create_reservation(r).await
+    }
+    async fn reservation(&self, id: &str) -> StoreResult<Option<parkd_store::ReservationRow>> {
+        self.inner.reservation(id).await
+    }
+    async fn reservations_of(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<parkd_store::ReservationRow>> {
+        self.inner.reservations_of(user_id, limit).await
+    }
+    async fn holding_between(
+        &self,
+        lot: &LotId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<parkd_store::ReservationRow>> {
+        self.inner.holding_between(lot, from, to).await
+    }
+    async fn transition_reservation(
+        &self,
+        id: &str,
+        from: &[parkd_core::reservation::ReservationState],
+        to: parkd_core::reservation::ReservationState,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.transition_reservation(id, from, to, at).await
+    }
+    async fn mark_no_shows(
+        &self,
+        started_before: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<parkd_store::ReservationRow>> {
+        self.inner.mark_no_shows(started_before, at).await
+    }
+}
+
+#[async_trait]
 impl<S: Store> Store for Flaky<S> {
     fn backend(&self) -> &'static str {
         "flaky"

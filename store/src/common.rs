@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use parkd_core::account::{Email, Plate, Role, VehicleClass};
 use parkd_core::garage::{GeoPoint, Lot, Spot};
 use parkd_core::ids::{DeviceId, GateId, IdError, LevelId, LotId, SpotId, ZoneId};
-use parkd_core::vehicle::SpotKind;
+use parkd_core::reservation::ReservationState;
+use parkd_core::vehicle::{SpotKind, VehicleType};
 
 use crate::{
     Device, DeviceBinding, DeviceKind, SpotReading, StatusChange, StoreError, StoreResult,
@@ -325,6 +326,24 @@ pub(crate) fn token_hash(raw: &[u8], table: &'static str) -> StoreResult<[u8; 32
         table,
         message: format!("token_sha256 of {} bytes", raw.len()),
     })
+}
+
+/// Parses a stored reservation state.
+pub(crate) fn parse_reservation_state(raw: &str) -> StoreResult<ReservationState> {
+    raw.parse().map_err(|message| StoreError::Corrupt {
+        table: "reservations",
+        message,
+    })
+}
+
+/// Parses a stored vehicle type.
+pub(crate) fn parse_vehicle_type(raw: &str) -> StoreResult<VehicleType> {
+    raw.parse().map_err(
+        |e: parkd_core::vehicle::UnknownVehicleType| StoreError::Corrupt {
+            table: "reservations",
+            message: e.to_string(),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use chrono::{DateTime, Utc};
 use parkd_core::account::{Email, Plate, Role, VehicleProfile};
 use parkd_core::garage::Lot;
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
+use parkd_core::reservation::ReservationState;
+use parkd_core::vehicle::VehicleType;
 
 mod common;
 pub mod postgres;
@@ -424,9 +426,75 @@ pub trait AccountStore: Send + Sync {
     async fn delete_vehicle(&self, user_id: &str, vehicle_id: &str) -> StoreResult<bool>;
 }
 
+/// A reservation, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationRow {
+    /// Random id.
+    pub id: String,
+    /// A short code for the gate's reader and the QR code; unique.
+    pub code: String,
+    /// Whose.
+    pub user_id: String,
+    /// The vehicle it was made for, if registered.
+    pub vehicle_id: Option<String>,
+    /// The plate key (letters and digits) at creation, for plate readers.
+    pub plate_key: String,
+    /// What it needs.
+    pub vehicle_type: VehicleType,
+    /// Where.
+    pub lot: LotId,
+    /// Which spot.
+    pub spot: SpotId,
+    /// Expected entry.
+    pub starts_at: DateTime<Utc>,
+    /// Expected exit.
+    pub ends_at: DateTime<Utc>,
+    /// Where it is in its life.
+    pub state: ReservationState,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Reservations. No two reservations that hold a spot overlap on it: the store refuses such a
+/// write with [`StoreError::Conflict`], atomically, however many writers race.
+#[async_trait]
+pub trait ReservationStore: Send + Sync {
+    /// Records a reservation; [`StoreError::Conflict`] if it holds its spot and overlaps
+    /// another holding reservation of that spot (or its id or code is taken).
+    async fn create_reservation(&self, reservation: &ReservationRow) -> StoreResult<()>;
+    /// One reservation.
+    async fn reservation(&self, id: &str) -> StoreResult<Option<ReservationRow>>;
+    /// A driver's reservations, newest start first, at most `limit`.
+    async fn reservations_of(&self, user_id: &str, limit: u32) -> StoreResult<Vec<ReservationRow>>;
+    /// The reservations of a lot that hold their spot and overlap `[from, to)`.
+    async fn holding_between(
+        &self,
+        lot: &LotId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<ReservationRow>>;
+    /// Moves a reservation to `to` if it is in one of `from`; `false` if it was not.
+    async fn transition_reservation(
+        &self,
+        id: &str,
+        from: &[ReservationState],
+        to: ReservationState,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Marks every confirmed reservation that started at or before `started_before` as a
+    /// no-show (releasing its spot) and returns them.
+    async fn mark_no_shows(
+        &self,
+        started_before: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<ReservationRow>>;
+}
+
 #[async_trait]
 pub trait Store:
-    DeviceStore + TelemetryStore + GarageStore + AccountStore + std::fmt::Debug
+    DeviceStore + TelemetryStore + GarageStore + AccountStore + ReservationStore + std::fmt::Debug
 {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

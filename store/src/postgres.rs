@@ -63,9 +63,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "accounts",
         sql: include_str!("../../sql/postgres/0005_accounts.sql"),
     },
+    Migration {
+        version: 6,
+        name: "reservations",
+        sql: include_str!("../../sql/postgres/0006_reservations.sql"),
+    },
 ];
 
 mod accounts;
+mod reservations;
 
 /// Hypertables, compression, retention and the hourly continuous aggregate.
 const TIMESCALE_SETUP: &str = include_str!("../../sql/postgres/timescale/0001_setup.sql");

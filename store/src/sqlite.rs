@@ -52,9 +52,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "accounts",
         sql: include_str!("../../sql/sqlite/0004_accounts.sql"),
     },
+    Migration {
+        version: 5,
+        name: "reservations",
+        sql: include_str!("../../sql/sqlite/0005_reservations.sql"),
+    },
 ];
 
 mod accounts;
+mod reservations;
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY NOT NULL,

@@ -14,10 +14,13 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use parkd_core::account::{Email, Plate, Role, VehicleClass, VehicleProfile};
 use parkd_core::garage::{Lot, demo_garage};
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
+use parkd_core::reservation::ReservationState;
+use parkd_core::vehicle::VehicleType;
 use parkd_store::postgres::PostgresStore;
 use parkd_store::{
-    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, SessionRow, SpotLatest, SpotReading,
-    StatusChange, Store, StoreConfig, StoreError, TelemetryBatch, User, VehicleRow, testing,
+    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, ReservationRow, SessionRow, SpotLatest,
+    SpotReading, StatusChange, Store, StoreConfig, StoreError, TelemetryBatch, User, VehicleRow,
+    testing,
 };
 
 macro_rules! conformance {
@@ -67,6 +70,9 @@ conformance!(
     password_change_revokes_other_sessions,
     disabling_revokes_every_session,
     vehicles_per_driver,
+    exactly_one_winner_when_fifty_race_for_a_spot,
+    reservations_round_trip_and_transitions,
+    no_shows_release_their_spot,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1215,4 +1221,194 @@ async fn vehicles_per_driver(h: &Harness) {
     );
     assert!(store.delete_vehicle("u1", "v1").await.unwrap());
     assert!(store.vehicles("u1").await.unwrap().is_empty());
+}
+
+fn reservation(id: &str, spot_id: &str, from_min: i64, to_min: i64) -> ReservationRow {
+    ReservationRow {
+        id: id.into(),
+        code: format!("C{id}"),
+        user_id: "u1".into(),
+        vehicle_id: None,
+        plate_key: "BAB123".into(),
+        vehicle_type: VehicleType::Car,
+        lot: lot("garage-a"),
+        spot: spot(spot_id),
+        starts_at: t(from_min * 60),
+        ends_at: t(to_min * 60),
+        state: ReservationState::Confirmed,
+        created_at: t(0),
+        updated_at: t(0),
+    }
+}
+
+async fn exactly_one_winner_when_fifty_race_for_a_spot(h: &Harness) {
+    h.store()
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    let mut all_winners = Vec::new();
+    for round in 0..10 {
+        let spot_id = format!("s{round}");
+        let mut tasks = Vec::new();
+        for racer in 0..50i64 {
+            let store = h.store.clone();
+            // Every interval covers minute 100..110; starts and ends vary.
+            let r = reservation(
+                &format!("r{round}-{racer}"),
+                &spot_id,
+                100 - racer % 7,
+                110 + racer % 5,
+            );
+            tasks.push(tokio::spawn(async move {
+                match store.create_reservation(&r).await {
+                    Ok(()) => Some(r.id),
+                    Err(StoreError::Conflict(_)) => None,
+                    Err(other) => panic!("{other:?}"),
+                }
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            if let Some(id) = task.await.unwrap() {
+                winners.push(id);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        all_winners.extend(winners);
+    }
+    // Afterwards, over the whole table: no two holding reservations of a spot overlap.
+    let holding = h
+        .store()
+        .holding_between(&lot("garage-a"), t(0), t(1_000_000))
+        .await
+        .unwrap();
+    assert_eq!(holding.len(), 10);
+    for a in &holding {
+        for b in &holding {
+            if a.id != b.id && a.spot == b.spot {
+                assert!(
+                    a.ends_at <= b.starts_at || b.ends_at <= a.starts_at,
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+    }
+}
+
+async fn reservations_round_trip_and_transitions(h: &Harness) {
+    let store = h.store();
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    let first = reservation("r1", "s1", 60, 120);
+    store.create_reservation(&first).await.unwrap();
+    assert_eq!(store.reservation("r1").await.unwrap(), Some(first.clone()));
+    // Back to back is fine; an overlap is not; another spot is fine.
+    store
+        .create_reservation(&reservation("r2", "s1", 120, 180))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_reservation(&reservation("r3", "s1", 100, 130))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .create_reservation(&reservation("r4", "s2", 100, 130))
+        .await
+        .unwrap();
+    // A cancelled reservation frees its time.
+    assert!(
+        store
+            .transition_reservation(
+                "r1",
+                &[ReservationState::Confirmed],
+                ReservationState::Cancelled,
+                t(10)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition_reservation(
+                "r1",
+                &[ReservationState::Confirmed],
+                ReservationState::CheckedIn,
+                t(11)
+            )
+            .await
+            .unwrap(),
+        "not confirmed any more"
+    );
+    assert!(
+        !store
+            .transition_reservation(
+                "nope",
+                &[ReservationState::Confirmed],
+                ReservationState::Cancelled,
+                t(11)
+            )
+            .await
+            .unwrap()
+    );
+    store
+        .create_reservation(&reservation("r5", "s1", 60, 110))
+        .await
+        .unwrap();
+    let mine = store.reservations_of("u1", 10).await.unwrap();
+    assert_eq!(mine.len(), 4);
+    assert_eq!(mine[0].id, "r2", "newest start first");
+    let cancelled = store.reservation("r1").await.unwrap().unwrap();
+    assert_eq!(cancelled.state, ReservationState::Cancelled);
+    assert_eq!(cancelled.updated_at, t(10));
+    let holding = store
+        .holding_between(&lot("garage-a"), t(105 * 60), t(125 * 60))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = holding.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["r5", "r2", "r4"]);
+}
+
+async fn no_shows_release_their_spot(h: &Harness) {
+    let store = h.store();
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_reservation(&reservation("early", "s1", 60, 120))
+        .await
+        .unwrap();
+    store
+        .create_reservation(&reservation("late", "s2", 200, 260))
+        .await
+        .unwrap();
+    let mut checked_in = reservation("in", "s3", 60, 120);
+    checked_in.state = ReservationState::CheckedIn;
+    store.create_reservation(&checked_in).await.unwrap();
+    // At minute 90 with a 30-minute grace, reservations that started by minute 60 are due.
+    let marked = store.mark_no_shows(t(60 * 60), t(90 * 60)).await.unwrap();
+    let ids: Vec<&str> = marked.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["early"]);
+    assert_eq!(marked[0].state, ReservationState::NoShow);
+    assert!(
+        store
+            .mark_no_shows(t(60 * 60), t(91 * 60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "once"
+    );
+    // Its spot can be booked again for the rest of its time.
+    store
+        .create_reservation(&reservation("walk-in", "s1", 90, 120))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reservation("late").await.unwrap().unwrap().state,
+        ReservationState::Confirmed
+    );
 }

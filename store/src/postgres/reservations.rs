@@ -1,0 +1,149 @@
+//! Reservations on PostgreSQL: the exclusion constraint `reservations_no_double_booking`
+//! refuses an overlapping holding reservation whatever the concurrency; its violation comes
+//! back as [`StoreError::Conflict`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parkd_core::ids::{LotId, SpotId};
+use parkd_core::reservation::ReservationState;
+use tokio_postgres::Row;
+
+use super::{PostgresStore, col, pg_err};
+use crate::common::{parse_id, parse_reservation_state, parse_vehicle_type};
+use crate::{ReservationRow, ReservationStore, StoreResult};
+
+const COLUMNS: &str = "reservation_id, code, user_id, vehicle_id, plate_key, vehicle_type, \
+                       lot_id, spot_id, starts_at, ends_at, state, created_at, updated_at";
+
+fn row_from(row: &Row) -> StoreResult<ReservationRow> {
+    const T: &str = "reservations";
+    Ok(ReservationRow {
+        id: col(row, 0, T)?,
+        code: col(row, 1, T)?,
+        user_id: col(row, 2, T)?,
+        vehicle_id: col(row, 3, T)?,
+        plate_key: col(row, 4, T)?,
+        vehicle_type: parse_vehicle_type(col(row, 5, T)?)?,
+        lot: parse_id(T, "lot_id", col(row, 6, T)?, LotId::parse)?,
+        spot: parse_id(T, "spot_id", col(row, 7, T)?, SpotId::parse)?,
+        starts_at: col(row, 8, T)?,
+        ends_at: col(row, 9, T)?,
+        state: parse_reservation_state(col(row, 10, T)?)?,
+        created_at: col(row, 11, T)?,
+        updated_at: col(row, 12, T)?,
+    })
+}
+
+#[async_trait]
+impl ReservationStore for PostgresStore {
+    async fn create_reservation(&self, r: &ReservationRow) -> StoreResult<()> {
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO reservations ({COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        );
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &r.id,
+                    &r.code,
+                    &r.user_id,
+                    &r.vehicle_id,
+                    &r.plate_key,
+                    &r.vehicle_type.as_str(),
+                    &r.lot.as_str(),
+                    &r.spot.as_str(),
+                    &r.starts_at,
+                    &r.ends_at,
+                    &r.state.as_str(),
+                    &r.created_at,
+                    &r.updated_at,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn reservation(&self, id: &str) -> StoreResult<Option<ReservationRow>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {COLUMNS} FROM reservations WHERE reservation_id = $1");
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let row = client.query_opt(&statement, &[&id]).await.map_err(pg_err)?;
+        row.as_ref().map(row_from).transpose()
+    }
+
+    async fn reservations_of(&self, user_id: &str, limit: u32) -> StoreResult<Vec<ReservationRow>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM reservations WHERE user_id = $1
+             ORDER BY starts_at DESC, reservation_id LIMIT $2"
+        );
+        let rows = client
+            .query(&sql, &[&user_id, &i64::from(limit)])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(row_from).collect()
+    }
+
+    async fn holding_between(
+        &self,
+        lot: &LotId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<ReservationRow>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM reservations
+             WHERE lot_id = $1 AND state IN ('requested', 'confirmed', 'checked_in')
+               AND tstzrange(starts_at, ends_at, '[)') && tstzrange($2, $3, '[)')
+             ORDER BY spot_id, starts_at"
+        );
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let rows = client
+            .query(&statement, &[&lot.as_str(), &from, &to])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(row_from).collect()
+    }
+
+    async fn transition_reservation(
+        &self,
+        id: &str,
+        from: &[ReservationState],
+        to: ReservationState,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let updated = client
+            .execute(
+                "UPDATE reservations SET state = $3, updated_at = $4
+                 WHERE reservation_id = $1 AND state = ANY($2)",
+                &[&id, &from, &to.as_str(), &at],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(updated > 0)
+    }
+
+    async fn mark_no_shows(
+        &self,
+        started_before: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<ReservationRow>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE reservations SET state = 'no_show', updated_at = $2
+             WHERE state = 'confirmed' AND starts_at <= $1
+             RETURNING {COLUMNS}"
+        );
+        let rows = client
+            .query(&sql, &[&started_before, &at])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(row_from).collect()
+    }
+}
