@@ -346,6 +346,25 @@ pub(crate) fn parse_vehicle_type(raw: &str) -> StoreResult<VehicleType> {
     )
 }
 
+/// What a reused idempotency key means, from its stored row.
+pub(crate) fn idempotency_verdict(
+    scope: &str,
+    request_sha256: &[u8; 32],
+    stored_scope: &str,
+    stored_sha256: &[u8],
+    status: Option<i64>,
+    response: Option<String>,
+) -> crate::IdempotencyBegin {
+    use crate::IdempotencyBegin;
+    if stored_scope != scope || stored_sha256 != request_sha256.as_slice() {
+        return IdempotencyBegin::Mismatch;
+    }
+    match (status.and_then(|s| u16::try_from(s).ok()), response) {
+        (Some(status), Some(body)) => IdempotencyBegin::Replay { status, body },
+        _ => IdempotencyBegin::InFlight,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

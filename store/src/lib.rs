@@ -492,9 +492,61 @@ pub trait ReservationStore: Send + Sync {
     ) -> StoreResult<Vec<ReservationRow>>;
 }
 
+/// What [`IdempotencyStore::begin_idempotent`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// The key is new: the caller runs the request and then calls `finish_idempotent`.
+    Started,
+    /// The key was used for the same request, which finished: its answer.
+    Replay {
+        /// The HTTP status it got.
+        status: u16,
+        /// The body it got.
+        body: String,
+    },
+    /// The same key is being used by a request still running.
+    InFlight,
+    /// The key was used for a different request (or scope).
+    Mismatch,
+}
+
+/// Idempotency keys of state-changing requests.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims `key` for `user_id`'s request with this body hash, atomically.
+    async fn begin_idempotent(
+        &self,
+        user_id: &str,
+        key: &str,
+        scope: &str,
+        request_sha256: &[u8; 32],
+        at: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyBegin>;
+    /// Records the answer of a started request.
+    async fn finish_idempotent(
+        &self,
+        user_id: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Forgets a started request that failed without an answer worth replaying (a 5xx), so a
+    /// retry runs it again.
+    async fn abandon_idempotent(&self, user_id: &str, key: &str) -> StoreResult<()>;
+    /// Deletes keys created before `before`; returns how many.
+    async fn purge_idempotent(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
 #[async_trait]
 pub trait Store:
-    DeviceStore + TelemetryStore + GarageStore + AccountStore + ReservationStore + std::fmt::Debug
+    DeviceStore
+    + TelemetryStore
+    + GarageStore
+    + AccountStore
+    + ReservationStore
+    + IdempotencyStore
+    + std::fmt::Debug
 {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

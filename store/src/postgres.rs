@@ -68,9 +68,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "reservations",
         sql: include_str!("../../sql/postgres/0006_reservations.sql"),
     },
+    Migration {
+        version: 7,
+        name: "idempotency",
+        sql: include_str!("../../sql/postgres/0007_idempotency.sql"),
+    },
 ];
 
 mod accounts;
+mod idempotency;
 mod reservations;
 
 /// Hypertables, compression, retention and the hourly continuous aggregate.

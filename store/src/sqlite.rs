@@ -57,9 +57,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "reservations",
         sql: include_str!("../../sql/sqlite/0005_reservations.sql"),
     },
+    Migration {
+        version: 6,
+        name: "idempotency",
+        sql: include_str!("../../sql/sqlite/0006_idempotency.sql"),
+    },
 ];
 
 mod accounts;
+mod idempotency;
 mod reservations;
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

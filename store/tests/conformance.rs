@@ -18,9 +18,9 @@ use parkd_core::reservation::ReservationState;
 use parkd_core::vehicle::VehicleType;
 use parkd_store::postgres::PostgresStore;
 use parkd_store::{
-    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, ReservationRow, SessionRow, SpotLatest,
-    SpotReading, StatusChange, Store, StoreConfig, StoreError, TelemetryBatch, User, VehicleRow,
-    testing,
+    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, IdempotencyBegin, ReservationRow,
+    SessionRow, SpotLatest, SpotReading, StatusChange, Store, StoreConfig, StoreError,
+    TelemetryBatch, User, VehicleRow, testing,
 };
 
 macro_rules! conformance {
@@ -73,6 +73,7 @@ conformance!(
     exactly_one_winner_when_fifty_race_for_a_spot,
     reservations_round_trip_and_transitions,
     no_shows_release_their_spot,
+    idempotency_keys,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1411,4 +1412,81 @@ async fn no_shows_release_their_spot(h: &Harness) {
         store.reservation("late").await.unwrap().unwrap().state,
         ReservationState::Confirmed
     );
+}
+
+async fn idempotency_keys(h: &Harness) {
+    let store = h.store();
+    let scope = "POST /api/v1/reservations";
+    let begin = |key: &'static str, hash: u8| {
+        let store = h.store.clone();
+        async move {
+            store
+                .begin_idempotent("u1", key, scope, &[hash; 32], t(0))
+                .await
+                .unwrap()
+        }
+    };
+    // Twenty concurrent first uses of one key: exactly one starts.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .begin_idempotent("u1", "k1", scope, &[1; 32], t(0))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut started = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            IdempotencyBegin::Started => started += 1,
+            IdempotencyBegin::InFlight => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(started, 1);
+    assert_eq!(
+        begin("k1", 2).await,
+        IdempotencyBegin::Mismatch,
+        "another body"
+    );
+    store
+        .finish_idempotent("u1", "k1", 201, "{\"id\":\"r1\"}", t(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        begin("k1", 1).await,
+        IdempotencyBegin::Replay {
+            status: 201,
+            body: "{\"id\":\"r1\"}".into()
+        }
+    );
+    assert_eq!(
+        store
+            .begin_idempotent("u1", "k1", "POST /other", &[1; 32], t(2))
+            .await
+            .unwrap(),
+        IdempotencyBegin::Mismatch,
+        "another route"
+    );
+    assert_eq!(
+        store
+            .begin_idempotent("u2", "k1", scope, &[1; 32], t(2))
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started,
+        "keys are per user"
+    );
+    // An abandoned request can be retried; a finished one is not abandoned.
+    assert_eq!(begin("k2", 1).await, IdempotencyBegin::Started);
+    store.abandon_idempotent("u1", "k2").await.unwrap();
+    assert_eq!(begin("k2", 1).await, IdempotencyBegin::Started);
+    store.abandon_idempotent("u1", "k1").await.unwrap();
+    assert!(matches!(
+        begin("k1", 1).await,
+        IdempotencyBegin::Replay { .. }
+    ));
+    assert_eq!(store.purge_idempotent(t(3)).await.unwrap(), 3);
+    assert_eq!(begin("k1", 9).await, IdempotencyBegin::Started, "forgotten");
 }
