@@ -7,6 +7,8 @@
 //! - [`ids`]: validated identifiers for lots, levels, zones, spots, gates and devices;
 //! - [`garage`]: the garage model (lots, levels, zones, spots) and its JSON format;
 //! - [`vehicle`]: spot kinds, vehicle types and the table of which fits where;
+//! - [`allocation`]: the rule that picks a spot for a reservation (fit, scarcity, best fit on
+//!   each spot's timeline, walk);
 //! - [`reservation`]: reservation states, their moves, and the rules on times;
 //! - [`topic`]: the MQTT topic grammar (`parking/v1/...`) and the per-device topic ACL;
 //! - [`payload`]: codecs for every device payload, with the size limit and typed errors;
@@ -15,6 +17,7 @@
 //! - [`throttle`]: one log line per period on hot paths, with a count of what was suppressed.
 
 pub mod account;
+pub mod allocation;
 pub mod clock;
 pub mod dedup;
 pub mod garage;

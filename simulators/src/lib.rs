@@ -7,11 +7,14 @@
 //! - [`load`]: [`run_load`], C connections publishing `state` messages at a given rate or as
 //!   fast as possible, with exact counts, for benchmarks.
 //! - [`mqtt`]: the connection plumbing both share (endpoint, credentials, QoS, event loops).
+//! - [`allocation`]: reservation requests on the customer's demand curve, allocated by each
+//!   policy of `parkd_core::allocation` to compare acceptance; pure, no I/O.
 //! - [`duration`]: parsing of `10s`, `250ms`, `5m` for the command line.
 //!
 //! Both runners take a [`CancellationToken`](tokio_util::sync::CancellationToken) and stop
 //! cleanly when it fires: last messages sent, DISCONNECT, every task joined or aborted.
 
+pub mod allocation;
 pub mod demand;
 pub mod duration;
 pub mod error;
