@@ -376,6 +376,16 @@ impl Accounts {
         })
     }
 
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current time, from the injected clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// Hashes a password with the configured cost (for the CLI's `admin create-user`).
     pub async fn hash_password(&self, password: &str) -> Result<String, String> {
         self.hasher

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod live;
 pub mod problem;
+pub mod reservations;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -49,6 +50,10 @@ pub struct ApiState {
     pub live: Arc<live::LiveHub>,
     /// Accounts and sessions.
     pub accounts: Arc<auth::Accounts>,
+    /// The rules on reservation times.
+    pub reservation_rules: parkd_core::reservation::TimeRules,
+    /// `parkd_reservations_total{event}` (see [`reservations::metrics`]).
+    pub reservation_metrics: prometheus::IntCounterVec,
     /// Request counters and timings.
     pub http_metrics: HttpMetrics,
 }
@@ -127,6 +132,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(live::routes())
         .merge(auth::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
+        .merge(reservations::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -272,6 +278,8 @@ mod tests {
         .unwrap();
         let router = router(ApiState {
             http_metrics: HttpMetrics::new(&registry).unwrap(),
+            reservation_rules: parkd_core::reservation::TimeRules::default(),
+            reservation_metrics: reservations::metrics(&registry).unwrap(),
             registry,
             readiness: Arc::new(checks),
             live: Arc::new(live),

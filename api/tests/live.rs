@@ -81,6 +81,8 @@ async fn server(feed_capacity: usize, heartbeat: Duration) -> Server {
     .unwrap();
     let app = parkd_api::router(ApiState {
         http_metrics: HttpMetrics::new(&registry).unwrap(),
+        reservation_rules: parkd_core::reservation::TimeRules::default(),
+        reservation_metrics: parkd_api::reservations::metrics(&registry).unwrap(),
         registry: registry.clone(),
         readiness: Arc::new(Vec::new()),
         live: hub.clone(),

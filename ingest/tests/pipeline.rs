@@ -434,6 +434,17 @@ impl<S: Store> parkd_store::ReservationStore for Flaky<S> {
     ) -> StoreResult<bool> {
         self.inner.transition_reservation(id, from, to, at).await
     }
+    async fn move_reservation(
+        &self,
+        id: &str,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.inner
+            .move_reservation(id, starts_at, ends_at, at)
+            .await
+    }
     async fn mark_no_shows(
         &self,
         started_before: DateTime<Utc>,

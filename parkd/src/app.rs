@@ -305,13 +305,16 @@ impl RunningApp {
             )
             .map_err(|error| anyhow::anyhow!("setting up accounts: {error}"))?,
         );
-        let app = parkd_api::router(ApiState {
+        let api_state = ApiState {
             http_metrics: HttpMetrics::new(&registry)?,
             registry: registry.clone(),
             readiness: Arc::new(readiness),
             live: live.clone(),
             accounts: accounts.clone(),
-        });
+            reservation_rules: config.reservation_rules(),
+            reservation_metrics: parkd_api::reservations::metrics(&registry)?,
+        };
+        let app = parkd_api::router(api_state.clone());
         let http_stop = CancellationToken::new();
         let http = tokio::spawn(parkd_api::serve(
             listener,
@@ -333,6 +336,12 @@ impl RunningApp {
             background_stop.clone(),
         ));
         background.spawn(sweep_limiter(accounts.clone(), background_stop.clone()));
+        background.spawn(sweep_reservations(
+            api_state,
+            chrono::Duration::minutes(i64::from(config.reservations.hold_window_min)),
+            Duration::from_secs(config.reservations.sweep_every_s),
+            background_stop.clone(),
+        ));
         background.spawn(crate::live::ticker(
             engine.clone(),
             clock.clone(),
@@ -482,6 +491,31 @@ async fn store_health(store: Arc<dyn Store>, up: IntGauge, stop: CancellationTok
         }
         let ok = store.ping().await.is_ok();
         up.set(i64::from(ok));
+    }
+}
+
+/// Marks no-shows, holds the spots of imminent reservations in live availability, and forgets
+/// idempotency keys older than a day.
+async fn sweep_reservations(
+    state: ApiState,
+    hold_window: chrono::Duration,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = parkd_api::reservations::sweep(&state, hold_window).await {
+            tracing::warn!(%error, "reservation sweep failed");
+        }
+        let day_ago = state.accounts.now() - chrono::Duration::days(1);
+        if let Err(error) = state.accounts.store().purge_idempotent(day_ago).await {
+            tracing::warn!(%error, "purging idempotency keys failed");
+        }
     }
 }
 

@@ -108,6 +108,8 @@ pub struct ParkdConfig {
     pub live: LiveConfig,
     /// Accounts and sessions.
     pub auth: AuthConfig,
+    /// Reservations.
+    pub reservations: ReservationsConfig,
     /// Logging.
     pub log: LogConfig,
     /// The built-in simulator of `parkd demo`.
@@ -124,6 +126,7 @@ impl Default for ParkdConfig {
             ingest: IngestConfig::default(),
             live: LiveConfig::default(),
             auth: AuthConfig::default(),
+            reservations: ReservationsConfig::default(),
             log: LogConfig::default(),
             demo: DemoConfig::default(),
         }
@@ -380,6 +383,38 @@ impl Default for AuthConfig {
     }
 }
 
+/// `[reservations]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReservationsConfig {
+    /// Minutes after the expected entry within which a reservation must check in, after
+    /// which it is a no-show and its spot is released.
+    pub grace_min: u32,
+    /// Minutes before the expected entry from which live availability shows the spot held.
+    pub hold_window_min: u32,
+    /// Shortest reservation, minutes.
+    pub min_duration_min: u32,
+    /// Longest reservation, hours.
+    pub max_duration_h: u32,
+    /// Furthest start ahead, days.
+    pub max_advance_days: u32,
+    /// Seconds between two runs of the no-show and hold sweeper.
+    pub sweep_every_s: u64,
+}
+
+impl Default for ReservationsConfig {
+    fn default() -> Self {
+        Self {
+            grace_min: 30,
+            hold_window_min: 30,
+            min_duration_min: 15,
+            max_duration_h: 168,
+            max_advance_days: 90,
+            sweep_every_s: 30,
+        }
+    }
+}
+
 /// `[demo]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -502,6 +537,18 @@ impl ParkdConfig {
         {
             return invalid("auth.max_failures_*: above zero");
         }
+        let r = &self.reservations;
+        if r.min_duration_min == 0
+            || r.max_duration_h == 0
+            || u64::from(r.min_duration_min) > u64::from(r.max_duration_h) * 60
+            || r.max_advance_days == 0
+            || r.sweep_every_s == 0
+        {
+            return invalid(
+                "reservations: min_duration_min, max_duration_h, max_advance_days and \
+                 sweep_every_s above zero, min_duration_min <= max_duration_h * 60",
+            );
+        }
         if self.demo.spots == 0 || self.demo.spots > 100_000 {
             return invalid("demo.spots must be in [1, 100000]");
         }
@@ -519,6 +566,18 @@ impl ParkdConfig {
     /// The batch interval.
     pub fn batch_interval(&self) -> Duration {
         Duration::from_millis(self.ingest.batch_interval_ms)
+    }
+
+    /// The rules on reservation times.
+    pub fn reservation_rules(&self) -> parkd_core::reservation::TimeRules {
+        let r = &self.reservations;
+        parkd_core::reservation::TimeRules {
+            start_slack: chrono::Duration::minutes(5),
+            min_duration: chrono::Duration::minutes(i64::from(r.min_duration_min)),
+            max_duration: chrono::Duration::hours(i64::from(r.max_duration_h)),
+            max_advance: chrono::Duration::days(i64::from(r.max_advance_days)),
+            grace: chrono::Duration::minutes(i64::from(r.grace_min)),
+        }
     }
 
     /// The account settings.

@@ -483,6 +483,16 @@ pub trait ReservationStore: Send + Sync {
         to: ReservationState,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Moves a holding reservation to new times (modify, extend), refusing an overlap with
+    /// [`StoreError::Conflict`] like a new booking; `false` if it does not exist or does not
+    /// hold its spot.
+    async fn move_reservation(
+        &self,
+        id: &str,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Marks every confirmed reservation that started at or before `started_before` as a
     /// no-show (releasing its spot) and returns them.
     async fn mark_no_shows(

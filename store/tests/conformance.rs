@@ -1362,6 +1362,31 @@ async fn reservations_round_trip_and_transitions(h: &Harness) {
     let mine = store.reservations_of("u1", 10).await.unwrap();
     assert_eq!(mine.len(), 4);
     assert_eq!(mine[0].id, "r2", "newest start first");
+    // Moving: into a free time is fine, onto another booking is not, a cancelled one never.
+    assert!(
+        store
+            .move_reservation("r4", t(100 * 60), t(200 * 60), t(12))
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .move_reservation("r5", t(60 * 60), t(130 * 60), t(12))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        !store
+            .move_reservation("r1", t(0), t(30 * 60), t(12))
+            .await
+            .unwrap()
+    );
+    let moved = store.reservation("r4").await.unwrap().unwrap();
+    assert_eq!((moved.ends_at, moved.updated_at), (t(200 * 60), t(12)));
+    assert_eq!(
+        store.reservation("r5").await.unwrap().unwrap().ends_at,
+        t(110 * 60)
+    );
     let cancelled = store.reservation("r1").await.unwrap().unwrap();
     assert_eq!(cancelled.state, ReservationState::Cancelled);
     assert_eq!(cancelled.updated_at, t(10));

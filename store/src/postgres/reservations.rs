@@ -129,6 +129,26 @@ impl ReservationStore for PostgresStore {
         Ok(updated > 0)
     }
 
+    async fn move_reservation(
+        &self,
+        id: &str,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE reservations SET starts_at = $2, ends_at = $3, updated_at = $4
+                 WHERE reservation_id = $1
+                   AND state IN ('requested', 'confirmed', 'checked_in')",
+                &[&id, &starts_at, &ends_at, &at],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(updated > 0)
+    }
+
     async fn mark_no_shows(
         &self,
         started_before: DateTime<Utc>,

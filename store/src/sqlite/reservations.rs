@@ -194,6 +194,66 @@ impl ReservationStore for SqliteStore {
         .await
     }
 
+    async fn move_reservation(
+        &self,
+        id: &str,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sq_err)?;
+            let sql = format!(
+                "SELECT {COLUMNS} FROM reservations
+                 WHERE reservation_id = ?1 AND state IN {HOLDING}"
+            );
+            let Some(current) = query(&tx, &sql, [&id])?.pop() else {
+                return Ok(false);
+            };
+            let sql = format!(
+                "SELECT reservation_id FROM reservations
+                 WHERE lot_id = ?1 AND spot_id = ?2 AND state IN {HOLDING}
+                   AND reservation_id <> ?5 AND starts_at < ?4 AND ?3 < ends_at LIMIT 1"
+            );
+            let taken: Option<String> = tx
+                .prepare_cached(&sql)
+                .and_then(|mut s| {
+                    let mut rows = s.query(params![
+                        current.lot.as_str(),
+                        current.spot.as_str(),
+                        starts_at.timestamp_micros(),
+                        ends_at.timestamp_micros(),
+                        id
+                    ])?;
+                    rows.next()?.map(|row| row.get(0)).transpose()
+                })
+                .map_err(sq_err)?;
+            if let Some(other) = taken {
+                return Err(StoreError::Conflict(format!(
+                    "spot {} of lot {} is reserved then (reservation {other})",
+                    current.spot, current.lot
+                )));
+            }
+            tx.execute(
+                "UPDATE reservations SET starts_at = ?2, ends_at = ?3, updated_at = ?4
+                 WHERE reservation_id = ?1",
+                params![
+                    id,
+                    starts_at.timestamp_micros(),
+                    ends_at.timestamp_micros(),
+                    at.timestamp_micros()
+                ],
+            )
+            .map_err(sq_err)?;
+            tx.commit().map_err(sq_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn mark_no_shows(
         &self,
         started_before: DateTime<Utc>,

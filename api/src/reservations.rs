@@ -1,0 +1,648 @@
+//! Reservations over HTTP: create (idempotent, with allocation), list, get, modify or extend,
+//! cancel. States and rules: `docs/reservations.md`.
+//!
+//! Creating: the body is validated (times by [`TimeRules`], the vehicle must be the caller's,
+//! the lot must exist), the `Idempotency-Key` is claimed, a spot is chosen by
+//! [`parkd_core::allocation`] from the lot's bookings around the requested time (and the live
+//! state: a spot occupied now is not given to a reservation starting within
+//! [`OCCUPIED_HORIZON_MIN`]), and the reservation is written. The store refuses an overlapping
+//! booking atomically; losing such a race re-runs the allocation on fresh bookings.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use parkd_core::account::Role;
+use parkd_core::allocation::{Candidate, Interval, Policy, Refusal, Request, Timeline, allocate};
+use parkd_core::ids::{LotId, SpotId, ZoneId};
+use parkd_core::reservation::{ReservationState, TimeError, TimeRules};
+use parkd_core::vehicle::VehicleType;
+use parkd_occupancy::SpotState;
+use parkd_store::{IdempotencyBegin, ReservationRow, StoreError};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ApiState;
+use crate::auth::{ApiJson, Caller};
+use crate::problem::Problem;
+
+/// A spot occupied now is not given to a reservation starting within this many minutes.
+pub const OCCUPIED_HORIZON_MIN: i64 = 30;
+/// Bookings this far either side of a request change the allocation's answer.
+const CONTEXT_HOURS: i64 = 12;
+/// Attempts when a concurrent booking takes the chosen spot first.
+const ALLOCATION_ATTEMPTS: usize = 5;
+/// The idempotency scope of creation.
+const CREATE_SCOPE: &str = "POST /api/v1/reservations";
+
+pub(crate) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/reservations", get(list).post(create))
+        .route("/api/v1/reservations/{id}", get(get_one).patch(modify))
+        .route("/api/v1/reservations/{id}/cancel", post(cancel))
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    lot: LotId,
+    vehicle_id: String,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preferred_spot: Option<SpotId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preferred_zone: Option<ZoneId>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReservationOut<'a> {
+    id: &'a str,
+    code: &'a str,
+    lot: &'a LotId,
+    spot: &'a SpotId,
+    vehicle_id: Option<&'a str>,
+    vehicle_type: VehicleType,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    state: ReservationState,
+    no_show_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn out<'a>(r: &'a ReservationRow, rules: &TimeRules) -> ReservationOut<'a> {
+    ReservationOut {
+        id: &r.id,
+        code: &r.code,
+        lot: &r.lot,
+        spot: &r.spot,
+        vehicle_id: r.vehicle_id.as_deref(),
+        vehicle_type: r.vehicle_type,
+        starts_at: r.starts_at,
+        ends_at: r.ends_at,
+        state: r.state,
+        no_show_at: matches!(
+            r.state,
+            ReservationState::Requested | ReservationState::Confirmed
+        )
+        .then(|| rules.no_show_at(r.starts_at)),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> Problem {
+    Problem::internal(&error)
+}
+
+fn time_problem(error: TimeError) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-times",
+        "Invalid times",
+    )
+    .with_detail(error.to_string())
+}
+
+fn refusal_problem(refusal: &Refusal) -> Problem {
+    let (status, kind, title) = match refusal {
+        Refusal::NoFittingSpot(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no-fitting-spot",
+            "No spot fits this vehicle",
+        ),
+        Refusal::OutOfService { .. } => (
+            StatusCode::CONFLICT,
+            "no-spot-available",
+            "No spot available",
+        ),
+        Refusal::Full { .. } => (
+            StatusCode::CONFLICT,
+            "no-spot-available",
+            "No spot available",
+        ),
+    };
+    Problem::new(status, kind, title).with_detail(refusal.to_string())
+}
+
+/// A code for the gate: 8 characters without look-alikes (no 0/O, 1/I/L).
+fn reservation_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+    let bad = |detail: &str| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency-key-required",
+            "Idempotency-Key required",
+        )
+        .with_detail(detail)
+    };
+    let value = headers
+        .get("idempotency-key")
+        .ok_or_else(|| bad("send an Idempotency-Key header (e.g. a UUID) with every create"))?;
+    let key = value
+        .to_str()
+        .map_err(|_| bad("the Idempotency-Key must be visible ASCII"))?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "the Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// The answer of a create, as sent and as recorded for replays.
+struct Answer {
+    status: StatusCode,
+    body: String,
+}
+
+impl Answer {
+    fn problem(problem: &Problem) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(problem.status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: serde_json::to_string(problem).unwrap_or_default(),
+        }
+    }
+
+    fn into_response(self, replayed: bool) -> Response {
+        let content_type = if self.status.is_success() {
+            "application/json"
+        } else {
+            "application/problem+json"
+        };
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, content_type)],
+            self.body,
+        )
+            .into_response();
+        if replayed {
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<Response, Problem> {
+    let key = idempotency_key(&headers)?;
+    let accounts = &state.accounts;
+    let store = accounts.store();
+    let now = accounts.now();
+    let canonical = serde_json::to_vec(&body).map_err(internal)?;
+    let hash: [u8; 32] = Sha256::digest(&canonical).into();
+    match store
+        .begin_idempotent(&caller.user.id, &key, CREATE_SCOPE, &hash, now)
+        .await
+        .map_err(internal)?
+    {
+        IdempotencyBegin::Started => {}
+        IdempotencyBegin::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            return Ok(Answer { status, body }.into_response(true));
+        }
+        IdempotencyBegin::InFlight => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "request-in-flight",
+                "Request in flight",
+            )
+            .with_detail("a request with this Idempotency-Key is still running; retry shortly"));
+        }
+        IdempotencyBegin::Mismatch => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+            )
+            .with_detail("this Idempotency-Key was used for a different request"));
+        }
+    }
+    let answer = match create_reservation(&state, &caller, body, now).await {
+        Ok(answer) => answer,
+        Err(problem) => Answer::problem(&problem),
+    };
+    if answer.status.is_server_error() {
+        // Not worth replaying: let a retry run again.
+        let _ = store.abandon_idempotent(&caller.user.id, &key).await;
+    } else {
+        store
+            .finish_idempotent(
+                &caller.user.id,
+                &key,
+                answer.status.as_u16(),
+                &answer.body,
+                accounts.now(),
+            )
+            .await
+            .map_err(internal)?;
+    }
+    Ok(answer.into_response(false))
+}
+
+async fn create_reservation(
+    state: &ApiState,
+    caller: &Caller,
+    body: CreateBody,
+    now: DateTime<Utc>,
+) -> Result<Answer, Problem> {
+    let rules = state.reservation_rules;
+    rules
+        .check(body.starts_at, body.ends_at, now)
+        .map_err(time_problem)?;
+    let store = state.accounts.store();
+    let vehicles = store.vehicles(&caller.user.id).await.map_err(internal)?;
+    let vehicle = vehicles
+        .iter()
+        .find(|v| v.id == body.vehicle_id)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-vehicle",
+                "Unknown vehicle",
+            )
+            .with_detail("vehicle_id is not one of your vehicles (GET /api/v1/me/vehicles)")
+        })?;
+    let engine = state.live.engine();
+    let model = engine.model(&body.lot).ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown-lot",
+            "Unknown lot",
+        )
+        .with_detail(format!("no lot {}", body.lot))
+    })?;
+    if let Some(zone) = &body.preferred_zone
+        && !model.zones.iter().any(|z| &z.id == zone)
+    {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown-zone",
+            "Unknown zone",
+        )
+        .with_detail(format!("lot {} has no zone {zone}", body.lot)));
+    }
+    if let Some(spot) = &body.preferred_spot
+        && !model.spots.iter().any(|s| &s.id == spot)
+    {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown-spot",
+            "Unknown spot",
+        )
+        .with_detail(format!("lot {} has no spot {spot}", body.lot)));
+    }
+    let interval = Interval::from_datetimes(body.starts_at, body.ends_at)
+        .map_err(|_| time_problem(TimeError::ExitBeforeEntry))?;
+    let vehicle_type = vehicle.profile.vehicle_type();
+    let mut request = Request::new(vehicle_type, interval);
+    request.now = Some(now.timestamp());
+    request.preferred_spot = body.preferred_spot.clone();
+    request.preferred_zone = body.preferred_zone.clone();
+    let occupied_until = now + Duration::minutes(OCCUPIED_HORIZON_MIN);
+    for _ in 0..ALLOCATION_ATTEMPTS {
+        let context_from = body.starts_at - Duration::hours(CONTEXT_HOURS);
+        let context_to = body.ends_at + Duration::hours(CONTEXT_HOURS);
+        let bookings = store
+            .holding_between(&body.lot, context_from, context_to)
+            .await
+            .map_err(internal)?;
+        let mut busy: HashMap<&SpotId, Vec<Interval>> = HashMap::new();
+        for booking in &bookings {
+            if let Ok(iv) = Interval::from_datetimes(booking.starts_at, booking.ends_at) {
+                busy.entry(&booking.spot).or_default().push(iv);
+            }
+        }
+        // A car standing in a spot now keeps it busy for the near future.
+        if body.starts_at < occupied_until
+            && let Ok(iv) = Interval::from_datetimes(now, occupied_until)
+        {
+            for spot in &model.spots {
+                if engine
+                    .spot(&body.lot, &spot.id)
+                    .is_some_and(|live| live.state == SpotState::Occupied)
+                {
+                    busy.entry(&spot.id).or_default().push(iv);
+                }
+            }
+        }
+        let timelines: Vec<Timeline> = model
+            .spots
+            .iter()
+            .map(|spot| {
+                busy.get(&spot.id)
+                    .map(|ivs| Timeline::from_intervals(ivs.iter().copied()))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let candidates = model
+            .spots
+            .iter()
+            .zip(&timelines)
+            .map(|(spot, booked)| Candidate { spot, booked });
+        let chosen = allocate(candidates, &request, &Policy::default())
+            .map_err(|refusal| refusal_problem(&refusal))?;
+        let row = ReservationRow {
+            id: random_id(),
+            code: reservation_code(),
+            user_id: caller.user.id.clone(),
+            vehicle_id: Some(vehicle.id.clone()),
+            plate_key: vehicle.plate.key(),
+            vehicle_type,
+            lot: body.lot.clone(),
+            spot: chosen.spot.id.clone(),
+            starts_at: body.starts_at,
+            ends_at: body.ends_at,
+            state: ReservationState::Confirmed,
+            created_at: now,
+            updated_at: now,
+        };
+        match store.create_reservation(&row).await {
+            Ok(()) => {
+                state
+                    .reservation_metrics
+                    .with_label_values(&["created"])
+                    .inc();
+                let body = serde_json::to_string(&out(&row, &rules)).map_err(internal)?;
+                return Ok(Answer {
+                    status: StatusCode::CREATED,
+                    body,
+                });
+            }
+            // Someone booked that spot between our read and our write: choose again.
+            Err(StoreError::Conflict(_)) => {
+                state
+                    .reservation_metrics
+                    .with_label_values(&["allocation_retry"])
+                    .inc();
+                continue;
+            }
+            Err(error) => return Err(internal(error)),
+        }
+    }
+    Err(Problem::new(
+        StatusCode::CONFLICT,
+        "no-spot-available",
+        "No spot available",
+    )
+    .with_detail("the lot is being booked very fast right now; retry"))
+}
+
+#[derive(Serialize)]
+struct ReservationList<'a> {
+    reservations: Vec<ReservationOut<'a>>,
+}
+
+async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Response, Problem> {
+    let rows = state
+        .accounts
+        .store()
+        .reservations_of(&caller.user.id, 200)
+        .await
+        .map_err(internal)?;
+    let rules = state.reservation_rules;
+    Ok(Json(ReservationList {
+        reservations: rows.iter().map(|r| out(r, &rules)).collect(),
+    })
+    .into_response())
+}
+
+/// The reservation if the caller may see it (its owner, or an operator); otherwise 404, so
+/// ids of other people's reservations cannot be probed.
+async fn visible(state: &ApiState, caller: &Caller, id: &str) -> Result<ReservationRow, Problem> {
+    let found = state
+        .accounts
+        .store()
+        .reservation(id)
+        .await
+        .map_err(internal)?;
+    match found {
+        Some(r) if r.user_id == caller.user.id || caller.user.role.includes(Role::Operator) => {
+            Ok(r)
+        }
+        _ => Err(Problem::not_found("no such reservation of yours")),
+    }
+}
+
+async fn get_one(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let row = visible(&state, &caller, &id).await?;
+    Ok(Json(out(&row, &state.reservation_rules)).into_response())
+}
+
+async fn cancel(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let row = visible(&state, &caller, &id).await?;
+    let store = state.accounts.store();
+    let moved = store
+        .transition_reservation(
+            &row.id,
+            &[ReservationState::Requested, ReservationState::Confirmed],
+            ReservationState::Cancelled,
+            state.accounts.now(),
+        )
+        .await
+        .map_err(internal)?;
+    if !moved {
+        return Err(
+            Problem::new(StatusCode::CONFLICT, "not-cancellable", "Not cancellable")
+                .with_detail(format!("a {} reservation cannot be cancelled", row.state)),
+        );
+    }
+    state
+        .reservation_metrics
+        .with_label_values(&["cancelled"])
+        .inc();
+    let row = store
+        .reservation(&row.id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| internal("a cancelled reservation vanished"))?;
+    Ok(Json(out(&row, &state.reservation_rules)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModifyBody {
+    #[serde(default)]
+    starts_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    ends_at: Option<DateTime<Utc>>,
+}
+
+async fn modify(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ModifyBody>,
+) -> Result<Response, Problem> {
+    let row = visible(&state, &caller, &id).await?;
+    let rules = state.reservation_rules;
+    let now = state.accounts.now();
+    let starts_at = body.starts_at.unwrap_or(row.starts_at);
+    let ends_at = body.ends_at.unwrap_or(row.ends_at);
+    match row.state {
+        ReservationState::Requested | ReservationState::Confirmed => {
+            if body.starts_at.is_some() || starts_at >= now - rules.start_slack {
+                rules.check(starts_at, ends_at, now).map_err(time_problem)?;
+            } else {
+                // The start already passed and is kept: only the exit moves.
+                check_exit(&rules, starts_at, ends_at, now)?;
+            }
+        }
+        ReservationState::CheckedIn => {
+            if starts_at != row.starts_at {
+                return Err(time_problem(TimeError::StartInPast)
+                    .with_detail("the car is in: only the expected exit can change"));
+            }
+            check_exit(&rules, starts_at, ends_at, now)?;
+        }
+        other => {
+            return Err(
+                Problem::new(StatusCode::CONFLICT, "not-modifiable", "Not modifiable")
+                    .with_detail(format!("a {other} reservation cannot change")),
+            );
+        }
+    }
+    let store = state.accounts.store();
+    match store
+        .move_reservation(&row.id, starts_at, ends_at, now)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(
+                Problem::new(StatusCode::CONFLICT, "not-modifiable", "Not modifiable")
+                    .with_detail("the reservation ended meanwhile"),
+            );
+        }
+        Err(StoreError::Conflict(_)) => {
+            return Err(
+                Problem::new(StatusCode::CONFLICT, "spot-taken", "Spot taken then").with_detail(
+                    "the spot is reserved by someone else for part of the new time; \
+                 cancel and book again to get another spot",
+                ),
+            );
+        }
+        Err(error) => return Err(internal(error)),
+    }
+    state
+        .reservation_metrics
+        .with_label_values(&["modified"])
+        .inc();
+    let row = store
+        .reservation(&row.id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| internal("a modified reservation vanished"))?;
+    Ok(Json(out(&row, &rules)).into_response())
+}
+
+fn check_exit(
+    rules: &TimeRules,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), Problem> {
+    if ends_at <= now || ends_at <= starts_at {
+        return Err(time_problem(TimeError::ExitBeforeEntry)
+            .with_detail("the expected exit must be in the future"));
+    }
+    if ends_at - starts_at > rules.max_duration {
+        return Err(time_problem(TimeError::TooLong(
+            rules.max_duration.num_hours(),
+        )));
+    }
+    Ok(())
+}
+
+/// Marks overdue reservations as no-shows and makes live availability show the spots of
+/// reservations starting within `hold_window` as held (and releases the others). Returns the
+/// no-shows. Run about every 30 s by the binary; tests call it with a manual clock.
+pub async fn sweep(
+    state: &ApiState,
+    hold_window: Duration,
+) -> Result<Vec<ReservationRow>, StoreError> {
+    let store = state.accounts.store();
+    let now = state.accounts.now();
+    let rules = state.reservation_rules;
+    let no_shows = store.mark_no_shows(now - rules.grace, now).await?;
+    for row in &no_shows {
+        tracing::info!(reservation = %row.id, lot = %row.lot, spot = %row.spot, "no-show: spot released");
+    }
+    state
+        .reservation_metrics
+        .with_label_values(&["no_show"])
+        .inc_by(no_shows.len() as u64);
+    let engine = state.live.engine();
+    for lot in engine.lot_ids() {
+        let Some(model) = engine.model(&lot) else {
+            continue;
+        };
+        let upcoming = store
+            .holding_between(&lot, now, now + hold_window + Duration::seconds(1))
+            .await?;
+        let held: std::collections::HashSet<&SpotId> = upcoming
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    ReservationState::Requested | ReservationState::Confirmed
+                ) && r.starts_at - hold_window <= now
+            })
+            .map(|r| &r.spot)
+            .collect();
+        for spot in &model.spots {
+            engine.set_held(&lot, &spot.id, held.contains(&spot.id), now);
+        }
+    }
+    Ok(no_shows)
+}
+
+/// The metrics of reservations: `parkd_reservations_total{event}`.
+pub fn metrics(registry: &prometheus::Registry) -> prometheus::Result<prometheus::IntCounterVec> {
+    let counter = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "parkd_reservations_total",
+            "Reservation events: created, cancelled, modified, no_show, allocation_retry",
+        ),
+        &["event"],
+    )?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
+}
