@@ -1,6 +1,7 @@
 //! Reservations on PostgreSQL: the exclusion constraint `reservations_no_double_booking`
 //! refuses an overlapping holding reservation whatever the concurrency; its violation comes
-//! back as [`StoreError::Conflict`].
+//! back as [`crate::StoreError::Conflict`]. Writers of one spot queue on an advisory lock
+//! first ([`lock_spot`]) so that the constraint's checks never deadlock.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -34,37 +35,60 @@ fn row_from(row: &Row) -> StoreResult<ReservationRow> {
     })
 }
 
+/// Takes the transaction-scoped advisory lock of one spot.
+///
+/// The exclusion constraint alone is the guarantee against double booking, but concurrent
+/// inserts that it checks wait on each other's uncommitted rows and can wait in a cycle:
+/// PostgreSQL then aborts one as a deadlock (40P01), found by the 50-client race test in
+/// about one run in three. Queueing the writers of one spot on this lock first removes the
+/// cycle; writers of different spots do not wait for each other.
+async fn lock_spot(
+    tx: &deadpool_postgres::Transaction<'_>,
+    lot: &LotId,
+    spot: &SpotId,
+) -> StoreResult<()> {
+    let key = format!("reservation-spot/{lot}/{spot}");
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&key],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl ReservationStore for PostgresStore {
     async fn create_reservation(&self, r: &ReservationRow) -> StoreResult<()> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let sql = format!(
             "INSERT INTO reservations ({COLUMNS})
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         );
         let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &r.id,
-                    &r.code,
-                    &r.user_id,
-                    &r.vehicle_id,
-                    &r.plate_key,
-                    &r.vehicle_type.as_str(),
-                    &r.lot.as_str(),
-                    &r.spot.as_str(),
-                    &r.starts_at,
-                    &r.ends_at,
-                    &r.state.as_str(),
-                    &r.created_at,
-                    &r.updated_at,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        Ok(())
+        let tx = client.transaction().await.map_err(pg_err)?;
+        lock_spot(&tx, &r.lot, &r.spot).await?;
+        tx.execute(
+            &statement,
+            &[
+                &r.id,
+                &r.code,
+                &r.user_id,
+                &r.vehicle_id,
+                &r.plate_key,
+                &r.vehicle_type.as_str(),
+                &r.lot.as_str(),
+                &r.spot.as_str(),
+                &r.starts_at,
+                &r.ends_at,
+                &r.state.as_str(),
+                &r.created_at,
+                &r.updated_at,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
     }
 
     async fn reservation(&self, id: &str) -> StoreResult<Option<ReservationRow>> {
@@ -136,8 +160,23 @@ impl ReservationStore for PostgresStore {
         ends_at: DateTime<Utc>,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let updated = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let Some(current) = tx
+            .query_opt(
+                "SELECT lot_id, spot_id FROM reservations WHERE reservation_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg_err)?
+        else {
+            return Ok(false);
+        };
+        const T: &str = "reservations";
+        let lot = parse_id(T, "lot_id", col(&current, 0, T)?, LotId::parse)?;
+        let spot = parse_id(T, "spot_id", col(&current, 1, T)?, SpotId::parse)?;
+        lock_spot(&tx, &lot, &spot).await?;
+        let updated = tx
             .execute(
                 "UPDATE reservations SET starts_at = $2, ends_at = $3, updated_at = $4
                  WHERE reservation_id = $1
@@ -146,6 +185,7 @@ impl ReservationStore for PostgresStore {
             )
             .await
             .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
         Ok(updated > 0)
     }
 

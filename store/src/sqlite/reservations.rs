@@ -48,6 +48,43 @@ fn query(
     Ok(out)
 }
 
+/// [`StoreError::Conflict`] if a holding reservation of the spot (other than `except`)
+/// overlaps `[starts_at, ends_at)`. Call inside the writing transaction.
+fn refuse_overlap(
+    tx: &rusqlite::Transaction<'_>,
+    lot: &LotId,
+    spot: &SpotId,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    except: Option<&str>,
+) -> StoreResult<()> {
+    let sql = format!(
+        "SELECT reservation_id FROM reservations
+         WHERE lot_id = ?1 AND spot_id = ?2 AND state IN {HOLDING}
+           AND (?5 IS NULL OR reservation_id <> ?5)
+           AND starts_at < ?4 AND ?3 < ends_at LIMIT 1"
+    );
+    let taken: Option<String> = tx
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            let mut rows = s.query(params![
+                lot.as_str(),
+                spot.as_str(),
+                starts_at.timestamp_micros(),
+                ends_at.timestamp_micros(),
+                except
+            ])?;
+            rows.next()?.map(|row| row.get(0)).transpose()
+        })
+        .map_err(sq_err)?;
+    match taken {
+        Some(other) => Err(StoreError::Conflict(format!(
+            "spot {spot} of lot {lot} is reserved then (reservation {other})"
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[async_trait]
 impl ReservationStore for SqliteStore {
     async fn create_reservation(&self, reservation: &ReservationRow) -> StoreResult<()> {
@@ -57,29 +94,7 @@ impl ReservationStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sq_err)?;
             if r.state.holds_spot() {
-                let sql = format!(
-                    "SELECT reservation_id FROM reservations
-                     WHERE lot_id = ?1 AND spot_id = ?2 AND state IN {HOLDING}
-                       AND starts_at < ?4 AND ?3 < ends_at LIMIT 1"
-                );
-                let taken: Option<String> = tx
-                    .prepare_cached(&sql)
-                    .and_then(|mut s| {
-                        let mut rows = s.query(params![
-                            r.lot.as_str(),
-                            r.spot.as_str(),
-                            r.starts_at.timestamp_micros(),
-                            r.ends_at.timestamp_micros()
-                        ])?;
-                        rows.next()?.map(|row| row.get(0)).transpose()
-                    })
-                    .map_err(sq_err)?;
-                if let Some(other) = taken {
-                    return Err(StoreError::Conflict(format!(
-                        "spot {} of lot {} is reserved then (reservation {other})",
-                        r.spot, r.lot
-                    )));
-                }
+                refuse_overlap(&tx, &r.lot, &r.spot, r.starts_at, r.ends_at, None)?;
             }
             let sql = format!(
                 "INSERT INTO reservations ({COLUMNS})
@@ -213,30 +228,14 @@ impl ReservationStore for SqliteStore {
             let Some(current) = query(&tx, &sql, [&id])?.pop() else {
                 return Ok(false);
             };
-            let sql = format!(
-                "SELECT reservation_id FROM reservations
-                 WHERE lot_id = ?1 AND spot_id = ?2 AND state IN {HOLDING}
-                   AND reservation_id <> ?5 AND starts_at < ?4 AND ?3 < ends_at LIMIT 1"
-            );
-            let taken: Option<String> = tx
-                .prepare_cached(&sql)
-                .and_then(|mut s| {
-                    let mut rows = s.query(params![
-                        current.lot.as_str(),
-                        current.spot.as_str(),
-                        starts_at.timestamp_micros(),
-                        ends_at.timestamp_micros(),
-                        id
-                    ])?;
-                    rows.next()?.map(|row| row.get(0)).transpose()
-                })
-                .map_err(sq_err)?;
-            if let Some(other) = taken {
-                return Err(StoreError::Conflict(format!(
-                    "spot {} of lot {} is reserved then (reservation {other})",
-                    current.spot, current.lot
-                )));
-            }
+            refuse_overlap(
+                &tx,
+                &current.lot,
+                &current.spot,
+                starts_at,
+                ends_at,
+                Some(&id),
+            )?;
             tx.execute(
                 "UPDATE reservations SET starts_at = ?2, ends_at = ?3, updated_at = ?4
                  WHERE reservation_id = ?1",
