@@ -634,21 +634,42 @@ impl Caller {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A registration.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterBody {
+    /// The e-mail address (the login).
     email: String,
+    /// The password (rules in docs/accounts.md).
     password: String,
+    /// The name shown.
     #[serde(default)]
     display_name: String,
 }
 
-#[derive(Serialize)]
+/// The same answer for new and known addresses.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Accepted {
+    /// Always `accepted`.
     status: &'static str,
+    /// What to do next.
     detail: &'static str,
 }
 
+/// Registers a driver account; answers alike whether or not the address has one.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "auth",
+    request_body = RegisterBody,
+    responses(
+        (status = 202, description = "Accepted: log in with the account", body = Accepted),
+        (status = 400, description = "Malformed JSON (`malformed-json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`body-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON (`json-required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid e-mail, weak password, bad display name or body shape (`invalid-account-data`, `invalid-body`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn register(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<RegisterBody>,
@@ -697,19 +718,28 @@ async fn register(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A login.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
+    /// The e-mail address.
     email: String,
+    /// The password.
     password: String,
 }
 
-#[derive(Serialize)]
+/// An account.
+#[derive(Serialize, utoipa::ToSchema)]
 struct UserOut<'a> {
+    /// Account id.
     id: &'a str,
+    /// E-mail address.
     email: &'a str,
+    /// Role.
     role: Role,
+    /// The name shown.
     display_name: &'a str,
+    /// When it was created.
     created_at: DateTime<Utc>,
 }
 
@@ -723,13 +753,20 @@ fn user_out(user: &User) -> UserOut<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// A new session.
+#[derive(Serialize, utoipa::ToSchema)]
 struct LoginOut<'a> {
+    /// The session token, shown once: send it as `Authorization: Bearer <token>`.
     token: String,
+    /// Always `Bearer`.
     token_type: &'static str,
+    /// The session id (for `DELETE /api/v1/me/sessions/{id}`).
     session_id: String,
+    /// The session ends at this time at the latest.
     expires_at: DateTime<Utc>,
+    /// The session ends after this many seconds without a request.
     idle_timeout_s: i64,
+    /// The account.
     user: UserOut<'a>,
 }
 
@@ -742,6 +779,22 @@ fn bad_credentials() -> Problem {
     .with_detail("the e-mail or the password is wrong")
 }
 
+/// Logs in: a new session and its bearer token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in", body = LoginOut),
+        (status = 400, description = "Malformed JSON (`malformed-json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`body-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON (`json-required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong e-mail or password, or disabled account (`invalid-credentials`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Wrong body shape (`invalid-body`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins (`too-many-attempts`)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 async fn login(
     State(state): State<ApiState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -846,6 +899,17 @@ async fn login(
     .into_response())
 }
 
+/// Ends the calling session.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+    )
+)]
 async fn logout(State(state): State<ApiState>, caller: Caller) -> Result<Response, Problem> {
     let accounts = &state.accounts;
     accounts
@@ -866,22 +930,55 @@ async fn logout(State(state): State<ApiState>, caller: Caller) -> Result<Respons
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The calling account.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account", body = UserOut),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+    )
+)]
 async fn me(caller: Caller) -> Response {
     Json(user_out(&caller.user)).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+/// A password change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
+    /// The password now.
     current_password: String,
+    /// The new password (rules in docs/accounts.md).
     new_password: String,
 }
 
-#[derive(Serialize)]
+/// The password changed.
+#[derive(Serialize, utoipa::ToSchema)]
 struct PasswordChanged {
+    /// Sessions other than the calling one, now ended.
     other_sessions_ended: u64,
 }
 
+/// Changes the password and ends the other sessions.
+#[utoipa::path(
+    post,
+    path = "/api/v1/me/password",
+    tag = "auth",
+    request_body = PasswordBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed", body = PasswordChanged),
+        (status = 400, description = "Malformed JSON (`malformed-json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`body-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON (`json-required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "The current password is wrong (`wrong-password`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Weak new password or wrong body shape (`invalid-account-data`, `invalid-body`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn change_password(
     State(state): State<ApiState>,
     caller: Caller,
@@ -929,22 +1026,43 @@ async fn change_password(
     .into_response())
 }
 
-#[derive(Serialize)]
+/// An active session.
+#[derive(Serialize, utoipa::ToSchema)]
 struct SessionOut<'a> {
+    /// Session id.
     id: &'a str,
+    /// Whether it is the calling session.
     current: bool,
+    /// Login time.
     created_at: DateTime<Utc>,
+    /// Last request (to the minute).
     last_seen_at: DateTime<Utc>,
+    /// Ends at this time at the latest.
     expires_at: DateTime<Utc>,
+    /// The login's User-Agent.
     user_agent: &'a str,
+    /// The login's client address.
     ip: &'a str,
 }
 
-#[derive(Serialize)]
+/// The caller's active sessions.
+#[derive(Serialize, utoipa::ToSchema)]
 struct SessionList<'a> {
+    /// The sessions.
     sessions: Vec<SessionOut<'a>>,
 }
 
+/// The caller's active sessions.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me/sessions",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The sessions", body = SessionList),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+    )
+)]
 async fn sessions(State(state): State<ApiState>, caller: Caller) -> Result<Response, Problem> {
     let accounts = &state.accounts;
     let now = accounts.clock.now();
@@ -970,6 +1088,19 @@ async fn sessions(State(state): State<ApiState>, caller: Caller) -> Result<Respo
     Ok(Json(SessionList { sessions }).into_response())
 }
 
+/// Ends one of the caller's sessions.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/me/sessions/{id}",
+    tag = "auth",
+    params(("id" = String, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 404, description = "No such active session of the caller (`not-found`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn revoke_session(
     State(state): State<ApiState>,
     caller: Caller,
@@ -993,28 +1124,43 @@ async fn revoke_session(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A vehicle to register.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VehicleBody {
+    /// Licence plate.
     plate: String,
+    /// Vehicle class.
     class: VehicleClass,
+    /// Electric (may use charging spots).
     #[serde(default)]
     ev: bool,
+    /// Holds an accessible parking permit.
     #[serde(default)]
     accessible_permit: bool,
+    /// The driver's own name for it (at most 50 characters).
     #[serde(default)]
     label: String,
 }
 
-#[derive(Serialize)]
+/// A registered vehicle.
+#[derive(Serialize, utoipa::ToSchema)]
 struct VehicleOut<'a> {
+    /// Vehicle id (`vehicle_id` of a reservation).
     id: &'a str,
+    /// Licence plate, normalised.
     plate: &'a str,
+    /// Vehicle class.
     class: VehicleClass,
+    /// Electric.
     ev: bool,
+    /// Holds an accessible parking permit.
     accessible_permit: bool,
+    /// The vehicle type availability and allocation use.
     vehicle_type: VehicleType,
+    /// The driver's own name for it.
     label: &'a str,
+    /// When it was registered.
     created_at: DateTime<Utc>,
 }
 
@@ -1031,14 +1177,27 @@ fn vehicle_out(v: &VehicleRow) -> VehicleOut<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// The caller's vehicles.
+#[derive(Serialize, utoipa::ToSchema)]
 struct VehicleList<'a> {
+    /// The vehicles.
     vehicles: Vec<VehicleOut<'a>>,
 }
 
 /// Most vehicles one driver may register.
 const MAX_VEHICLES: usize = 20;
 
+/// The caller's vehicles.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me/vehicles",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The vehicles", body = VehicleList),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+    )
+)]
 async fn list_vehicles(State(state): State<ApiState>, caller: Caller) -> Result<Response, Problem> {
     let rows = state
         .accounts
@@ -1052,6 +1211,23 @@ async fn list_vehicles(State(state): State<ApiState>, caller: Caller) -> Result<
     .into_response())
 }
 
+/// Registers a vehicle of the caller.
+#[utoipa::path(
+    post,
+    path = "/api/v1/me/vehicles",
+    tag = "auth",
+    request_body = VehicleBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Registered", body = VehicleOut),
+        (status = 400, description = "Malformed JSON (`malformed-json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`body-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON (`json-required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 409, description = "Duplicate plate or too many vehicles (`duplicate-vehicle`, `too-many-vehicles`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid plate, profile or label, or wrong body shape (`invalid-account-data`, `invalid-body`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn add_vehicle(
     State(state): State<ApiState>,
     caller: Caller,
@@ -1102,6 +1278,19 @@ async fn add_vehicle(
     }
 }
 
+/// Removes a vehicle of the caller.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/me/vehicles/{id}",
+    tag = "auth",
+    params(("id" = String, Path, description = "Vehicle id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 404, description = "No such vehicle of the caller (`not-found`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn delete_vehicle(
     State(state): State<ApiState>,
     caller: Caller,
@@ -1120,18 +1309,34 @@ async fn delete_vehicle(
     }
 }
 
-#[derive(Serialize)]
+/// An account as the admin sees it.
+#[derive(Serialize, utoipa::ToSchema)]
 struct AdminUser<'a> {
     #[serde(flatten)]
     user: UserOut<'a>,
+    /// Whether it is disabled.
     disabled: bool,
 }
 
-#[derive(Serialize)]
+/// Every account.
+#[derive(Serialize, utoipa::ToSchema)]
 struct AdminUsers<'a> {
+    /// The accounts.
     users: Vec<AdminUser<'a>>,
 }
 
+/// Every account (admin only).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/users",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The accounts", body = AdminUsers),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "Needs the admin role (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn admin_users(State(state): State<ApiState>, caller: Caller) -> Result<Response, Problem> {
     caller.require(Role::Admin)?;
     let users = state.accounts.store.users().await.map_err(internal)?;
@@ -1175,6 +1380,21 @@ async fn admin_set_disabled(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Disables an account and ends its sessions (admin only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/users/{id}/disable",
+    tag = "admin",
+    params(("id" = String, Path, description = "Account id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Disabled"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "Needs the admin role (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (`not-found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin cannot disable themself (`self-disable`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn admin_disable(
     State(state): State<ApiState>,
     caller: Caller,
@@ -1183,6 +1403,20 @@ async fn admin_disable(
     admin_set_disabled(&state, &caller, &id, true).await
 }
 
+/// Enables an account again (admin only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/users/{id}/enable",
+    tag = "admin",
+    params(("id" = String, Path, description = "Account id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Enabled"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "Needs the admin role (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (`not-found`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn admin_enable(
     State(state): State<ApiState>,
     caller: Caller,

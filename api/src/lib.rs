@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod live;
+pub mod openapi;
 pub mod problem;
 pub mod reservations;
 pub mod web;
@@ -130,6 +131,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(openapi::OPENAPI_PATH, get(openapi::openapi_json))
         .merge(live::routes())
         .merge(auth::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(reservations::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
@@ -161,29 +163,57 @@ pub async fn serve(
     .await
 }
 
-#[derive(Serialize)]
+/// The process answers.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
     status: &'static str,
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is alive", body = Health))
+)]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-#[derive(Serialize)]
+/// Whether every dependency is ready.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Readiness {
+    /// `ready` or `not_ready`.
+    #[schema(example = "ready")]
     status: &'static str,
+    /// One per dependency.
     checks: Vec<CheckResult>,
 }
 
-#[derive(Serialize)]
+/// One dependency's readiness.
+#[derive(Serialize, utoipa::ToSchema)]
 struct CheckResult {
+    /// The dependency (`database`, `mqtt`, ...).
     name: &'static str,
+    /// Whether it is ready.
     ready: bool,
+    /// Why not, when not.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
+/// Readiness: every dependency is ready.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Every dependency is ready", body = Readiness),
+        (status = 503, description = "Some dependency is not ready", body = Readiness),
+    )
+)]
 async fn readyz(State(state): State<ApiState>) -> Response {
     let mut checks = Vec::with_capacity(state.readiness.len());
     for check in state.readiness.iter() {
@@ -207,6 +237,18 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text exposition format",
+         body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 500, description = "The metrics could not be encoded",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn metrics(State(state): State<ApiState>) -> Response {
     let families = state.registry.gather();
     let mut buffer = Vec::new();

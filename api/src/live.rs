@@ -199,16 +199,28 @@ fn lot_of(hub: &LiveHub, raw: &str) -> Result<(LotId, Arc<Lot>), Problem> {
     Ok((id, model))
 }
 
-#[derive(Serialize)]
+/// A lot and its headline figures.
+#[derive(Serialize, utoipa::ToSchema)]
 struct LotSummary<'a> {
+    /// The lot id.
+    #[schema(value_type = String)]
     id: &'a LotId,
+    /// Display name.
     name: &'a str,
+    /// Street address.
     address: &'a str,
+    /// Where it is.
+    #[schema(value_type = Option<crate::openapi::GeoPoint>)]
     location: Option<GeoPoint>,
+    /// IANA time zone of its opening hours.
     timezone: &'a str,
+    /// Number of spots.
     spots: usize,
+    /// Spots by state.
     total: Counts,
+    /// Free spots per vehicle type.
     free_by_vehicle: BTreeMap<VehicleType, i64>,
+    /// The lot's newest sensor message.
     updated_at: Option<DateTime<Utc>>,
 }
 
@@ -226,11 +238,23 @@ fn summary<'a>(model: &'a Lot, figures: LotFigures) -> LotSummary<'a> {
     }
 }
 
-#[derive(Serialize)]
+/// Every lot.
+#[derive(Serialize, utoipa::ToSchema)]
 struct LotList<'a> {
+    /// The lots.
     lots: Vec<LotSummary<'a>>,
 }
 
+/// Lists the lots with their headline figures.
+#[utoipa::path(
+    get,
+    path = "/api/v1/lots",
+    tag = "live",
+    responses(
+        (status = 200, description = "The lots", body = LotList),
+        (status = 400, description = "Unknown query parameter (`invalid-parameter`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn list_lots(
     State(state): State<ApiState>,
     Query(query): Query<BTreeMap<String, String>>,
@@ -250,15 +274,34 @@ async fn list_lots(
     Ok(Json(LotList { lots }).into_response())
 }
 
-#[derive(Serialize)]
+/// A lot with its opening hours, levels and zones.
+#[derive(Serialize, utoipa::ToSchema)]
 struct LotDetail<'a> {
     #[serde(flatten)]
     summary: LotSummary<'a>,
+    /// When it is open; empty = always.
+    #[schema(value_type = Vec<crate::openapi::OpeningPeriod>)]
     opening_hours: &'a [OpeningPeriod],
+    /// Its levels.
+    #[schema(value_type = Vec<crate::openapi::Level>)]
     levels: &'a [Level],
+    /// Its zones.
+    #[schema(value_type = Vec<crate::openapi::Zone>)]
     zones: &'a [Zone],
 }
 
+/// One lot, with its opening hours, levels and zones.
+#[utoipa::path(
+    get,
+    path = "/api/v1/lots/{lot}",
+    tag = "live",
+    params(("lot" = String, Path, description = "The lot id")),
+    responses(
+        (status = 200, description = "The lot", body = LotDetail),
+        (status = 400, description = "Unknown query parameter (`invalid-parameter`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such lot (`unknown-lot`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn get_lot(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
@@ -280,6 +323,21 @@ async fn get_lot(
     .into_response())
 }
 
+/// A lot's availability from the live counters, optionally for one vehicle type.
+#[utoipa::path(
+    get,
+    path = "/api/v1/lots/{lot}/availability",
+    tag = "live",
+    params(
+        ("lot" = String, Path, description = "The lot id"),
+        ("vehicle" = Option<VehicleType>, Query, description = "Only this vehicle type"),
+    ),
+    responses(
+        (status = 200, description = "The availability", body = parkd_occupancy::Availability),
+        (status = 400, description = "Unknown or invalid query parameter (`invalid-parameter`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such lot (`unknown-lot`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn availability(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
@@ -305,30 +363,53 @@ async fn availability(
     Ok(Json(availability).into_response())
 }
 
-#[derive(Serialize)]
+/// One spot, its place on the plan and its live state.
+#[derive(Serialize, utoipa::ToSchema)]
 struct SpotOut<'a> {
+    /// Id, unique in the lot.
     id: &'a str,
+    /// What is painted on the floor.
     label: &'a str,
+    /// The level it is on.
+    #[schema(value_type = String)]
     level: &'a LevelId,
+    /// Its zone, if the lot has zones.
+    #[schema(value_type = Option<String>)]
     zone: Option<&'a ZoneId>,
+    /// Its kind.
     kind: SpotKind,
+    /// Top-left corner on the level's plan, metres.
     x: f64,
+    /// Top-left corner on the level's plan, metres.
     y: f64,
+    /// Width, metres.
     w: f64,
+    /// Depth, metres.
     h: f64,
+    /// Rotation around its centre, degrees clockwise.
     rotation: f64,
+    /// Walking distance to the pedestrian exit, metres.
     #[serde(skip_serializing_if = "Option::is_none")]
     walk_m: Option<f64>,
+    /// Live state.
     state: SpotState,
+    /// Since when it is in this state.
     since: DateTime<Utc>,
+    /// Its newest sensor message.
     updated_at: Option<DateTime<Utc>>,
+    /// The spot's version (grows with every change).
     v: u64,
 }
 
-#[derive(Serialize)]
+/// A lot's spots, filtered.
+#[derive(Serialize, utoipa::ToSchema)]
 struct SpotList<'a> {
+    /// The lot id.
+    #[schema(value_type = String)]
     lot: &'a LotId,
+    /// The lot's sequence number when this was read.
     seq: u64,
+    /// The spots.
     spots: Vec<SpotOut<'a>>,
 }
 
@@ -344,6 +425,25 @@ fn parse_state(raw: &str) -> Result<SpotState, String> {
         })
 }
 
+/// A lot's spots with their live state, filtered by level, zone, kind, state or vehicle.
+#[utoipa::path(
+    get,
+    path = "/api/v1/lots/{lot}/spots",
+    tag = "live",
+    params(
+        ("lot" = String, Path, description = "The lot id"),
+        ("level" = Option<String>, Query, description = "Only spots on this level"),
+        ("zone" = Option<String>, Query, description = "Only spots in this zone"),
+        ("kind" = Option<SpotKind>, Query, description = "Only spots of this kind"),
+        ("state" = Option<SpotState>, Query, description = "Only spots in this state"),
+        ("vehicle" = Option<VehicleType>, Query, description = "Only spots this vehicle type may use"),
+    ),
+    responses(
+        (status = 200, description = "The spots", body = SpotList),
+        (status = 400, description = "Unknown or invalid query parameter, unknown level or zone (`invalid-parameter`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such lot (`unknown-lot`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn spots(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
@@ -424,6 +524,21 @@ const LOT_REMOVED: u16 = 4404;
 /// Largest message a client may send (it only ever sends `{"type":"resync"}`).
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 
+/// The live feed of one lot over WebSocket: a snapshot, then deltas and heartbeats. The
+/// protocol (messages, resync, close codes) is in docs/live.md.
+#[utoipa::path(
+    get,
+    path = "/api/v1/live",
+    tag = "live",
+    params(("lot" = String, Query, description = "The lot to follow")),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open; messages as in docs/live.md"),
+        (status = 400, description = "Missing `lot` or unknown query parameter (`invalid-parameter`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such lot (`unknown-lot`)", body = Problem, content_type = "application/problem+json"),
+        (status = 426, description = "Not a WebSocket upgrade request (`websocket-required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Shutting down or too many clients (`shutting-down`, `too-many-clients`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn live(
     State(state): State<ApiState>,
     Query(query): Query<BTreeMap<String, String>>,

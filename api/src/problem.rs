@@ -7,11 +7,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// An `application/problem+json` response.
-#[derive(Debug, Clone, Serialize)]
+/// An `application/problem+json` response (RFC 9457 problem details).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A stable URI naming the kind of problem.
     #[serde(rename = "type")]
+    #[schema(example = "https://parkd.dev/problems/not-found")]
     pub kind: String,
     /// A short human summary of the kind.
     pub title: String,

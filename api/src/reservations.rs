@@ -47,32 +47,57 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/api/v1/reservations/{id}/cancel", post(cancel))
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A reservation to make.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    /// The lot id.
+    #[schema(value_type = String)]
     lot: LotId,
+    /// One of the caller's vehicles (`GET /api/v1/me/vehicles`).
     vehicle_id: String,
+    /// Expected entry.
     starts_at: DateTime<Utc>,
+    /// Expected exit.
     ends_at: DateTime<Utc>,
+    /// A spot to prefer, if free and fitting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     preferred_spot: Option<SpotId>,
+    /// A zone to prefer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     preferred_zone: Option<ZoneId>,
 }
 
-#[derive(Debug, Serialize)]
+/// A reservation.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ReservationOut<'a> {
+    /// Reservation id.
     id: &'a str,
+    /// The code for the gate.
     code: &'a str,
+    /// The lot id.
+    #[schema(value_type = String)]
     lot: &'a LotId,
+    /// The spot allocated.
+    #[schema(value_type = String)]
     spot: &'a SpotId,
+    /// The vehicle (none once the vehicle was removed).
     vehicle_id: Option<&'a str>,
+    /// The vehicle type the spot was chosen for.
     vehicle_type: VehicleType,
+    /// Expected entry.
     starts_at: DateTime<Utc>,
+    /// Expected exit.
     ends_at: DateTime<Utc>,
+    /// State (docs/reservations.md).
     state: ReservationState,
+    /// While not checked in: when it becomes a no-show.
     no_show_at: Option<DateTime<Utc>>,
+    /// When it was made.
     created_at: DateTime<Utc>,
+    /// Last change.
     updated_at: DateTime<Utc>,
 }
 
@@ -208,6 +233,24 @@ impl Answer {
     }
 }
 
+/// Makes a reservation and allocates a spot; idempotent by `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/reservations",
+    tag = "reservations",
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters (e.g. a UUID); a retry with the same key and body replays the first answer")),
+    request_body = CreateBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Made (or replayed: header `Idempotent-Replayed: true`)", body = ReservationOut, headers(("Idempotent-Replayed" = String, description = "`true` when this answer is a replay"))),
+        (status = 400, description = "Missing or invalid Idempotency-Key, or malformed JSON (`idempotency-key-required`, `malformed-json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 409, description = "No spot available, or a request with this key is still running (`no-spot-available`, `request-in-flight`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`body-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON (`json-required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid times, unknown vehicle, lot, zone or spot, no fitting spot, key reused for another body, wrong body shape (`invalid-times`, `unknown-vehicle`, `unknown-lot`, `unknown-zone`, `unknown-spot`, `no-fitting-spot`, `idempotency-key-reused`, `invalid-body`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     State(state): State<ApiState>,
     caller: Caller,
@@ -417,11 +460,24 @@ async fn create_reservation(
     .with_detail("the lot is being booked very fast right now; retry"))
 }
 
-#[derive(Serialize)]
+/// The caller's reservations.
+#[derive(Serialize, utoipa::ToSchema)]
 struct ReservationList<'a> {
+    /// Newest first, at most 200.
     reservations: Vec<ReservationOut<'a>>,
 }
 
+/// The caller's reservations, newest first (at most 200).
+#[utoipa::path(
+    get,
+    path = "/api/v1/reservations",
+    tag = "reservations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The reservations", body = ReservationList),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+    )
+)]
 async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Response, Problem> {
     let rows = state
         .accounts
@@ -453,6 +509,19 @@ async fn visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Reservat
     }
 }
 
+/// One reservation (its owner, or an operator).
+#[utoipa::path(
+    get,
+    path = "/api/v1/reservations/{id}",
+    tag = "reservations",
+    params(("id" = String, Path, description = "Reservation id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The reservation", body = ReservationOut),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 404, description = "No such reservation visible to the caller (`not-found`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn get_one(
     State(state): State<ApiState>,
     caller: Caller,
@@ -462,6 +531,20 @@ async fn get_one(
     Ok(Json(out(&row, &state.reservation_rules)).into_response())
 }
 
+/// Cancels a requested or confirmed reservation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/reservations/{id}/cancel",
+    tag = "reservations",
+    params(("id" = String, Path, description = "Reservation id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cancelled", body = ReservationOut),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 404, description = "No such reservation visible to the caller (`not-found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not cancellable in its state (`not-cancellable`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn cancel(
     State(state): State<ApiState>,
     caller: Caller,
@@ -496,15 +579,37 @@ async fn cancel(
     Ok(Json(out(&row, &state.reservation_rules)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// New times; an absent one is kept.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ModifyBody {
+    /// New expected entry (not once checked in).
     #[serde(default)]
     starts_at: Option<DateTime<Utc>>,
+    /// New expected exit.
     #[serde(default)]
     ends_at: Option<DateTime<Utc>>,
 }
 
+/// Moves or extends a reservation on its spot.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/reservations/{id}",
+    tag = "reservations",
+    params(("id" = String, Path, description = "Reservation id")),
+    request_body = ModifyBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Modified", body = ReservationOut),
+        (status = 400, description = "Malformed JSON (`malformed-json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 404, description = "No such reservation visible to the caller (`not-found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not modifiable in its state, or the spot is taken for part of the new time (`not-modifiable`, `spot-taken`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (`body-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON (`json-required`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid times or wrong body shape (`invalid-times`, `invalid-body`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn modify(
     State(state): State<ApiState>,
     caller: Caller,

@@ -63,10 +63,28 @@ fn with_headers(content_type: &'static str, cache: &'static str, body: &'static 
     response
 }
 
+/// The drivers' live map page (not part of the API).
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "web",
+    responses((status = 200, description = "The page", body = String, content_type = "text/html"))
+)]
 async fn index() -> Response {
     with_headers("text/html; charset=utf-8", "no-cache", INDEX)
 }
 
+/// A script or style of the live map (not part of the API).
+#[utoipa::path(
+    get,
+    path = "/static/{file}",
+    tag = "web",
+    params(("file" = String, Path, description = "File name, e.g. `app.js`")),
+    responses(
+        (status = 200, description = "The file", body = String, content_type = "text/javascript"),
+        (status = 404, description = "No such file (`not-found`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn file(Path(name): Path<String>) -> Response {
     match FILES.iter().find(|(file, _, _)| *file == name) {
         // Revalidated on every load: the files change with the binary, not their names.

@@ -29,6 +29,7 @@ pub const MAX_EMAIL_LEN: usize = 254;
 /// What an account may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Finds, reserves and pays for parking.
     Driver,
@@ -310,6 +311,7 @@ fn is_run(password: &str) -> bool {
 /// A vehicle's body, which sets the bay size it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum VehicleClass {
     /// A motorcycle or scooter.
     Motorcycle,

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 /// Where a reservation is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReservationState {
     /// Created, waiting for payment in advance.
     Requested,

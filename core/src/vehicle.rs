@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 /// The kind of a parking spot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SpotKind {
     /// An ordinary car bay.
     Standard,
@@ -87,6 +88,7 @@ impl fmt::Display for SpotKind {
 /// What a driver asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum VehicleType {
     /// A motorcycle or scooter.
     Motorcycle,

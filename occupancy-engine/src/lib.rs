@@ -56,6 +56,7 @@ impl Default for EngineSettings {
 
 /// Spots by state (and in all).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counts {
     /// Spots in the group.
     pub spots: i64,
@@ -96,6 +97,7 @@ impl Counts {
 
 /// Spots one vehicle type may use, and how many of them are free.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VehicleAvailability {
     /// Spots of every kind this vehicle may use.
     pub spots: i64,
@@ -235,8 +237,10 @@ pub struct Snapshot {
 
 /// Counts for a level or a zone.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(bound = ""))]
 pub struct AreaAvailability<Id> {
     /// The level or zone.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: Id,
     /// Its counts.
     pub total: Counts,
@@ -246,8 +250,10 @@ pub struct AreaAvailability<Id> {
 
 /// A lot's availability, from the counters.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Availability {
     /// The lot.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub lot: LotId,
     /// When this was read.
     pub as_of: DateTime<Utc>,
@@ -262,8 +268,10 @@ pub struct Availability {
     /// Per spot kind.
     pub by_kind: BTreeMap<SpotKind, Counts>,
     /// Per level.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<AreaAvailability<String>>))]
     pub levels: Vec<AreaAvailability<LevelId>>,
     /// Per zone.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<AreaAvailability<String>>))]
     pub zones: Vec<AreaAvailability<ZoneId>>,
 }
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 /// What drivers and operators see of a spot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SpotState {
     /// The sensor says free and nobody holds it.
     Free,
