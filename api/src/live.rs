@@ -210,7 +210,6 @@ struct LotSummary<'a> {
     /// Street address.
     address: &'a str,
     /// Where it is.
-    #[schema(value_type = Option<crate::openapi::GeoPoint>)]
     location: Option<GeoPoint>,
     /// IANA time zone of its opening hours.
     timezone: &'a str,
@@ -280,13 +279,10 @@ struct LotDetail<'a> {
     #[serde(flatten)]
     summary: LotSummary<'a>,
     /// When it is open; empty = always.
-    #[schema(value_type = Vec<crate::openapi::OpeningPeriod>)]
     opening_hours: &'a [OpeningPeriod],
     /// Its levels.
-    #[schema(value_type = Vec<crate::openapi::Level>)]
     levels: &'a [Level],
     /// Its zones.
-    #[schema(value_type = Vec<crate::openapi::Zone>)]
     zones: &'a [Zone],
 }
 

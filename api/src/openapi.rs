@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
 use crate::{auth, live, reservations, web};
@@ -153,59 +153,4 @@ pub fn document() -> &'static str {
 )]
 pub(crate) async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
-}
-
-// Schemas of the types of `parkd_core::garage` the API shows, which that crate does not derive.
-// Keep them in step with core/src/garage.rs.
-
-/// A point on the map (WGS 84).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct GeoPoint {
-    /// Latitude, degrees.
-    lat: f64,
-    /// Longitude, degrees.
-    lon: f64,
-}
-
-/// One opening period: on `day`, from `open` to `close` (local time of the lot). A `close` at
-/// or before `open` runs past midnight into the next day.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct OpeningPeriod {
-    /// The day the period starts (`Mon` ... `Sun`).
-    #[schema(example = "Mon")]
-    day: String,
-    /// Opening time, `HH:MM:SS`.
-    #[schema(example = "07:00:00")]
-    open: String,
-    /// Closing time, `HH:MM:SS`.
-    #[schema(example = "22:00:00")]
-    close: String,
-}
-
-/// A level (floor) of a lot, with the size of its floor plan.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct Level {
-    /// Id, unique in the lot.
-    id: String,
-    /// Display name ("Level 2", "Roof").
-    name: String,
-    /// Floor number (0 = street level, negative below ground); orders the levels.
-    floor: i32,
-    /// Floor plan width, metres.
-    width: f64,
-    /// Floor plan height, metres.
-    height: f64,
-}
-
-/// A zone: a named group of spots (a colour, a wing), usually on one level.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct Zone {
-    /// Id, unique in the lot.
-    id: String,
-    /// Display name.
-    name: String,
 }

@@ -22,6 +22,7 @@ pub const MAX_SPOTS_PER_LOT: usize = 200_000;
 pub const MAX_TEXT: usize = 200;
 
 /// A point on the map (WGS 84).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeoPoint {
@@ -33,22 +34,28 @@ pub struct GeoPoint {
 
 /// One opening period: on `day`, from `open` to `close` (local time of the lot). A `close` at
 /// or before `open` runs past midnight into the next day.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpeningPeriod {
-    /// The day the period starts.
+    /// The day the period starts (`Mon` ... `Sun`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "Mon"))]
     pub day: Weekday,
     /// Opening time, `HH:MM[:SS]`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "07:00:00"))]
     pub open: NaiveTime,
     /// Closing time, `HH:MM[:SS]`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "22:00:00"))]
     pub close: NaiveTime,
 }
 
 /// A level (floor) of a lot, with the size of its floor plan.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Level {
     /// Id, unique in the lot.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: LevelId,
     /// Display name ("Level 2", "Roof").
     pub name: String,
@@ -61,10 +68,12 @@ pub struct Level {
 }
 
 /// A zone: a named group of spots (a colour, a wing), usually on one level.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Zone {
     /// Id, unique in the lot.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: ZoneId,
     /// Display name.
     pub name: String,
