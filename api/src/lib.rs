@@ -14,6 +14,7 @@ pub mod auth;
 pub mod live;
 pub mod openapi;
 pub mod problem;
+mod rendered;
 pub mod reservations;
 pub mod web;
 
@@ -94,7 +95,7 @@ impl HttpMetrics {
 }
 
 async fn count_requests(
-    State(state): State<ApiState>,
+    State(metrics): State<HttpMetrics>,
     matched: Option<axum::extract::MatchedPath>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -103,13 +104,11 @@ async fn count_requests(
     let method = request.method().clone();
     let response = next.run(request).await;
     let route = matched.as_ref().map_or("unmatched", |m| m.as_str());
-    state
-        .http_metrics
+    metrics
         .requests
         .with_label_values(&[route, method.as_str(), response.status().as_str()])
         .inc();
-    state
-        .http_metrics
+    metrics
         .duration
         .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
@@ -138,7 +137,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.http_metrics.clone(),
             count_requests,
         ))
         .with_state(state)
@@ -155,6 +154,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "http listening");
+    use axum::serve::ListenerExt;
+    // Without TCP_NODELAY a small write (a live delta, a short JSON answer) that follows an
+    // unacknowledged one waits for the peer's delayed ACK: up to 40 ms on Linux.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

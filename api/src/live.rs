@@ -20,8 +20,8 @@ use parkd_core::clock::Clock;
 use parkd_core::garage::{GeoPoint, Level, Lot, OpeningPeriod, Zone};
 use parkd_core::ids::{LevelId, LotId, ZoneId};
 use parkd_core::vehicle::{SpotKind, VehicleType, fits};
-use parkd_occupancy::{Counts, LotFigures, OccupancyEngine, SpotState};
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use parkd_occupancy::{Availability, Counts, LotFigures, OccupancyEngine, SpotState};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::ApiState;
 use crate::problem::Problem;
+use crate::rendered::{RenderCache, Rendered};
 
 /// WebSocket tunables.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +40,11 @@ pub struct LiveSettings {
     pub max_clients: usize,
     /// A client whose socket does not take a message within this time is dropped.
     pub send_timeout: Duration,
+    /// Least time between two writes of deltas to one client: changes that come closer
+    /// together wait and leave in one write (each still its own message). A quiet lot's
+    /// changes leave at once; a busy one costs a socket write per client per interval, not
+    /// per change. Zero writes every change at once.
+    pub frame_interval: Duration,
 }
 
 impl Default for LiveSettings {
@@ -47,6 +53,7 @@ impl Default for LiveSettings {
             heartbeat: Duration::from_secs(10),
             max_clients: 20_000,
             send_timeout: Duration::from_secs(10),
+            frame_interval: Duration::from_millis(20),
         }
     }
 }
@@ -56,6 +63,8 @@ impl Default for LiveSettings {
 struct LiveMetrics {
     clients: IntGauge,
     sent: IntCounterVec,
+    /// `sent{type="delta"}`, resolved once: it moves for every delta to every client.
+    sent_deltas: IntCounter,
     resyncs: IntCounterVec,
     refused: IntCounterVec,
 }
@@ -87,6 +96,7 @@ impl LiveMetrics {
         registry.register(Box::new(refused.clone()))?;
         Ok(Self {
             clients,
+            sent_deltas: sent.with_label_values(&["delta"]),
             sent,
             resyncs,
             refused,
@@ -103,6 +113,11 @@ pub struct LiveHub {
     stop: CancellationToken,
     clients: TaskTracker,
     metrics: LiveMetrics,
+    /// Availability answers by lot and vehicle filter.
+    availability: RenderCache<(LotId, Option<VehicleType>)>,
+    /// Snapshots by lot and reason: a crowd of live maps reconnecting at once (after a
+    /// restart, a network blip) costs one rendering, not one per client.
+    snapshots: RenderCache<(LotId, Option<&'static str>)>,
 }
 
 impl LiveHub {
@@ -120,6 +135,8 @@ impl LiveHub {
             stop: CancellationToken::new(),
             clients: TaskTracker::new(),
             metrics: LiveMetrics::new(registry)?,
+            availability: RenderCache::default(),
+            snapshots: RenderCache::default(),
         })
     }
 
@@ -343,10 +360,43 @@ async fn availability(
     let vehicle: Option<VehicleType> = parse_param(&query, "vehicle")?;
     let hub = &state.live;
     let id = LotId::parse(&raw).map_err(|_| unknown_lot(&raw))?;
-    let mut availability = hub
-        .engine
-        .availability(&id, hub.clock.now())
-        .ok_or_else(|| unknown_lot(&raw))?;
+    let now = hub.clock.now();
+    let Some(version) = hub.engine.version(&id) else {
+        hub.availability.forget(|(lot, _)| *lot == id);
+        return Err(unknown_lot(&raw));
+    };
+    let key = (id, vehicle);
+    let rendered = match hub.availability.get(&key, version) {
+        Some(rendered) => rendered,
+        None => {
+            let (version, availability) = hub
+                .engine
+                .versioned_availability(&key.0, now)
+                .ok_or_else(|| unknown_lot(&raw))?;
+            let availability = filtered(availability, vehicle);
+            match Rendered::new(version, availability.seq, &availability, "as_of", now) {
+                Some(rendered) => {
+                    let rendered = Arc::new(rendered);
+                    hub.availability.put(key, Arc::clone(&rendered));
+                    rendered
+                }
+                // Not expected (the split is tested); answer without caching.
+                None => return Ok(Json(availability).into_response()),
+            }
+        }
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        rendered.at(now),
+    )
+        .into_response())
+}
+
+/// Keeps only `vehicle`'s figures, if one is asked for.
+fn filtered(mut availability: Availability, vehicle: Option<VehicleType>) -> Availability {
     if let Some(vehicle) = vehicle {
         availability.by_vehicle.retain(|v, _| *v == vehicle);
         for area in &mut availability.levels {
@@ -356,7 +406,7 @@ async fn availability(
             area.by_vehicle.retain(|v, _| *v == vehicle);
         }
     }
-    Ok(Json(availability).into_response())
+    availability
 }
 
 /// One spot, its place on the plan and its live state.
@@ -616,13 +666,23 @@ struct Client {
     lot: LotId,
     /// The sequence number of the last delta or snapshot sent.
     sent: u64,
+    /// When deltas were last written (for `frame_interval`).
+    written: Option<tokio::time::Instant>,
+    /// The last write stopped at its size limit with more queued: write again at once.
+    backlog: bool,
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
 impl Client {
     fn new(hub: Arc<LiveHub>, lot: LotId) -> Self {
-        Self { hub, lot, sent: 0 }
+        Self {
+            hub,
+            lot,
+            sent: 0,
+            written: None,
+            backlog: false,
+        }
     }
 
     async fn run(mut self, socket: WebSocket) {
@@ -680,7 +740,7 @@ impl Client {
                         at: self.hub.clock.now(),
                     };
                     let text = serde_json::to_string(&beat).unwrap_or_default();
-                    self.send(&mut sink, text.into(), "heartbeat", true).await
+                    self.send(&mut sink, text.into(), "heartbeat").await
                 }
             };
             if let Outcome::Stop = outcome {
@@ -689,39 +749,63 @@ impl Client {
         }
     }
 
-    /// Sends `first` and whatever else is already queued, as one flush.
+    /// Sends `first` and whatever else is queued, as one write, at most once per
+    /// `frame_interval`.
     async fn deltas(
         &mut self,
         sink: &mut Sink,
         rx: &mut tokio::sync::broadcast::Receiver<Arc<parkd_occupancy::Delta>>,
         first: Arc<parkd_occupancy::Delta>,
     ) -> Outcome {
+        if let Some(written) = self.written.filter(|_| !self.backlog) {
+            let due = written + self.hub.settings.frame_interval;
+            if due > tokio::time::Instant::now() {
+                tokio::select! {
+                    // The main loop sees the stop and closes.
+                    () = self.hub.stop.cancelled() => return Outcome::Continue,
+                    () = tokio::time::sleep_until(due) => {}
+                }
+            }
+        }
+        const MOST_PER_WRITE: usize = 1024;
         let mut next = Some(first);
-        let mut queued = 0;
+        let mut queued: u64 = 0;
+        self.backlog = false;
         while let Some(delta) = next.take() {
             // Deltas the snapshot already covered are skipped.
             if delta.seq > self.sent {
                 self.sent = delta.seq;
                 // The engine serialises with serde_json: always UTF-8.
                 if let Ok(text) = Utf8Bytes::try_from(delta.json()) {
-                    if let Outcome::Stop = self.send(sink, text, "delta", false).await {
+                    if let Outcome::Stop = self.feed(sink, text).await {
                         return Outcome::Stop;
                     }
                     queued += 1;
                 }
             }
-            if queued >= 256 {
+            if queued as usize >= MOST_PER_WRITE {
+                self.backlog = true;
                 break;
             }
             next = match rx.try_recv() {
                 Ok(delta) => Some(delta),
                 Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    self.hub.metrics.sent_deltas.inc_by(queued);
                     return self.snapshot(sink, Some("lagged")).await;
                 }
                 Err(_) => None,
             };
         }
-        self.flush(sink).await
+        self.hub.metrics.sent_deltas.inc_by(queued);
+        let outcome = self.flush(sink).await;
+        self.written = Some(tokio::time::Instant::now());
+        outcome
+    }
+
+    /// Queues a delta in the socket's write buffer (written by [`flush`](Self::flush), or
+    /// earlier when the buffer is full).
+    async fn feed(&mut self, sink: &mut Sink, text: Utf8Bytes) -> Outcome {
+        self.timed(sink.feed(Message::Text(text))).await
     }
 
     async fn client_message(&mut self, sink: &mut Sink, text: &str) -> Outcome {
@@ -745,20 +829,46 @@ impl Client {
     }
 
     async fn snapshot(&mut self, sink: &mut Sink, reason: Option<&'static str>) -> Outcome {
-        let Some(snapshot) = self
-            .hub
-            .engine
-            .snapshot(&self.lot, self.hub.clock.now(), reason)
-        else {
-            self.close(sink, LOT_REMOVED, "lot removed").await;
-            return Outcome::Stop;
+        let hub = Arc::clone(&self.hub);
+        let now = hub.clock.now();
+        let rendered = hub.engine.version(&self.lot).and_then(|version| {
+            let key = (self.lot.clone(), reason);
+            if let Some(rendered) = hub.snapshots.get(&key, version) {
+                return Some(Ok(rendered));
+            }
+            let snapshot = hub.engine.snapshot(&self.lot, now, reason)?;
+            Some(
+                match Rendered::new(version, snapshot.seq, &snapshot, "at", now) {
+                    Some(rendered) => {
+                        let rendered = Arc::new(rendered);
+                        hub.snapshots.put(key, Arc::clone(&rendered));
+                        Ok(rendered)
+                    }
+                    // Not expected (the split is tested): send this one without keeping it.
+                    None => Err((
+                        snapshot.seq,
+                        serde_json::to_vec(&snapshot).unwrap_or_default(),
+                    )),
+                },
+            )
+        });
+        let (seq, json) = match rendered {
+            Some(Ok(rendered)) => (rendered.seq, rendered.at(now)),
+            Some(Err(plain)) => plain,
+            None => {
+                let lot = self.lot.clone();
+                hub.snapshots.forget(|(id, _)| *id == lot);
+                self.close(sink, LOT_REMOVED, "lot removed").await;
+                return Outcome::Stop;
+            }
         };
         if let Some(reason) = reason {
-            self.hub.metrics.resyncs.with_label_values(&[reason]).inc();
+            hub.metrics.resyncs.with_label_values(&[reason]).inc();
         }
-        self.sent = snapshot.seq;
-        let text = serde_json::to_string(&snapshot).unwrap_or_default();
-        self.send(sink, text.into(), "snapshot", true).await
+        self.sent = seq;
+        // serde_json writes UTF-8.
+        let text = Utf8Bytes::try_from(bytes::Bytes::from(json)).unwrap_or_default();
+        self.send(sink, text, "snapshot").await
     }
 
     async fn error(&mut self, sink: &mut Sink, error: &str) -> Outcome {
@@ -767,29 +877,22 @@ impl Client {
             error,
         })
         .unwrap_or_default();
-        self.send(sink, text.into(), "error", true).await
+        self.send(sink, text.into(), "error").await
     }
 
-    async fn send(
-        &mut self,
-        sink: &mut Sink,
-        text: Utf8Bytes,
-        kind: &'static str,
-        flush: bool,
-    ) -> Outcome {
-        let timeout = self.hub.settings.send_timeout;
-        let sending = async {
-            if flush {
-                sink.send(Message::Text(text)).await
-            } else {
-                sink.feed(Message::Text(text)).await
-            }
-        };
-        match tokio::time::timeout(timeout, sending).await {
-            Ok(Ok(())) => {
-                self.hub.metrics.sent.with_label_values(&[kind]).inc();
-                Outcome::Continue
-            }
+    async fn send(&mut self, sink: &mut Sink, text: Utf8Bytes, kind: &'static str) -> Outcome {
+        let outcome = self.timed(sink.send(Message::Text(text))).await;
+        if let Outcome::Continue = outcome {
+            self.hub.metrics.sent.with_label_values(&[kind]).inc();
+        }
+        outcome
+    }
+
+    /// Runs a socket operation under `send_timeout`; a client that does not take what it is
+    /// sent in time is dropped (and counted).
+    async fn timed<E>(&self, operation: impl Future<Output = Result<(), E>>) -> Outcome {
+        match tokio::time::timeout(self.hub.settings.send_timeout, operation).await {
+            Ok(Ok(())) => Outcome::Continue,
             Ok(Err(_)) => Outcome::Stop,
             Err(_) => {
                 self.hub
@@ -803,10 +906,7 @@ impl Client {
     }
 
     async fn flush(&mut self, sink: &mut Sink) -> Outcome {
-        match tokio::time::timeout(self.hub.settings.send_timeout, sink.flush()).await {
-            Ok(Ok(())) => Outcome::Continue,
-            _ => Outcome::Stop,
-        }
+        self.timed(sink.flush()).await
     }
 
     async fn close(&mut self, sink: &mut Sink, code: u16, reason: &'static str) {

@@ -57,24 +57,25 @@ fn now() -> DateTime<Utc> {
 }
 
 async fn server(feed_capacity: usize, heartbeat: Duration) -> Server {
+    server_with(
+        feed_capacity,
+        LiveSettings {
+            heartbeat,
+            ..LiveSettings::default()
+        },
+    )
+    .await
+}
+
+async fn server_with(feed_capacity: usize, settings: LiveSettings) -> Server {
     let engine = Arc::new(OccupancyEngine::new(EngineSettings {
         feed_capacity,
         ..EngineSettings::default()
     }));
     engine.install_lot(model(), now());
     let registry = Registry::new();
-    let hub = Arc::new(
-        LiveHub::new(
-            engine.clone(),
-            Arc::new(SystemClock),
-            LiveSettings {
-                heartbeat,
-                ..LiveSettings::default()
-            },
-            &registry,
-        )
-        .unwrap(),
-    );
+    let hub =
+        Arc::new(LiveHub::new(engine.clone(), Arc::new(SystemClock), settings, &registry).unwrap());
     let (store, dir) = parkd_store::testing::sqlite_store().await;
     let accounts = parkd_api::auth::Accounts::new(
         Arc::new(store),
@@ -221,6 +222,59 @@ async fn rest_shapes_and_counts() {
     server.stop().await;
 }
 
+/// Availability answers are rendered once per lot version and reused: a reused answer still
+/// carries the time of its own reading, and any change, sensor message or filter gives the
+/// right figures.
+#[tokio::test]
+async fn availability_answers_are_reused_only_while_nothing_changed() {
+    let server = server(1024, Duration::from_secs(10)).await;
+    let without = |mut value: Value| {
+        let as_of = value["as_of"].as_str().unwrap().to_owned();
+        value.as_object_mut().unwrap().remove("as_of");
+        (as_of, value)
+    };
+    let path = "/api/v1/lots/garage/availability";
+    let (as_of_1, first) = without(server.get(path).await.2);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let (as_of_2, second) = without(server.get(path).await.2);
+    assert_eq!(first, second);
+    assert!(
+        as_of_2.parse::<DateTime<Utc>>().unwrap() > as_of_1.parse::<DateTime<Utc>>().unwrap(),
+        "{as_of_1} then {as_of_2}"
+    );
+
+    // A change moves the figures and the sequence number.
+    server.engine.apply(&lot_id(), &spot(0), false, now());
+    let (_, changed) = without(server.get(path).await.2);
+    assert_eq!(
+        changed["total"]["free"],
+        first["total"]["free"].as_i64().unwrap() + 1
+    );
+    assert_eq!(changed["seq"], first["seq"].as_u64().unwrap() + 1);
+    // A reading that changes no spot still moves `updated_at`.
+    let later = now() + chrono::Duration::seconds(5);
+    server.engine.apply(&lot_id(), &spot(0), false, later);
+    let (_, heard) = without(server.get(path).await.2);
+    assert_eq!(heard["seq"], changed["seq"]);
+    // (kept to the millisecond)
+    assert_eq!(
+        heard["updated_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp_millis(),
+        later.timestamp_millis()
+    );
+    // Filters are answered and kept apart.
+    let (_, ev) = without(server.get(&format!("{path}?vehicle=ev")).await.2);
+    assert_eq!(ev["by_vehicle"].as_object().unwrap().len(), 1);
+    let (_, all) = without(server.get(path).await.2);
+    assert_eq!(all, heard);
+    assert_eq!(ev["total"], all["total"]);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bad_requests_are_precise_problems() {
     let server = server(1024, Duration::from_secs(10)).await;
@@ -318,6 +372,42 @@ async fn snapshot_then_consecutive_deltas_then_resync() {
         .unwrap();
     let error = next_json(&mut ws).await;
     assert_eq!(error["type"], "error");
+    server.stop().await;
+}
+
+/// Changes closer together than `frame_interval` wait for the interval and then all leave,
+/// in order; the first of a quiet spell leaves at once.
+#[tokio::test]
+async fn deltas_closer_than_the_frame_interval_wait_and_all_arrive() {
+    let interval = Duration::from_millis(400);
+    let server = server_with(
+        1024,
+        LiveSettings {
+            frame_interval: interval,
+            ..LiveSettings::default()
+        },
+    )
+    .await;
+    let mut ws = server.ws("garage").await;
+    let snapshot = next_json(&mut ws).await;
+    let mut seq = snapshot["seq"].as_u64().unwrap();
+    let first_change = tokio::time::Instant::now();
+    server.engine.apply(&lot_id(), &spot(1), true, now());
+    let delta = next_json(&mut ws).await;
+    assert_eq!(delta["seq"].as_u64().unwrap(), seq + 1);
+    seq += 1;
+    for i in 2..=6 {
+        server.engine.apply(&lot_id(), &spot(i), true, now());
+    }
+    for i in 2..=6 {
+        let delta = next_json(&mut ws).await;
+        // The write of the first delta came after the first change, and the next write no
+        // sooner than an interval after that.
+        assert!(first_change.elapsed() >= interval);
+        assert_eq!(delta["seq"].as_u64().unwrap(), seq + 1, "gap-free");
+        assert_eq!(delta["spot"]["id"], spot(i).as_str());
+        seq += 1;
+    }
     server.stop().await;
 }
 

@@ -310,9 +310,29 @@ struct SpotSlot {
     v: u64,
 }
 
+/// Identifies everything [`OccupancyEngine::availability`] reports about a lot except `as_of`:
+/// equal versions mean equal answers, so an answer rendered once can be served again while
+/// the version stands. Any spot change, sensor message (it moves `updated_at`) or model
+/// reload gives a new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LotVersion {
+    generation: u64,
+    seq: u64,
+    newest_ms: i64,
+}
+
+impl LotVersion {
+    /// Whether `self` was taken after `other` (versions of one lot only grow).
+    pub fn is_newer_than(&self, other: &Self) -> bool {
+        (self.generation, self.seq, self.newest_ms) > (other.generation, other.seq, other.newest_ms)
+    }
+}
+
 /// One lot, live.
 #[derive(Debug)]
 struct LotLive {
+    /// Unique per installed model in this engine.
+    generation: u64,
     model: Arc<Lot>,
     spots: DashMap<SpotId, SpotSlot>,
     total: Grid,
@@ -344,6 +364,17 @@ impl LotLive {
         match self.newest_ms.load(Ordering::Relaxed) {
             i64::MIN => None,
             ms => DateTime::from_timestamp_millis(ms),
+        }
+    }
+
+    fn version(&self) -> LotVersion {
+        // The sequence number before the sensor time: a change moves the counters first and
+        // then the sequence, so figures read after this are at least as new as the version.
+        let seq = self.current_seq();
+        LotVersion {
+            generation: self.generation,
+            seq,
+            newest_ms: self.newest_ms.load(Ordering::Acquire),
         }
     }
 
@@ -385,7 +416,7 @@ impl LotLive {
 
     fn note_sensor(&self, at: DateTime<Utc>) {
         self.newest_ms
-            .fetch_max(at.timestamp_millis(), Ordering::Relaxed);
+            .fetch_max(at.timestamp_millis(), Ordering::Release);
     }
 }
 
@@ -404,6 +435,7 @@ fn view(id: &SpotId, slot: &SpotSlot) -> SpotView {
 pub struct OccupancyEngine {
     settings: EngineSettings,
     lots: DashMap<LotId, Arc<LotLive>>,
+    generations: AtomicU64,
     unknown_lot: AtomicU64,
     unknown_spot: AtomicU64,
 }
@@ -420,6 +452,7 @@ impl OccupancyEngine {
         Self {
             settings,
             lots: DashMap::new(),
+            generations: AtomicU64::new(0),
             unknown_lot: AtomicU64::new(0),
             unknown_spot: AtomicU64::new(0),
         }
@@ -436,6 +469,7 @@ impl OccupancyEngine {
         let previous = self.lots.get(&lot.id).map(|entry| entry.value().clone());
         let (feed, _) = broadcast::channel(self.settings.feed_capacity.max(1));
         let live = LotLive {
+            generation: self.generations.fetch_add(1, Ordering::Relaxed),
             spots: DashMap::with_capacity(lot.spots.len()),
             total: Grid::default(),
             levels: lot.levels.iter().map(|_| Grid::default()).collect(),
@@ -487,6 +521,11 @@ impl OccupancyEngine {
     /// Removes a lot. Its subscribers' feeds close.
     pub fn remove_lot(&self, lot: &LotId) -> bool {
         self.lots.remove(lot).is_some()
+    }
+
+    /// The lot's [`LotVersion`]: cheap (a lock-free map read and a short mutex).
+    pub fn version(&self, lot: &LotId) -> Option<LotVersion> {
+        self.lot(lot).map(|live| live.version())
     }
 
     fn lot(&self, lot: &LotId) -> Option<Arc<LotLive>> {
@@ -616,18 +655,29 @@ impl OccupancyEngine {
 
     /// A lot's availability by vehicle type, kind, level and zone. O(levels + zones).
     pub fn availability(&self, lot: &LotId, now: DateTime<Utc>) -> Option<Availability> {
+        self.versioned_availability(lot, now)
+            .map(|(_, availability)| availability)
+    }
+
+    /// [`availability`](Self::availability) with the [`LotVersion`] it is at least as new as:
+    /// a cache keyed by the version never serves figures older than the version says.
+    pub fn versioned_availability(
+        &self,
+        lot: &LotId,
+        now: DateTime<Utc>,
+    ) -> Option<(LotVersion, Availability)> {
         let live = self.lot(lot)?;
-        let seq = live.current_seq();
+        let version = live.version();
         let by_kind = live.total.by_kind();
         let area = |grid: &Grid| {
             let by_kind = grid.by_kind();
             (total_of(&by_kind), vehicles_of(&by_kind))
         };
-        Some(Availability {
+        let availability = Availability {
             lot: lot.clone(),
             as_of: now,
             updated_at: live.updated_at(),
-            seq,
+            seq: version.seq,
             total: total_of(&by_kind),
             by_vehicle: vehicles_of(&by_kind),
             by_kind: SpotKind::ALL
@@ -662,7 +712,8 @@ impl OccupancyEngine {
                     }
                 })
                 .collect(),
-        })
+        };
+        Some((version, availability))
     }
 
     /// One spot.

@@ -321,3 +321,38 @@ fn heartbeats_keep_the_lot_fresh_without_touching_the_spot() {
     );
     assert_eq!(engine.spot(&lot_id(), &spot(1)).unwrap().updated_at, None);
 }
+
+#[test]
+fn the_version_moves_with_everything_availability_reports_but_the_time_of_reading() {
+    let engine = engine(0, 0);
+    let lot = lot_id();
+    let first = engine.version(&lot).unwrap();
+    let (at_read, availability) = engine.versioned_availability(&lot, t(5)).unwrap();
+    assert_eq!(at_read, first);
+    assert_eq!(availability.seq, 0);
+    // Reading again later, with nothing heard: same version, only `as_of` differs.
+    assert_eq!(engine.version(&lot), Some(first));
+
+    // A change.
+    engine.apply(&lot, &spot(0), true, t(10));
+    let changed = engine.version(&lot).unwrap();
+    assert_ne!(changed, first);
+    // A reading that changes nothing still moves `updated_at`, so the version.
+    engine.apply(&lot, &spot(0), true, t(20));
+    let heard = engine.version(&lot).unwrap();
+    assert_ne!(heard, changed);
+    assert_eq!(engine.availability(&lot, t(21)).unwrap().seq, 1);
+    // An older reading changes neither.
+    engine.apply(&lot, &spot(0), true, t(15));
+    assert_eq!(engine.version(&lot), Some(heard));
+    // Holds move it; so does re-installing the same model (new counters, new feed), though
+    // the sequence number carries over.
+    engine.set_held(&lot, &spot(1), true, t(30));
+    let held = engine.version(&lot).unwrap();
+    assert_ne!(held, heard);
+    engine.install_lot(small_lot(), t(40));
+    let reloaded = engine.version(&lot).unwrap();
+    assert_ne!(reloaded, held);
+    assert_eq!(reloaded.seq, held.seq);
+    assert_eq!(engine.version(&LotId::parse("nope").unwrap()), None);
+}

@@ -292,6 +292,7 @@ impl RunningApp {
             LiveSettings {
                 heartbeat: Duration::from_secs(config.live.heartbeat_s),
                 max_clients: config.live.max_clients,
+                frame_interval: Duration::from_millis(config.live.frame_interval_ms),
                 ..LiveSettings::default()
             },
             &registry,

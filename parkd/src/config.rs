@@ -319,6 +319,10 @@ pub struct LiveConfig {
     pub heartbeat_s: u64,
     /// Most WebSocket clients at once (each costs a task and a socket).
     pub max_clients: usize,
+    /// Least time between two writes of deltas to one WebSocket client, in ms: changes
+    /// closer together leave in one write. Bounds the cost of a busy lot at clients x
+    /// 1000 / frame_interval_ms writes/s; 0 = a write per change.
+    pub frame_interval_ms: u64,
     /// Seconds between checks of the store for lots imported or changed by `parkd lot`.
     pub model_reload_s: u64,
     /// Publish each lot's counts as a retained MQTT message (`parking/v1/{lot}/availability`)
@@ -334,6 +338,7 @@ impl Default for LiveConfig {
             feed_capacity: 4_096,
             heartbeat_s: 10,
             max_clients: 20_000,
+            frame_interval_ms: 20,
             model_reload_s: 10,
             retained_availability_ms: 1_000,
         }

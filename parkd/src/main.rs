@@ -14,6 +14,11 @@ use parkd_core::garage::Lot;
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 use parkd_store::{Device, DeviceBinding};
 
+/// mimalloc instead of glibc's malloc: less CPU per request and far less memory kept after
+/// bursts (ARCHITECTURE.md, "Allocator"; bench/results/availability.md and scale.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "parkd", version, about = "Real-time parking platform")]
 struct Cli {
