@@ -99,7 +99,7 @@ fn read_threads() -> BTreeMap<u64, (String, u64)> {
 }
 
 /// `(comm, utime + stime)` from a `/proc/.../stat` line.
-fn parse_stat(stat: &str) -> Option<(String, u64)> {
+pub(crate) fn parse_stat(stat: &str) -> Option<(String, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let name = stat.get(open + 1..close)?.to_owned();

@@ -166,7 +166,7 @@ fn readyz_ok(addr: SocketAddr) -> bool {
     head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200")
 }
 
-fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     status
@@ -202,7 +202,7 @@ fn stop(child: &mut Child) {
     clippy::disallowed_methods,
     reason = "the demo benchmark is synchronous; no async worker to block"
 )]
-fn pause(duration: Duration) {
+pub(crate) fn pause(duration: Duration) {
     std::thread::sleep(duration);
 }
 

@@ -15,6 +15,8 @@ pub(crate) struct RunHeader {
     pub(crate) load_average: String,
     pub(crate) command: String,
     pub(crate) build: &'static str,
+    /// Set when the run was given a scheduling priority (see `bench/prio.sh`).
+    pub(crate) scheduling: Option<String>,
 }
 
 impl RunHeader {
@@ -39,6 +41,7 @@ impl RunHeader {
             } else {
                 "release"
             },
+            scheduling: scheduling(),
         }
     }
 
@@ -58,9 +61,38 @@ impl RunHeader {
             self.load_average
         );
         let _ = writeln!(out, "- Build: {}", self.build);
+        if let Some(scheduling) = &self.scheduling {
+            let _ = writeln!(out, "- Scheduling: {scheduling}");
+        }
         let _ = writeln!(out, "- Command: `{}`", self.command);
         out
     }
+}
+
+/// The process's nice value and its autogroup's, when either is not 0 (a run started through
+/// `bench/prio.sh` to get a dedicated machine's CPU share on a shared one).
+fn scheduling() -> Option<String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 19 (nice) is the 17th after the `(comm)`.
+    let nice: i64 = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .nth(16)?
+        .parse()
+        .ok()?;
+    let autogroup = read_trimmed("/proc/self/autogroup").and_then(|line| {
+        line.split_whitespace()
+            .last()
+            .and_then(|n| n.parse::<i64>().ok())
+    });
+    if nice == 0 && autogroup.unwrap_or(0) == 0 {
+        return None;
+    }
+    Some(format!(
+        "nice {nice}, scheduler autogroup nice {} (`bench/prio.sh`: a session of its own, \
+         ahead of other users' builds on this shared machine)",
+        autogroup.map_or("n/a".to_owned(), |n| n.to_string())
+    ))
 }
 
 fn read_trimmed(path: &str) -> Option<String> {

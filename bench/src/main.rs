@@ -5,16 +5,34 @@
 //!   accounted for; throughput from the first publish to the last commit; publish-to-commit
 //!   latency from exact, sorted samples; on PostgreSQL the raw `COPY` rate of the same rows.
 //! - `demo`: start-up time and idle memory of the release `parkd demo` binary.
+//! - `availability`: `GET /api/v1/lots/{lot}/availability` (and the other live reads) with
+//!   `wrk` against parkd on two worker threads, the demo simulator running.
+//! - `live-ws`: sensor publish over MQTT → WebSocket client receipt, N clients x R changes/s,
+//!   as a ladder of loads.
+//! - `scale`: 100,000 spots in one process: memory, availability read time against a
+//!   300-spot lot of the same shape, the engine's `tick`.
 //!
-//! Both print a Markdown report and can write it to a file (`--out`). See `bench/README.md`.
+//! Each prints a Markdown report and can write it to a file (`--out`). See `bench/README.md`.
 
+mod availability;
 mod cpu;
 mod demo;
+mod hist;
 mod ingest;
+mod live_ws;
 mod machine;
 mod pg;
+mod publish;
 mod report;
+mod scale;
+mod server;
 mod timed_store;
+mod wrk;
+
+/// The allocator the `parkd` binary uses, so that parkd measured in this process behaves as
+/// it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,7 +40,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// The parkd benchmark harness (ingest throughput and latency; demo start-up).
+/// The parkd benchmark harness (ingest throughput and latency; demo start-up; live occupancy).
 #[derive(Debug, Parser)]
 #[command(name = "parkd-bench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -36,6 +54,18 @@ struct Cli {
 enum Command {
     /// Start-up time to `/readyz` and idle RSS of the release `parkd demo` binary.
     Demo(DemoArgs),
+    /// Live REST reads (`GET /api/v1/lots/{lot}/availability` and others) with wrk.
+    Availability(AvailabilityArgs),
+    /// Sensor publish → WebSocket client receipt latency, N clients x R changes/s.
+    LiveWs(LiveWsArgs),
+    /// 100,000 spots in one process: memory, availability read time, tick.
+    Scale(ScaleArgs),
+    /// (Internal, used by `scale`) import a demo garage and register its sensors.
+    #[command(hide = true)]
+    SeedLot(SeedLotArgs),
+    /// (Internal, used by `scale`) N WebSocket clients read their first message at once.
+    #[command(hide = true)]
+    WsSnapshots(WsSnapshotsArgs),
 }
 
 /// A store backend to benchmark.
@@ -186,6 +216,146 @@ pub(crate) struct DemoArgs {
     pub(crate) allow_debug: bool,
 }
 
+/// The availability (REST read) benchmark.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AvailabilityArgs {
+    /// Worker threads of parkd's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) parkd_threads: usize,
+    /// wrk connections.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) connections: usize,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) wrk_threads: usize,
+    /// Length of each measured wrk run (whole seconds).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Length of the discarded wrk run before each measured one (0s: none).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Measured runs of the availability endpoint (the summary gives the median).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) repeats: usize,
+    /// Only the availability endpoint (not `/api/v1/lots`, `.../spots` and `/healthz`).
+    #[arg(long)]
+    pub(crate) skip_secondary: bool,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Run even in a debug build.
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
+}
+
+/// The WebSocket fan-out benchmark.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LiveWsArgs {
+    /// Steps of the ladder, CLIENTSxCHANGES_PER_S, comma-separated or repeated.
+    #[arg(
+        long = "steps",
+        value_delimiter = ',',
+        value_parser = live_ws::parse_step,
+        default_value = "1000x20,1000x50,1000x100,1000x200,1000x500,1000x1000,100x1000,100x2000,100x5000,100x10000"
+    )]
+    pub(crate) steps: Vec<live_ws::Step>,
+    /// Runs of each step.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) repeats: usize,
+    /// Spots in the lot (one registered sensor each).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) spots: u32,
+    /// Measured time of each step, after the warm-up.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Publishing before the measured window.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
+    /// MQTT connections of the publisher.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) publishers: usize,
+    /// parkd's `live.frame_interval_ms` (least time between two writes of deltas to one
+    /// client); the product's default if not given. 0 = a write per change.
+    #[arg(long)]
+    pub(crate) frame_interval_ms: Option<u64>,
+    /// Worker threads of parkd's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) parkd_threads: usize,
+    /// Worker threads of the load runtime (clients and publishers).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) load_threads: usize,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Run even in a debug build.
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
+}
+
+/// The 100,000-spot benchmark.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ScaleArgs {
+    /// Spots of the big lot (10 levels).
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) spots: u32,
+    /// Readings per second offered when every spot gets its reading.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub(crate) feed_rate: f64,
+    /// Worker threads of parkd's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) parkd_threads: usize,
+    /// wrk connections.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) connections: usize,
+    /// Length of each measured wrk run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Discarded wrk run before each measured one.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Rounds of reads (small lot, then big lot, each round).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) repeats: usize,
+    /// In-process `availability()` calls per round.
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) calls: usize,
+    /// Timed `tick` calls with every spot fresh.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) ticks: usize,
+    /// WebSocket clients of the big lot connecting at once (each gets a snapshot).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) ws_clients: usize,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Run even in a debug build.
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
+}
+
+/// `seed-lot`: `demo_garage(lot, levels, per_level)` into the SQLite store of `data_dir`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SeedLotArgs {
+    #[arg(long)]
+    pub(crate) data_dir: PathBuf,
+    #[arg(long)]
+    pub(crate) lot: String,
+    #[arg(long)]
+    pub(crate) levels: u32,
+    #[arg(long)]
+    pub(crate) per_level: u32,
+}
+
+/// `ws-snapshots`: `clients` WebSocket clients of `url` connect at once and read their
+/// first message; prints `clients bytes elapsed_ms`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct WsSnapshotsArgs {
+    #[arg(long)]
+    pub(crate) url: String,
+    #[arg(long)]
+    pub(crate) clients: usize,
+}
+
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     parkd_sim::duration::parse_duration(raw).map_err(|e| e.to_string())
 }
@@ -217,6 +387,23 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Demo(args)) => {
             check_profile(args.allow_debug)?;
             let markdown = demo::run(&args)?;
+            emit(&markdown, args.out.as_ref())
+        }
+        Some(Command::Availability(args)) => {
+            check_profile(args.allow_debug)?;
+            let markdown = availability::run(&args)?;
+            emit(&markdown, args.out.as_ref())
+        }
+        Some(Command::LiveWs(args)) => {
+            check_profile(args.allow_debug)?;
+            let markdown = live_ws::run(&args)?;
+            emit(&markdown, args.out.as_ref())
+        }
+        Some(Command::SeedLot(args)) => scale::seed_lot(&args),
+        Some(Command::WsSnapshots(args)) => scale::ws_snapshots_child(&args),
+        Some(Command::Scale(args)) => {
+            check_profile(args.allow_debug)?;
+            let markdown = scale::run(&args)?;
             emit(&markdown, args.out.as_ref())
         }
         None => {
