@@ -244,6 +244,12 @@ impl parkd_store::ReservationStore for TimedStore {
     async fn reservation(&self, id: &str) -> StoreResult<Option<parkd_store::ReservationRow>> {
         self.inner.reservation(id).await
     }
+    async fn reservation_by_code(
+        &self,
+        code: &str,
+    ) -> StoreResult<Option<parkd_store::ReservationRow>> {
+        self.inner.reservation_by_code(code).await
+    }
     async fn reservations_of(
         &self,
         user_id: &str,
@@ -321,6 +327,8 @@ impl parkd_store::IdempotencyStore for TimedStore {
         self.inner.purge_idempotent(before).await
     }
 }
+
+parkd_store::forward_gate_store!(impl[] for TimedStore, inner);
 
 #[async_trait]
 impl Store for TimedStore {

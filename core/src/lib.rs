@@ -21,6 +21,7 @@ pub mod allocation;
 pub mod clock;
 pub mod dedup;
 pub mod garage;
+pub mod gate;
 pub mod ids;
 pub mod payload;
 pub mod reservation;

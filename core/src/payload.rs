@@ -95,7 +95,7 @@ impl PayloadError {
     }
 }
 
-fn decode_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, PayloadError> {
+pub(crate) fn decode_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, PayloadError> {
     if bytes.len() > MAX_PAYLOAD_BYTES {
         return Err(PayloadError::Oversized(bytes.len()));
     }
@@ -138,7 +138,7 @@ fn check_battery(battery_mv: Option<u16>) -> Result<(), PayloadError> {
     }
 }
 
-fn check_ts(ts: Option<i64>) -> Result<(), PayloadError> {
+pub(crate) fn check_ts(ts: Option<i64>) -> Result<(), PayloadError> {
     match ts {
         Some(value) if value < 0 => Err(PayloadError::OutOfRange("ts")),
         _ => Ok(()),

@@ -410,6 +410,12 @@ impl<S: Store> parkd_store::ReservationStore for Flaky<S> {
     async fn reservation(&self, id: &str) -> StoreResult<Option<parkd_store::ReservationRow>> {
         self.inner.reservation(id).await
     }
+    async fn reservation_by_code(
+        &self,
+        code: &str,
+    ) -> StoreResult<Option<parkd_store::ReservationRow>> {
+        self.inner.reservation_by_code(code).await
+    }
     async fn reservations_of(
         &self,
         user_id: &str,
@@ -487,6 +493,8 @@ impl<S: Store> parkd_store::IdempotencyStore for Flaky<S> {
         self.inner.purge_idempotent(before).await
     }
 }
+
+parkd_store::forward_gate_store!(impl[S: Store] for Flaky<S>, inner);
 
 #[async_trait]
 impl<S: Store> Store for Flaky<S> {

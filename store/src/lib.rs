@@ -466,6 +466,8 @@ pub trait ReservationStore: Send + Sync {
     async fn create_reservation(&self, reservation: &ReservationRow) -> StoreResult<()>;
     /// One reservation.
     async fn reservation(&self, id: &str) -> StoreResult<Option<ReservationRow>>;
+    /// The reservation with this gate code.
+    async fn reservation_by_code(&self, code: &str) -> StoreResult<Option<ReservationRow>>;
     /// A driver's reservations, newest start first, at most `limit`.
     async fn reservations_of(&self, user_id: &str, limit: u32) -> StoreResult<Vec<ReservationRow>>;
     /// The reservations of a lot that hold their spot and overlap `[from, to)`.
@@ -500,6 +502,106 @@ pub trait ReservationStore: Send + Sync {
         started_before: DateTime<Utc>,
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<ReservationRow>>;
+}
+
+/// A parking session: one vehicle's stay in a lot, from entry to exit. Kept for the life of
+/// the transaction history (no retention policy touches it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkingSession {
+    /// Random id.
+    pub id: String,
+    /// Where.
+    pub lot: LotId,
+    /// The plate key (letters and digits) read at entry, if one was.
+    pub plate_key: Option<String>,
+    /// The plate as read.
+    pub plate: Option<String>,
+    /// What the vehicle was admitted as.
+    pub vehicle_type: VehicleType,
+    /// The reservation it entered on, if any (checked in with the session).
+    pub reservation_id: Option<String>,
+    /// The driver, when known (a reservation's or an app check-in's).
+    pub user_id: Option<String>,
+    /// The entry gate; `None` for an app check-in.
+    pub entry_gate: Option<GateId>,
+    /// The spot the platform assigned.
+    pub assigned_spot: Option<SpotId>,
+    /// The spot the sensors saw the vehicle park in.
+    pub sensed_spot: Option<SpotId>,
+    /// Entry time.
+    pub entered_at: DateTime<Utc>,
+    /// The exit gate; `None` for an app check-out or while open.
+    pub exit_gate: Option<GateId>,
+    /// Exit time; `None` while the vehicle is inside.
+    pub exited_at: Option<DateTime<Utc>>,
+    /// Seconds past the reservation's exit, measured at exit.
+    pub overstay_s: Option<i64>,
+}
+
+/// Gate decisions and parking sessions.
+#[async_trait]
+pub trait GateStore: Send + Sync {
+    /// The recorded answer (the command as sent) to a gate's request.
+    async fn gate_decision(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        request_id: &str,
+    ) -> StoreResult<Option<String>>;
+    /// Records the answer to a request. If an answer was recorded first (the same request
+    /// decided twice at once), that one is returned and nothing is written: the gate must get
+    /// one answer, whichever decision won.
+    async fn record_gate_decision(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        request_id: &str,
+        command: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<String>>;
+    /// Opens a session and, if it has a reservation, checks that in (confirmed to checked
+    /// in), atomically. [`StoreError::Conflict`] if the plate or the reservation already has
+    /// an open session in the lot, or the reservation is no longer confirmed.
+    async fn open_parking_session(
+        &self,
+        session: &ParkingSession,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// One session.
+    async fn parking_session(&self, id: &str) -> StoreResult<Option<ParkingSession>>;
+    /// The open session of a plate in a lot.
+    async fn open_parking_session_of_plate(
+        &self,
+        lot: &LotId,
+        plate_key: &str,
+    ) -> StoreResult<Option<ParkingSession>>;
+    /// The open session of a reservation.
+    async fn open_parking_session_of_reservation(
+        &self,
+        reservation_id: &str,
+    ) -> StoreResult<Option<ParkingSession>>;
+    /// A lot's open sessions, oldest entry first.
+    async fn open_parking_sessions(&self, lot: &LotId) -> StoreResult<Vec<ParkingSession>>;
+    /// Records where the sensors saw the session's vehicle park; `false` if the session is not
+    /// open.
+    async fn set_sensed_spot(&self, id: &str, spot: &SpotId) -> StoreResult<bool>;
+    /// Closes an open session and completes its reservation (checked in to completed),
+    /// atomically; `false` if the session was not open.
+    async fn close_parking_session(
+        &self,
+        id: &str,
+        exited_at: DateTime<Utc>,
+        exit_gate: Option<&GateId>,
+        overstay_s: Option<i64>,
+    ) -> StoreResult<bool>;
+    /// A lot's sessions that entered in `[from, to)`, newest first, at most `limit`.
+    async fn parking_sessions_between(
+        &self,
+        lot: &LotId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ParkingSession>>;
 }
 
 /// What [`IdempotencyStore::begin_idempotent`] found.
@@ -556,6 +658,7 @@ pub trait Store:
     + AccountStore
     + ReservationStore
     + IdempotencyStore
+    + GateStore
     + std::fmt::Debug
 {
     /// `"sqlite"` or `"postgres"`.
@@ -617,4 +720,100 @@ pub async fn open(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
             postgres::PostgresStore::open(url, *pool_size, *retention_days).await?,
         )),
     }
+}
+
+/// Implements [`GateStore`] for a wrapper by forwarding every call to one of its fields (test
+/// doubles and instrumented stores that change other traits only):
+/// `forward_gate_store!(impl[S: Store] for Wrapper<S>, inner);`. The caller needs the
+/// `async-trait` crate.
+#[macro_export]
+macro_rules! forward_gate_store {
+    (impl[$($generics:tt)*] for $ty:ty, $field:ident) => {
+        #[::async_trait::async_trait]
+        impl<$($generics)*> $crate::GateStore for $ty {
+            async fn gate_decision(
+                &self,
+                lot: &::parkd_core::ids::LotId,
+                gate: &::parkd_core::ids::GateId,
+                request_id: &str,
+            ) -> $crate::StoreResult<Option<String>> {
+                self.$field.gate_decision(lot, gate, request_id).await
+            }
+            async fn record_gate_decision(
+                &self,
+                lot: &::parkd_core::ids::LotId,
+                gate: &::parkd_core::ids::GateId,
+                request_id: &str,
+                command: &str,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<Option<String>> {
+                self.$field
+                    .record_gate_decision(lot, gate, request_id, command, at)
+                    .await
+            }
+            async fn open_parking_session(
+                &self,
+                session: &$crate::ParkingSession,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<()> {
+                self.$field.open_parking_session(session, at).await
+            }
+            async fn parking_session(
+                &self,
+                id: &str,
+            ) -> $crate::StoreResult<Option<$crate::ParkingSession>> {
+                self.$field.parking_session(id).await
+            }
+            async fn open_parking_session_of_plate(
+                &self,
+                lot: &::parkd_core::ids::LotId,
+                plate_key: &str,
+            ) -> $crate::StoreResult<Option<$crate::ParkingSession>> {
+                self.$field.open_parking_session_of_plate(lot, plate_key).await
+            }
+            async fn open_parking_session_of_reservation(
+                &self,
+                reservation_id: &str,
+            ) -> $crate::StoreResult<Option<$crate::ParkingSession>> {
+                self.$field
+                    .open_parking_session_of_reservation(reservation_id)
+                    .await
+            }
+            async fn open_parking_sessions(
+                &self,
+                lot: &::parkd_core::ids::LotId,
+            ) -> $crate::StoreResult<Vec<$crate::ParkingSession>> {
+                self.$field.open_parking_sessions(lot).await
+            }
+            async fn set_sensed_spot(
+                &self,
+                id: &str,
+                spot: &::parkd_core::ids::SpotId,
+            ) -> $crate::StoreResult<bool> {
+                self.$field.set_sensed_spot(id, spot).await
+            }
+            async fn close_parking_session(
+                &self,
+                id: &str,
+                exited_at: ::chrono::DateTime<::chrono::Utc>,
+                exit_gate: Option<&::parkd_core::ids::GateId>,
+                overstay_s: Option<i64>,
+            ) -> $crate::StoreResult<bool> {
+                self.$field
+                    .close_parking_session(id, exited_at, exit_gate, overstay_s)
+                    .await
+            }
+            async fn parking_sessions_between(
+                &self,
+                lot: &::parkd_core::ids::LotId,
+                from: ::chrono::DateTime<::chrono::Utc>,
+                to: ::chrono::DateTime<::chrono::Utc>,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::ParkingSession>> {
+                self.$field
+                    .parking_sessions_between(lot, from, to, limit)
+                    .await
+            }
+        }
+    };
 }

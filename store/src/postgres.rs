@@ -73,9 +73,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "idempotency",
         sql: include_str!("../../sql/postgres/0007_idempotency.sql"),
     },
+    Migration {
+        version: 8,
+        name: "gates",
+        sql: include_str!("../../sql/postgres/0008_gates.sql"),
+    },
 ];
 
 mod accounts;
+mod gates;
 mod idempotency;
 mod reservations;
 

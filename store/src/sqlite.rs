@@ -62,9 +62,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "idempotency",
         sql: include_str!("../../sql/sqlite/0006_idempotency.sql"),
     },
+    Migration {
+        version: 7,
+        name: "gates",
+        sql: include_str!("../../sql/sqlite/0007_gates.sql"),
+    },
 ];
 
 mod accounts;
+mod gates;
 mod idempotency;
 mod reservations;
 

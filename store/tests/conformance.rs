@@ -18,9 +18,9 @@ use parkd_core::reservation::ReservationState;
 use parkd_core::vehicle::VehicleType;
 use parkd_store::postgres::PostgresStore;
 use parkd_store::{
-    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, IdempotencyBegin, ReservationRow,
-    SessionRow, SpotLatest, SpotReading, StatusChange, Store, StoreConfig, StoreError,
-    TelemetryBatch, User, VehicleRow, testing,
+    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, IdempotencyBegin, ParkingSession,
+    ReservationRow, SessionRow, SpotLatest, SpotReading, StatusChange, Store, StoreConfig,
+    StoreError, TelemetryBatch, User, VehicleRow, testing,
 };
 
 macro_rules! conformance {
@@ -45,6 +45,9 @@ macro_rules! conformance {
 }
 
 conformance!(
+    gate_decisions_are_recorded_once,
+    parking_sessions_check_reservations_in_and_out,
+    one_open_session_per_plate_and_reservation,
     identifies_itself_and_answers_ping,
     migrations_are_idempotent,
     device_registry_round_trip,
@@ -1514,4 +1517,243 @@ async fn idempotency_keys(h: &Harness) {
     ));
     assert_eq!(store.purge_idempotent(t(3)).await.unwrap(), 3);
     assert_eq!(begin("k1", 9).await, IdempotencyBegin::Started, "forgotten");
+}
+
+fn parking(
+    id: &str,
+    plate_key: Option<&str>,
+    reservation_id: Option<&str>,
+    secs: i64,
+) -> ParkingSession {
+    ParkingSession {
+        id: id.into(),
+        lot: lot("garage-a"),
+        plate_key: plate_key.map(Into::into),
+        plate: plate_key.map(Into::into),
+        vehicle_type: VehicleType::Car,
+        reservation_id: reservation_id.map(Into::into),
+        user_id: None,
+        entry_gate: Some(GateId::parse("in-1").unwrap()),
+        assigned_spot: Some(spot("s1")),
+        sensed_spot: None,
+        entered_at: t(secs),
+        exit_gate: None,
+        exited_at: None,
+        overstay_s: None,
+    }
+}
+
+async fn gate_decisions_are_recorded_once(h: &Harness) {
+    let store = h.store();
+    let (l, g) = (lot("garage-a"), GateId::parse("in-1").unwrap());
+    assert_eq!(store.gate_decision(&l, &g, "r-1").await.unwrap(), None);
+    assert_eq!(
+        store
+            .record_gate_decision(&l, &g, "r-1", r#"{"action":"open"}"#, t(1))
+            .await
+            .unwrap(),
+        None
+    );
+    // A second decision of the same request gets the first one back, and changes nothing.
+    assert_eq!(
+        store
+            .record_gate_decision(&l, &g, "r-1", r#"{"action":"deny"}"#, t(2))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"action":"open"}"#)
+    );
+    assert_eq!(
+        store.gate_decision(&l, &g, "r-1").await.unwrap().as_deref(),
+        Some(r#"{"action":"open"}"#)
+    );
+    // Request ids are per gate.
+    let other = GateId::parse("in-2").unwrap();
+    assert_eq!(store.gate_decision(&l, &other, "r-1").await.unwrap(), None);
+    // Racing duplicates: exactly one wins, all see the winner.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = h.store.clone();
+        let (l, g) = (l.clone(), g.clone());
+        tasks.push(tokio::spawn(async move {
+            let mine = format!("{{\"n\":{i}}}");
+            let earlier = store
+                .record_gate_decision(&l, &g, "race", &mine, t(3))
+                .await
+                .unwrap();
+            earlier.unwrap_or(mine)
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers.dedup();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+}
+
+async fn parking_sessions_check_reservations_in_and_out(h: &Harness) {
+    let store = h.store();
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_reservation(&reservation("res-1", "s1", 10, 70))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .reservation_by_code("Cres-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "res-1"
+    );
+    assert!(store.reservation_by_code("nope").await.unwrap().is_none());
+
+    let session = parking("p-1", Some("BAB123"), Some("res-1"), 600);
+    store.open_parking_session(&session, t(600)).await.unwrap();
+    let checked_in = store.reservation("res-1").await.unwrap().unwrap();
+    assert_eq!(checked_in.state, ReservationState::CheckedIn);
+    assert_eq!(
+        store.parking_session("p-1").await.unwrap().unwrap(),
+        session
+    );
+    assert_eq!(
+        store
+            .open_parking_session_of_plate(&lot("garage-a"), "BAB123")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "p-1"
+    );
+    assert_eq!(
+        store
+            .open_parking_session_of_reservation("res-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "p-1"
+    );
+    assert!(store.set_sensed_spot("p-1", &spot("s2")).await.unwrap());
+    assert_eq!(
+        store.open_parking_sessions(&lot("garage-a")).await.unwrap()[0].sensed_spot,
+        Some(spot("s2"))
+    );
+
+    let exit_gate = GateId::parse("out-1").unwrap();
+    assert!(
+        store
+            .close_parking_session("p-1", t(4500), Some(&exit_gate), Some(300))
+            .await
+            .unwrap()
+    );
+    // Closing twice does nothing; a closed session takes no sensed spot.
+    assert!(
+        !store
+            .close_parking_session("p-1", t(4600), None, None)
+            .await
+            .unwrap()
+    );
+    assert!(!store.set_sensed_spot("p-1", &spot("s3")).await.unwrap());
+    let closed = store.parking_session("p-1").await.unwrap().unwrap();
+    assert_eq!(closed.exited_at, Some(t(4500)));
+    assert_eq!(closed.exit_gate, Some(exit_gate));
+    assert_eq!(closed.overstay_s, Some(300));
+    assert_eq!(
+        store.reservation("res-1").await.unwrap().unwrap().state,
+        ReservationState::Completed
+    );
+    assert!(
+        store
+            .open_parking_sessions(&lot("garage-a"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .open_parking_session_of_plate(&lot("garage-a"), "BAB123")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A completed reservation cannot be checked in again, and nothing is half-written.
+    let again = parking("p-2", Some("OTHER1"), Some("res-1"), 5000);
+    assert!(matches!(
+        store.open_parking_session(&again, t(5000)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.parking_session("p-2").await.unwrap().is_none());
+
+    // History, newest first.
+    store
+        .open_parking_session(&parking("p-3", Some("WALK1"), None, 6000), t(6000))
+        .await
+        .unwrap();
+    let history = store
+        .parking_sessions_between(&lot("garage-a"), t(0), t(10_000), 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = history.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["p-3", "p-1"]);
+}
+
+async fn one_open_session_per_plate_and_reservation(h: &Harness) {
+    let store = h.store();
+    store
+        .open_parking_session(&parking("a", Some("XY1"), None, 10), t(10))
+        .await
+        .unwrap();
+    // The same plate again while inside: refused (anti-passback), also when racing.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .open_parking_session(&parking(&format!("b{i}"), Some("XY1"), None, 20), t(20))
+                .await
+        }));
+    }
+    for task in tasks {
+        assert!(matches!(task.await.unwrap(), Err(StoreError::Conflict(_))));
+    }
+    // Sessions without a plate (app check-in) do not collide; after exit the plate may enter.
+    store
+        .open_parking_session(&parking("c", None, None, 30), t(30))
+        .await
+        .unwrap();
+    store
+        .open_parking_session(&parking("d", None, None, 31), t(31))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .close_parking_session("a", t(40), None, None)
+            .await
+            .unwrap()
+    );
+    store
+        .open_parking_session(&parking("e", Some("XY1"), None, 50), t(50))
+        .await
+        .unwrap();
+    // A reservation that is not confirmed is never checked in.
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    let mut cancelled = reservation("res-c", "s9", 0, 60);
+    cancelled.state = ReservationState::Cancelled;
+    store.create_reservation(&cancelled).await.unwrap();
+    assert!(matches!(
+        store
+            .open_parking_session(&parking("f", Some("ZZ9"), Some("res-c"), 60), t(60))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
 }

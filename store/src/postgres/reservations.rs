@@ -99,6 +99,17 @@ impl ReservationStore for PostgresStore {
         row.as_ref().map(row_from).transpose()
     }
 
+    async fn reservation_by_code(&self, code: &str) -> StoreResult<Option<ReservationRow>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {COLUMNS} FROM reservations WHERE code = $1");
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let row = client
+            .query_opt(&statement, &[&code])
+            .await
+            .map_err(pg_err)?;
+        row.as_ref().map(row_from).transpose()
+    }
+
     async fn reservations_of(&self, user_id: &str, limit: u32) -> StoreResult<Vec<ReservationRow>> {
         let client = self.client().await?;
         let sql = format!(

@@ -133,6 +133,15 @@ impl ReservationStore for SqliteStore {
         .await
     }
 
+    async fn reservation_by_code(&self, code: &str) -> StoreResult<Option<ReservationRow>> {
+        let code = code.to_owned();
+        self.read(move |conn| {
+            let sql = format!("SELECT {COLUMNS} FROM reservations WHERE code = ?1");
+            Ok(query(conn, &sql, [code])?.pop())
+        })
+        .await
+    }
+
     async fn reservations_of(&self, user_id: &str, limit: u32) -> StoreResult<Vec<ReservationRow>> {
         let user_id = user_id.to_owned();
         self.read(move |conn| {

@@ -1,0 +1,266 @@
+//! Gate decisions and parking sessions on PostgreSQL. The partial unique indexes make a second
+//! open session of one plate or reservation impossible whatever the concurrency; opening with a
+//! reservation checks it in in the same transaction, closing completes it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parkd_core::ids::{GateId, LotId, SpotId};
+use tokio_postgres::Row;
+
+use super::{PostgresStore, col, pg_err};
+use crate::common::{parse_id, parse_vehicle_type};
+use crate::{GateStore, ParkingSession, StoreError, StoreResult};
+
+const COLUMNS: &str = "session_id, lot_id, plate_key, plate, vehicle_type, reservation_id, \
+                       user_id, entry_gate, assigned_spot, sensed_spot, entered_at, exit_gate, \
+                       exited_at, overstay_s";
+
+fn row_from(row: &Row) -> StoreResult<ParkingSession> {
+    const T: &str = "parking_sessions";
+    let spot = |i: usize, name: &'static str| -> StoreResult<Option<SpotId>> {
+        col::<Option<&str>>(row, i, T)?
+            .map(|raw| parse_id(T, name, raw, SpotId::parse))
+            .transpose()
+    };
+    let gate = |i: usize, name: &'static str| -> StoreResult<Option<GateId>> {
+        col::<Option<&str>>(row, i, T)?
+            .map(|raw| parse_id(T, name, raw, GateId::parse))
+            .transpose()
+    };
+    Ok(ParkingSession {
+        id: col(row, 0, T)?,
+        lot: parse_id(T, "lot_id", col(row, 1, T)?, LotId::parse)?,
+        plate_key: col(row, 2, T)?,
+        plate: col(row, 3, T)?,
+        vehicle_type: parse_vehicle_type(col(row, 4, T)?)?,
+        reservation_id: col(row, 5, T)?,
+        user_id: col(row, 6, T)?,
+        entry_gate: gate(7, "entry_gate")?,
+        assigned_spot: spot(8, "assigned_spot")?,
+        sensed_spot: spot(9, "sensed_spot")?,
+        entered_at: col(row, 10, T)?,
+        exit_gate: gate(11, "exit_gate")?,
+        exited_at: col(row, 12, T)?,
+        overstay_s: col(row, 13, T)?,
+    })
+}
+
+impl PostgresStore {
+    async fn sessions_where(
+        &self,
+        condition: &str,
+        args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<Vec<ParkingSession>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {COLUMNS} FROM parking_sessions WHERE {condition}");
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let rows = client.query(&statement, args).await.map_err(pg_err)?;
+        rows.iter().map(row_from).collect()
+    }
+}
+
+#[async_trait]
+impl GateStore for PostgresStore {
+    async fn gate_decision(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        request_id: &str,
+    ) -> StoreResult<Option<String>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT command FROM gate_decisions
+                 WHERE lot_id = $1 AND gate_id = $2 AND request_id = $3",
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = client
+            .query_opt(&statement, &[&lot.as_str(), &gate.as_str(), &request_id])
+            .await
+            .map_err(pg_err)?;
+        row.map(|row| col(&row, 0, "gate_decisions")).transpose()
+    }
+
+    async fn record_gate_decision(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        request_id: &str,
+        command: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<String>> {
+        let client = self.client().await?;
+        // Insert, or on a racing duplicate read the one that won: a single round trip.
+        let statement = client
+            .prepare_cached(
+                "WITH inserted AS (
+                     INSERT INTO gate_decisions (lot_id, gate_id, request_id, command, decided_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (lot_id, gate_id, request_id) DO NOTHING
+                     RETURNING 1
+                 )
+                 SELECT command FROM gate_decisions
+                 WHERE lot_id = $1 AND gate_id = $2 AND request_id = $3
+                   AND NOT EXISTS (SELECT 1 FROM inserted)",
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[&lot.as_str(), &gate.as_str(), &request_id, &command, &at],
+            )
+            .await
+            .map_err(pg_err)?;
+        row.map(|row| col(&row, 0, "gate_decisions")).transpose()
+    }
+
+    async fn open_parking_session(&self, s: &ParkingSession, at: DateTime<Utc>) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        if let Some(reservation) = &s.reservation_id {
+            let moved = tx
+                .execute(
+                    "UPDATE reservations SET state = 'checked_in', updated_at = $2
+                     WHERE reservation_id = $1 AND state = 'confirmed'",
+                    &[reservation, &at],
+                )
+                .await
+                .map_err(pg_err)?;
+            if moved != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "reservation {reservation} is not confirmed"
+                )));
+            }
+        }
+        let sql = format!(
+            "INSERT INTO parking_sessions ({COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
+        tx.execute(
+            &sql,
+            &[
+                &s.id,
+                &s.lot.as_str(),
+                &s.plate_key,
+                &s.plate,
+                &s.vehicle_type.as_str(),
+                &s.reservation_id,
+                &s.user_id,
+                &s.entry_gate.as_ref().map(GateId::as_str),
+                &s.assigned_spot.as_ref().map(SpotId::as_str),
+                &s.sensed_spot.as_ref().map(SpotId::as_str),
+                &s.entered_at,
+                &s.exit_gate.as_ref().map(GateId::as_str),
+                &s.exited_at,
+                &s.overstay_s,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn parking_session(&self, id: &str) -> StoreResult<Option<ParkingSession>> {
+        Ok(self.sessions_where("session_id = $1", &[&id]).await?.pop())
+    }
+
+    async fn open_parking_session_of_plate(
+        &self,
+        lot: &LotId,
+        plate_key: &str,
+    ) -> StoreResult<Option<ParkingSession>> {
+        Ok(self
+            .sessions_where(
+                "lot_id = $1 AND plate_key = $2 AND exited_at IS NULL",
+                &[&lot.as_str(), &plate_key],
+            )
+            .await?
+            .pop())
+    }
+
+    async fn open_parking_session_of_reservation(
+        &self,
+        reservation_id: &str,
+    ) -> StoreResult<Option<ParkingSession>> {
+        Ok(self
+            .sessions_where(
+                "reservation_id = $1 AND exited_at IS NULL",
+                &[&reservation_id],
+            )
+            .await?
+            .pop())
+    }
+
+    async fn open_parking_sessions(&self, lot: &LotId) -> StoreResult<Vec<ParkingSession>> {
+        self.sessions_where(
+            "lot_id = $1 AND exited_at IS NULL ORDER BY entered_at, session_id",
+            &[&lot.as_str()],
+        )
+        .await
+    }
+
+    async fn set_sensed_spot(&self, id: &str, spot: &SpotId) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                "UPDATE parking_sessions SET sensed_spot = $2
+                 WHERE session_id = $1 AND exited_at IS NULL",
+                &[&id, &spot.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(changed == 1)
+    }
+
+    async fn close_parking_session(
+        &self,
+        id: &str,
+        exited_at: DateTime<Utc>,
+        exit_gate: Option<&GateId>,
+        overstay_s: Option<i64>,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let closed = tx
+            .query_opt(
+                "UPDATE parking_sessions SET exited_at = $2, exit_gate = $3, overstay_s = $4
+                 WHERE session_id = $1 AND exited_at IS NULL
+                 RETURNING reservation_id",
+                &[&id, &exited_at, &exit_gate.map(GateId::as_str), &overstay_s],
+            )
+            .await
+            .map_err(pg_err)?;
+        let Some(closed) = closed else {
+            return Ok(false);
+        };
+        let reservation: Option<String> = col(&closed, 0, "parking_sessions")?;
+        if let Some(reservation) = reservation {
+            tx.execute(
+                "UPDATE reservations SET state = 'completed', updated_at = $2
+                 WHERE reservation_id = $1 AND state = 'checked_in'",
+                &[&reservation, &exited_at],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(true)
+    }
+
+    async fn parking_sessions_between(
+        &self,
+        lot: &LotId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ParkingSession>> {
+        self.sessions_where(
+            "lot_id = $1 AND entered_at >= $2 AND entered_at < $3
+             ORDER BY entered_at DESC, session_id LIMIT $4",
+            &[&lot.as_str(), &from, &to, &i64::from(limit)],
+        )
+        .await
+    }
+}
