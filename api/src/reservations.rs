@@ -699,9 +699,13 @@ fn check_exit(
 /// Marks overdue reservations as no-shows and makes live availability show the spots of
 /// reservations starting within `hold_window` as held (and releases the others). Returns the
 /// no-shows. Run about every 30 s by the binary; tests call it with a manual clock.
+///
+/// `also_held` are further spots to keep held per lot (cars that entered through a gate and
+/// have not been seen parking in their assigned spot yet).
 pub async fn sweep(
     state: &ApiState,
     hold_window: Duration,
+    also_held: &HashMap<LotId, Vec<SpotId>>,
 ) -> Result<Vec<ReservationRow>, StoreError> {
     let store = state.accounts.store();
     let now = state.accounts.now();
@@ -731,6 +735,7 @@ pub async fn sweep(
                 ) && r.starts_at - hold_window <= now
             })
             .map(|r| &r.spot)
+            .chain(also_held.get(&lot).into_iter().flatten())
             .collect();
         for spot in &model.spots {
             engine.set_held(&lot, &spot.id, held.contains(&spot.id), now);

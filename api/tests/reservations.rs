@@ -189,7 +189,7 @@ async fn holds_and_no_shows(s: Server) {
     .await;
     assert_eq!(made.status, 201, "{}", made.body);
     let hold = Duration::minutes(30);
-    parkd_api::reservations::sweep(&s.state, hold)
+    parkd_api::reservations::sweep(&s.state, hold, &Default::default())
         .await
         .unwrap();
     assert_eq!(
@@ -198,7 +198,7 @@ async fn holds_and_no_shows(s: Server) {
         "too early"
     );
     s.clock.advance(Duration::minutes(31));
-    parkd_api::reservations::sweep(&s.state, hold)
+    parkd_api::reservations::sweep(&s.state, hold, &Default::default())
         .await
         .unwrap();
     assert_eq!(s.engine.spot(&lot, &spot).unwrap().state, SpotState::Held);
@@ -209,7 +209,7 @@ async fn holds_and_no_shows(s: Server) {
     assert_eq!(availability.body["by_vehicle"]["car"]["free"], 0);
     // Start (60 min) plus grace (30 min) passes without a check-in.
     s.clock.advance(Duration::minutes(60));
-    let no_shows = parkd_api::reservations::sweep(&s.state, hold)
+    let no_shows = parkd_api::reservations::sweep(&s.state, hold, &Default::default())
         .await
         .unwrap();
     assert_eq!(no_shows.len(), 1);

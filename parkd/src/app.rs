@@ -25,11 +25,13 @@ use parkd_broker::external::ExternalSettings;
 use parkd_broker::metrics::BrokerMetrics;
 use parkd_core::clock::{Clock, SystemClock};
 use parkd_core::ids::LotId;
-use parkd_core::topic::SPOT_FILTER;
+use parkd_core::topic::{GATE_FILTER, SPOT_FILTER};
+use parkd_gates::mqtt::{CommandOut, EmbeddedCommands, GateSink, GateStates};
+use parkd_gates::{GateMetrics, GateService, NoCharge};
 use parkd_ingest::{DeviceIndex, Ingest, IngestMetrics, IngestSettings};
 use parkd_occupancy::OccupancyEngine;
 use parkd_store::{Store, StoreConfig};
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -128,6 +130,10 @@ pub struct RunningApp {
     simulator: Option<(CancellationToken, JoinHandle<()>)>,
     link_stop: CancellationToken,
     link: Option<std::thread::JoinHandle<()>>,
+    gate_link: Option<std::thread::JoinHandle<()>>,
+    gate_commands: Option<Arc<EmbeddedCommands>>,
+    gates: Arc<GateService>,
+    gate_states: Arc<GateStates>,
     external: Option<Arc<JoinHandle<()>>>,
     ingest_stop: CancellationToken,
     ingest: Ingest,
@@ -278,6 +284,53 @@ impl RunningApp {
         };
         let broker = Arc::new(broker);
 
+        // Gates: requests in through a link of their own, commands out through another.
+        let gates = Arc::new(GateService::new(
+            store.clone(),
+            engine.clone(),
+            clock.clone(),
+            config.gate_settings(),
+            Arc::new(NoCharge),
+            GateMetrics::new(&registry)?,
+        ));
+        let gate_states = Arc::new(GateStates::default());
+        let gate_dropped = IntCounterVec::new(
+            Opts::new(
+                "parkd_gate_dropped_total",
+                "Gate requests dropped before a decision (queue full) and commands not sent",
+            ),
+            &["stage"],
+        )?;
+        registry.register(Box::new(gate_dropped.clone()))?;
+        let (gate_sink, gate_rx) = GateSink::new(
+            config.gates.queue_capacity,
+            gate_dropped.with_label_values(&["queue"]),
+        );
+        let (gate_link, gate_commands) = match broker.as_ref() {
+            BrokerHandle::Embedded(embedded) => {
+                let link = embedded
+                    .subscribe(
+                        "gates",
+                        &[GATE_FILTER],
+                        Arc::new(gate_sink),
+                        clock.clone(),
+                        link_stop.clone(),
+                    )
+                    .await?;
+                let commands = EmbeddedCommands::start(
+                    embedded.publisher("gate-commands").await?,
+                    gate_dropped.with_label_values(&["command"]),
+                )?;
+                (Some(link), Some(Arc::new(commands)))
+            }
+            BrokerHandle::External(_) => {
+                tracing::warn!(
+                    "gate requests are answered with the embedded broker only (docs/gates.md)"
+                );
+                (None, None)
+            }
+        };
+
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
@@ -337,8 +390,25 @@ impl RunningApp {
             background_stop.clone(),
         ));
         background.spawn(sweep_limiter(accounts.clone(), background_stop.clone()));
+        if let Some(commands) = &gate_commands {
+            let out: Arc<dyn CommandOut> = commands.clone();
+            background.spawn(parkd_gates::mqtt::run(
+                gates.clone(),
+                gate_rx,
+                out,
+                gate_states.clone(),
+                background_stop.clone(),
+            ));
+        }
+        background.spawn(parkd_gates::mqtt::watch_arrivals(
+            gates.clone(),
+            engine.clone(),
+            Duration::from_secs(config.live.model_reload_s),
+            background_stop.clone(),
+        ));
         background.spawn(sweep_reservations(
             api_state,
+            gates.clone(),
             chrono::Duration::minutes(i64::from(config.reservations.hold_window_min)),
             Duration::from_secs(config.reservations.sweep_every_s),
             background_stop.clone(),
@@ -411,6 +481,10 @@ impl RunningApp {
             simulator,
             link_stop,
             link,
+            gate_link,
+            gate_commands,
+            gates,
+            gate_states,
             external,
             ingest_stop,
             ingest,
@@ -452,6 +526,16 @@ impl RunningApp {
         self.engine.clone()
     }
 
+    /// The gate rules.
+    pub fn gates(&self) -> Arc<GateService> {
+        self.gates.clone()
+    }
+
+    /// What the gates last said.
+    pub fn gate_states(&self) -> Arc<GateStates> {
+        self.gate_states.clone()
+    }
+
     /// Stops everything in order; returns when ingest has committed what it had.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         if let Some((stop, task)) = self.simulator {
@@ -462,7 +546,7 @@ impl RunningApp {
             broker.shutdown();
         }
         self.link_stop.cancel();
-        if let Some(link) = self.link {
+        for link in [self.link, self.gate_link].into_iter().flatten() {
             tokio::task::spawn_blocking(move || link.join()).await.ok();
         }
         if let Some(external) = self.external {
@@ -478,6 +562,11 @@ impl RunningApp {
         self.http.await??;
         self.background_stop.cancel();
         self.background.wait().await;
+        if let Some(commands) = self.gate_commands {
+            tokio::task::spawn_blocking(move || commands.stop())
+                .await
+                .ok();
+        }
         tracing::info!("parkd stopped");
         Ok(())
     }
@@ -499,6 +588,7 @@ async fn store_health(store: Arc<dyn Store>, up: IntGauge, stop: CancellationTok
 /// idempotency keys older than a day.
 async fn sweep_reservations(
     state: ApiState,
+    gates: Arc<GateService>,
     hold_window: chrono::Duration,
     every: Duration,
     stop: CancellationToken,
@@ -510,7 +600,16 @@ async fn sweep_reservations(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(error) = parkd_api::reservations::sweep(&state, hold_window).await {
+        let mut awaiting = std::collections::HashMap::new();
+        for lot in state.live.engine().lot_ids() {
+            match gates.awaiting_arrival(&lot).await {
+                Ok(spots) => {
+                    awaiting.insert(lot, spots);
+                }
+                Err(error) => tracing::warn!(%lot, %error, "reading open parking sessions failed"),
+            }
+        }
+        if let Err(error) = parkd_api::reservations::sweep(&state, hold_window, &awaiting).await {
             tracing::warn!(%error, "reservation sweep failed");
         }
         let day_ago = state.accounts.now() - chrono::Duration::days(1);

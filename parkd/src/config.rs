@@ -110,6 +110,8 @@ pub struct ParkdConfig {
     pub auth: AuthConfig,
     /// Reservations.
     pub reservations: ReservationsConfig,
+    /// Barrier gates.
+    pub gates: GatesConfig,
     /// Logging.
     pub log: LogConfig,
     /// The built-in simulator of `parkd demo`.
@@ -127,6 +129,7 @@ impl Default for ParkdConfig {
             live: LiveConfig::default(),
             auth: AuthConfig::default(),
             reservations: ReservationsConfig::default(),
+            gates: GatesConfig::default(),
             log: LogConfig::default(),
             demo: DemoConfig::default(),
         }
@@ -420,6 +423,37 @@ impl Default for ReservationsConfig {
     }
 }
 
+/// `[gates]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatesConfig {
+    /// A plate read with less confidence (0 to 1) counts as unread.
+    pub min_plate_confidence: f64,
+    /// A request whose timestamp is older than this many seconds is denied as stale.
+    pub max_request_age_s: u64,
+    /// Minutes before its expected entry from which a reservation admits its vehicle.
+    pub early_entry_min: u32,
+    /// Hours a walk-in is assumed to stay when its spot is chosen.
+    pub walk_in_stay_h: u32,
+    /// Minutes an assigned spot stays held for a car that entered and was not seen parking.
+    pub arrival_timeout_min: u32,
+    /// Requests that may wait for a decision; beyond, they are dropped (gates repeat them).
+    pub queue_capacity: usize,
+}
+
+impl Default for GatesConfig {
+    fn default() -> Self {
+        Self {
+            min_plate_confidence: 0.8,
+            max_request_age_s: 60,
+            early_entry_min: 30,
+            walk_in_stay_h: 3,
+            arrival_timeout_min: 20,
+            queue_capacity: 1024,
+        }
+    }
+}
+
 /// `[demo]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -554,6 +588,18 @@ impl ParkdConfig {
                  sweep_every_s above zero, min_duration_min <= max_duration_h * 60",
             );
         }
+        let g = &self.gates;
+        if !(0.0..=1.0).contains(&g.min_plate_confidence)
+            || g.max_request_age_s == 0
+            || g.walk_in_stay_h == 0
+            || g.arrival_timeout_min == 0
+            || g.queue_capacity == 0
+        {
+            return invalid(
+                "gates: min_plate_confidence in [0, 1]; max_request_age_s, walk_in_stay_h, \
+                 arrival_timeout_min and queue_capacity above zero",
+            );
+        }
         if self.demo.spots == 0 || self.demo.spots > 100_000 {
             return invalid("demo.spots must be in [1, 100000]");
         }
@@ -582,6 +628,21 @@ impl ParkdConfig {
             max_duration: chrono::Duration::hours(i64::from(r.max_duration_h)),
             max_advance: chrono::Duration::days(i64::from(r.max_advance_days)),
             grace: chrono::Duration::minutes(i64::from(r.grace_min)),
+        }
+    }
+
+    /// The gate rules' settings.
+    pub fn gate_settings(&self) -> parkd_gates::GateSettings {
+        let g = &self.gates;
+        parkd_gates::GateSettings {
+            min_plate_confidence: g.min_plate_confidence,
+            max_request_age: chrono::Duration::seconds(
+                i64::try_from(g.max_request_age_s).unwrap_or(i64::MAX / 1000),
+            ),
+            early_entry: chrono::Duration::minutes(i64::from(g.early_entry_min)),
+            walk_in_stay: chrono::Duration::hours(i64::from(g.walk_in_stay_h)),
+            arrival_timeout: chrono::Duration::minutes(i64::from(g.arrival_timeout_min)),
+            ..parkd_gates::GateSettings::default()
         }
     }
 

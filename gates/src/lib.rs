@@ -1,0 +1,823 @@
+//! Barrier gates: what to answer a vehicle at a barrier, and the parking sessions that
+//! follow.
+//!
+//! [`GateService::handle_request`] turns a gate's request payload into the one
+//! [`GateCommand`] the gate gets for it: decoded strictly, answered even when refused, the
+//! same answer for a repeated request id (recorded in the store before it is sent), and a
+//! deny with a reason rather than silence when the database is down. [`mqtt`] connects it to
+//! the broker.
+//!
+//! Entry: a valid reservation (by code, else by plate) admits and checks it in; otherwise a
+//! walk-in is admitted only if a spot that fits the vehicle is free in live availability (which
+//! already excludes spots held for upcoming reservations), and the allocation rule assigns
+//! one. Exit: the vehicle's open session is closed (a tariff-less lot charges nothing until
+//! payments exist: [`ExitCharge`] is the seam), its reservation completed and the overstay
+//! measured. The assigned spot is held in live availability until the sensors see the car
+//! park (`GateService::awaiting_arrival`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use dashmap::DashMap;
+use parkd_core::account::Plate;
+use parkd_core::allocation::{Candidate, Interval, Policy, Request, Timeline, allocate};
+use parkd_core::clock::Clock;
+use parkd_core::garage::Lot;
+use parkd_core::gate::{
+    Action, Direction, GateCommand, GateRequest, Reason, overstay_s, reservation_admits,
+};
+use parkd_core::ids::{GateId, LotId, SpotId};
+use parkd_core::reservation::ReservationState;
+use parkd_core::vehicle::{VehicleType, fits};
+use parkd_occupancy::{OccupancyEngine, SpotState};
+use parkd_store::{DeviceBinding, ParkingSession, ReservationRow, Store, StoreError};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use rand::RngCore;
+
+pub mod mqtt;
+
+/// Tunables of the gate rules (`[gates]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct GateSettings {
+    /// A plate read with less confidence counts as unread.
+    pub min_plate_confidence: f64,
+    /// A request whose `ts` is older than this (a replay, a gate with a stale queue) is denied.
+    pub max_request_age: Duration,
+    /// How long before its expected entry a reservation admits its vehicle.
+    pub early_entry: Duration,
+    /// The stay assumed for a walk-in when choosing its spot (reservations starting within it
+    /// make a spot a worse choice).
+    pub walk_in_stay: Duration,
+    /// How long an assigned spot stays held for a car that entered but has not been seen
+    /// parking.
+    pub arrival_timeout: Duration,
+    /// The vehicle type of a walk-in whose gate does not say.
+    pub default_vehicle: VehicleType,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        Self {
+            min_plate_confidence: 0.8,
+            max_request_age: Duration::seconds(60),
+            early_entry: Duration::minutes(30),
+            walk_in_stay: Duration::hours(3),
+            arrival_timeout: Duration::minutes(20),
+            default_vehicle: VehicleType::Car,
+        }
+    }
+}
+
+/// What leaving costs. Until tariffs exist every lot is free; the payments work replaces
+/// [`NoCharge`] with the tariff and the ledger.
+pub trait ExitCharge: Send + Sync + std::fmt::Debug {
+    /// The amount still due (minor units, currency) for a session leaving at `at`; `None` if
+    /// nothing is due.
+    fn due(&self, session: &ParkingSession, at: DateTime<Utc>) -> Option<(i64, String)>;
+}
+
+/// Nothing is ever due.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCharge;
+
+impl ExitCharge for NoCharge {
+    fn due(&self, _session: &ParkingSession, _at: DateTime<Utc>) -> Option<(i64, String)> {
+        None
+    }
+}
+
+/// The gate metrics.
+#[derive(Debug, Clone)]
+pub struct GateMetrics {
+    /// `parkd_gate_decisions_total{direction,action,reason}`.
+    decisions: IntCounterVec,
+    /// `parkd_gate_rejected_total{reason}`: payloads that were not valid requests or events.
+    rejected: IntCounterVec,
+    /// `parkd_gate_replays_total`: repeated request ids answered from the record.
+    replays: prometheus::IntCounter,
+    /// `parkd_gate_decision_seconds`: payload in to command out.
+    seconds: Histogram,
+    /// `parkd_gate_events_total{event}`.
+    pub(crate) events: IntCounterVec,
+    /// `parkd_gate_arrivals_total{outcome}`: cars seen parking after entry.
+    arrivals: IntCounterVec,
+}
+
+impl GateMetrics {
+    /// Counts a payload that was not a valid request or event.
+    pub(crate) fn reject(&self, reason: &str) {
+        self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// Registers the metrics.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "parkd_gate_decisions_total",
+                "Answers given to gate requests, by direction, action and reason",
+            ),
+            &["direction", "action", "reason"],
+        )?;
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "parkd_gate_rejected_total",
+                "Gate payloads that were not valid requests or events, by reason",
+            ),
+            &["reason"],
+        )?;
+        let replays = prometheus::IntCounter::new(
+            "parkd_gate_replays_total",
+            "Repeated gate requests answered with the recorded answer",
+        )?;
+        let seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "parkd_gate_decision_seconds",
+                "Time from a gate request's arrival to its answer",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+            ]),
+        )?;
+        let events = IntCounterVec::new(
+            Opts::new(
+                "parkd_gate_events_total",
+                "Barrier events reported by gates",
+            ),
+            &["event"],
+        )?;
+        let arrivals = IntCounterVec::new(
+            Opts::new(
+                "parkd_gate_arrivals_total",
+                "Cars seen parking after entry: in the assigned spot, elsewhere, in a spot \
+                 held for someone else",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
+        registry.register(Box::new(replays.clone()))?;
+        registry.register(Box::new(seconds.clone()))?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(arrivals.clone()))?;
+        Ok(Self {
+            decisions,
+            rejected,
+            replays,
+            seconds,
+            events,
+            arrivals,
+        })
+    }
+}
+
+/// The gate rules over the store and the live state.
+#[derive(Debug)]
+pub struct GateService {
+    store: Arc<dyn Store>,
+    engine: Arc<OccupancyEngine>,
+    clock: Arc<dyn Clock>,
+    settings: GateSettings,
+    charge: Arc<dyn ExitCharge>,
+    metrics: GateMetrics,
+    /// Entries of one lot are decided one at a time, so two walk-ins never get the last
+    /// spot; lots do not wait for each other.
+    lot_locks: DashMap<LotId, Arc<tokio::sync::Mutex<()>>>,
+    /// The registered gates, reloaded from the store at most every few seconds.
+    known: tokio::sync::RwLock<KnownGates>,
+}
+
+#[derive(Debug, Default)]
+struct KnownGates {
+    loaded: Option<std::time::Instant>,
+    gates: std::collections::HashSet<(LotId, GateId)>,
+}
+
+/// How long the list of registered gates is trusted; a gate registered meanwhile is found by
+/// a reload on its first request (at most one reload per [`GATE_MISS_RELOAD`]).
+const GATE_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+const GATE_MISS_RELOAD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why a decision could not be made (the gate is told [`Reason::Unavailable`]).
+#[derive(Debug, thiserror::Error)]
+enum Undecided {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl GateService {
+    /// The service.
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<OccupancyEngine>,
+        clock: Arc<dyn Clock>,
+        settings: GateSettings,
+        charge: Arc<dyn ExitCharge>,
+        metrics: GateMetrics,
+    ) -> Self {
+        Self {
+            store,
+            engine,
+            clock,
+            settings,
+            charge,
+            metrics,
+            lot_locks: DashMap::new(),
+            known: tokio::sync::RwLock::new(KnownGates::default()),
+        }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &GateMetrics {
+        &self.metrics
+    }
+
+    /// The answer to one request payload from `gate` of `lot`. Always an answer: a payload
+    /// that is not a request is denied to the id it carries (or to no id), a failure of the
+    /// database is denied as `unavailable` without being recorded, so the gate's retry can
+    /// succeed.
+    pub async fn handle_request(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> GateCommand {
+        let started = std::time::Instant::now();
+        let (direction, command) = self.answer(lot, gate, payload, received_at).await;
+        self.metrics
+            .seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .decisions
+            .with_label_values(&[
+                direction.map_or("unknown", Direction::as_str),
+                action_str(command.action),
+                command.reason.as_str(),
+            ])
+            .inc();
+        command
+    }
+
+    async fn answer(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> (Option<Direction>, GateCommand) {
+        let request = match GateRequest::decode(payload) {
+            Ok(request) => request,
+            Err(error) => {
+                self.metrics.reject(error.reason());
+                tracing::debug!(%lot, %gate, %error, "gate request refused");
+                let id = GateRequest::salvage_id(payload);
+                return (None, GateCommand::deny(id, Reason::BadRequest, received_at));
+            }
+        };
+        let direction = Some(request.direction);
+        let id = Some(request.request_id.clone());
+        match self.recorded(lot, gate, &request.request_id).await {
+            Ok(Some(command)) => {
+                self.metrics.replays.inc();
+                return (direction, command);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%lot, %gate, %error, "gate request: store unavailable");
+                return (
+                    direction,
+                    GateCommand::deny(id, Reason::Unavailable, received_at),
+                );
+            }
+        }
+        let decided = match self.decide(lot, gate, &request, received_at).await {
+            Ok(command) => command,
+            Err(error) => {
+                tracing::warn!(%lot, %gate, %error, "gate request: no decision");
+                return (
+                    direction,
+                    GateCommand::deny(id, Reason::Unavailable, received_at),
+                );
+            }
+        };
+        // One answer per request: if a duplicate was decided meanwhile, its answer stands.
+        let wire = String::from_utf8(decided.encode()).unwrap_or_default();
+        match self
+            .store
+            .record_gate_decision(lot, gate, &request.request_id, &wire, received_at)
+            .await
+        {
+            Ok(Some(earlier)) => match GateCommand::decode(earlier.as_bytes()) {
+                Ok(earlier) => (direction, earlier),
+                Err(_) => (direction, decided),
+            },
+            Ok(None) => (direction, decided),
+            Err(error) => {
+                // Decided (and acted on) but not recorded: a repeat would be decided afresh,
+                // which the session rules keep safe (already inside / no session).
+                tracing::warn!(%lot, %gate, %error, "gate decision not recorded");
+                (direction, decided)
+            }
+        }
+    }
+
+    async fn recorded(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        request_id: &str,
+    ) -> Result<Option<GateCommand>, StoreError> {
+        let Some(wire) = self.store.gate_decision(lot, gate, request_id).await? else {
+            return Ok(None);
+        };
+        Ok(GateCommand::decode(wire.as_bytes()).ok())
+    }
+
+    async fn decide(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        request: &GateRequest,
+        now: DateTime<Utc>,
+    ) -> Result<GateCommand, Undecided> {
+        let id = Some(request.request_id.clone());
+        if let Some(ts) = request.ts
+            && now.timestamp_millis() - ts > self.settings.max_request_age.num_milliseconds()
+        {
+            return Ok(GateCommand::deny(id, Reason::StaleRequest, now));
+        }
+        if !self.is_gate_of(lot, gate).await? {
+            return Ok(GateCommand::deny(id, Reason::UnknownGate, now));
+        }
+        let Some(model) = self.engine.model(lot) else {
+            return Ok(GateCommand::deny(id, Reason::UnknownGate, now));
+        };
+        match request.direction {
+            Direction::Entry => {
+                let lock = self
+                    .lot_locks
+                    .entry(lot.clone())
+                    .or_default()
+                    .value()
+                    .clone();
+                let _entries = lock.lock().await;
+                self.entry(&model, gate, request, now).await
+            }
+            Direction::Exit => self.exit(lot, gate, request, now).await,
+        }
+    }
+
+    /// Whether `gate` is a registered gate of `lot` (the broker's ACL already keeps an
+    /// authenticated gate to its own topics; this catches anonymous publishers in demo mode
+    /// and gates removed from the registry).
+    async fn is_gate_of(&self, lot: &LotId, gate: &GateId) -> Result<bool, StoreError> {
+        let key = (lot.clone(), gate.clone());
+        {
+            let known = self.known.read().await;
+            if let Some(loaded) = known.loaded {
+                let age = loaded.elapsed();
+                let found = known.gates.contains(&key);
+                if (found && age < GATE_LIST_TTL) || (!found && age < GATE_MISS_RELOAD) {
+                    return Ok(found);
+                }
+            }
+        }
+        let devices = self.store.devices().await?;
+        let gates = devices
+            .into_iter()
+            .filter(|device| !device.disabled)
+            .filter_map(|device| match device.binding {
+                DeviceBinding::Gate { lot, gate } => Some((lot, gate)),
+                _ => None,
+            })
+            .collect::<std::collections::HashSet<_>>();
+        let found = gates.contains(&key);
+        *self.known.write().await = KnownGates {
+            loaded: Some(std::time::Instant::now()),
+            gates,
+        };
+        Ok(found)
+    }
+
+    async fn entry(
+        &self,
+        model: &Lot,
+        gate: &GateId,
+        request: &GateRequest,
+        now: DateTime<Utc>,
+    ) -> Result<GateCommand, Undecided> {
+        let id = Some(request.request_id.clone());
+        let lot = &model.id;
+        let plate = request.usable_plate(self.settings.min_plate_confidence);
+        let reservation = match &request.code {
+            Some(code) => match self.store.reservation_by_code(code).await? {
+                None => return Ok(GateCommand::deny(id, Reason::UnknownCode, now)),
+                Some(r) if &r.lot != lot => {
+                    return Ok(GateCommand::deny(id, Reason::WrongLot, now));
+                }
+                Some(r) => Some(r),
+            },
+            None => match &plate {
+                Some(plate) => self.reservation_of_plate(lot, plate, now).await?,
+                None => None,
+            },
+        };
+        if let Some(reservation) = reservation {
+            return self
+                .enter_on_reservation(model, gate, request, plate.as_ref(), &reservation, now)
+                .await;
+        }
+        let Some(plate) = plate else {
+            return Ok(GateCommand::deny(id, Reason::PlateUnreadable, now));
+        };
+        if self
+            .store
+            .open_parking_session_of_plate(lot, &plate.key())
+            .await?
+            .is_some()
+        {
+            return Ok(GateCommand::deny(id, Reason::AlreadyInside, now));
+        }
+        let vehicle = request.vehicle.unwrap_or(self.settings.default_vehicle);
+        if !model.spots.iter().any(|spot| fits(vehicle, spot.kind)) {
+            return Ok(GateCommand::deny(id, Reason::NoFittingSpot, now));
+        }
+        let Some(spot) = self.walk_in_spot(model, vehicle, now).await? else {
+            return Ok(GateCommand::deny(id, Reason::Full, now));
+        };
+        let session = Entered {
+            lot,
+            gate,
+            plate_key: plate.key(),
+            plate: Some(plate.as_str()),
+            vehicle,
+            reservation: None,
+            spot: &spot,
+            at: now,
+        }
+        .session();
+        if !self.open(&session).await? {
+            return Ok(GateCommand::deny(id, Reason::AlreadyInside, now));
+        }
+        self.engine.set_held(lot, &spot, true, now);
+        Ok(admitted(
+            GateCommand::new(id, Action::Open, Reason::WalkIn, now),
+            model,
+            &spot,
+            &session.id,
+        ))
+    }
+
+    /// Opens a session (checking its reservation in); `false` if the store refused it as a
+    /// second open session of the plate or reservation.
+    async fn open(&self, session: &ParkingSession) -> Result<bool, StoreError> {
+        match self
+            .store
+            .open_parking_session(session, session.entered_at)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The reservation a plate holds around `now` in `lot`: confirmed or checked in, its entry
+    /// window open; the one starting first if several.
+    async fn reservation_of_plate(
+        &self,
+        lot: &LotId,
+        plate: &Plate,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ReservationRow>, StoreError> {
+        let key = plate.key();
+        let around = self
+            .store
+            .holding_between(
+                lot,
+                now,
+                now + self.settings.early_entry + Duration::seconds(1),
+            )
+            .await?;
+        Ok(around
+            .into_iter()
+            .filter(|r| r.plate_key == key)
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    ReservationState::Confirmed | ReservationState::CheckedIn
+                )
+            })
+            .min_by_key(|r| r.starts_at))
+    }
+
+    async fn enter_on_reservation(
+        &self,
+        model: &Lot,
+        gate: &GateId,
+        request: &GateRequest,
+        plate: Option<&Plate>,
+        reservation: &ReservationRow,
+        now: DateTime<Utc>,
+    ) -> Result<GateCommand, Undecided> {
+        let id = Some(request.request_id.clone());
+        if let Err(reason) = reservation_admits(
+            reservation.state,
+            reservation.starts_at,
+            reservation.ends_at,
+            now,
+            self.settings.early_entry,
+        ) {
+            let mut command = GateCommand::deny(id, reason, now);
+            if reason == Reason::ReservationNotYetValid {
+                let from = reservation.starts_at - self.settings.early_entry;
+                command = command
+                    .with_display(&format!("Valid from {} UTC", from.format("%Y-%m-%d %H:%M")));
+            }
+            return Ok(command);
+        }
+        let plate_key = plate
+            .map(Plate::key)
+            .unwrap_or_else(|| reservation.plate_key.clone());
+        let session = Entered {
+            lot: &model.id,
+            gate,
+            plate_key,
+            plate: plate.map(Plate::as_str),
+            vehicle: reservation.vehicle_type,
+            reservation: Some(reservation),
+            spot: &reservation.spot,
+            at: now,
+        }
+        .session();
+        // Refused: the plate is inside already, or the reservation moved on meanwhile.
+        if !self.open(&session).await? {
+            return Ok(GateCommand::deny(id, Reason::AlreadyInside, now));
+        }
+        self.engine
+            .set_held(&model.id, &reservation.spot, true, now);
+        Ok(admitted(
+            GateCommand::new(id, Action::Open, Reason::Reservation, now),
+            model,
+            &reservation.spot,
+            &session.id,
+        ))
+    }
+
+    /// A spot for a walk-in: live free, fitting, chosen by the allocation rule over the
+    /// reservations of the next `walk_in_stay` (falling back to the hold window's length when
+    /// every free spot is booked later in the stay); `None` if nothing fits now.
+    async fn walk_in_spot(
+        &self,
+        model: &Lot,
+        vehicle: VehicleType,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SpotId>, StoreError> {
+        let free: Vec<&parkd_core::garage::Spot> = model
+            .spots
+            .iter()
+            .filter(|spot| fits(vehicle, spot.kind) && !spot.out_of_service)
+            .filter(|spot| {
+                self.engine
+                    .spot(&model.id, &spot.id)
+                    .is_some_and(|live| live.state == SpotState::Free)
+            })
+            .collect();
+        if free.is_empty() {
+            return Ok(None);
+        }
+        let bookings = self
+            .store
+            .holding_between(&model.id, now, now + self.settings.walk_in_stay)
+            .await?;
+        let mut busy: HashMap<&SpotId, Vec<Interval>> = HashMap::new();
+        for booking in &bookings {
+            if let Ok(interval) = Interval::from_datetimes(booking.starts_at, booking.ends_at) {
+                busy.entry(&booking.spot).or_default().push(interval);
+            }
+        }
+        let timelines: Vec<Timeline> = free
+            .iter()
+            .map(|spot| {
+                busy.get(&spot.id)
+                    .map(|intervals| Timeline::from_intervals(intervals.iter().copied()))
+                    .unwrap_or_default()
+            })
+            .collect();
+        for stay in [self.settings.walk_in_stay, self.settings.early_entry] {
+            let Ok(interval) = Interval::from_datetimes(now, now + stay) else {
+                continue;
+            };
+            let mut request = Request::new(vehicle, interval);
+            request.now = Some(now.timestamp());
+            let candidates = free
+                .iter()
+                .zip(&timelines)
+                .map(|(spot, booked)| Candidate { spot, booked });
+            if let Ok(chosen) = allocate(candidates, &request, &Policy::default()) {
+                return Ok(Some(chosen.spot.id.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn exit(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        request: &GateRequest,
+        now: DateTime<Utc>,
+    ) -> Result<GateCommand, Undecided> {
+        let id = Some(request.request_id.clone());
+        let plate = request.usable_plate(self.settings.min_plate_confidence);
+        let session = match (&request.code, &plate) {
+            (Some(code), _) => match self.store.reservation_by_code(code).await? {
+                Some(r) if &r.lot == lot => {
+                    self.store
+                        .open_parking_session_of_reservation(&r.id)
+                        .await?
+                }
+                Some(_) => return Ok(GateCommand::deny(id, Reason::WrongLot, now)),
+                None => return Ok(GateCommand::deny(id, Reason::UnknownCode, now)),
+            },
+            (None, Some(plate)) => {
+                self.store
+                    .open_parking_session_of_plate(lot, &plate.key())
+                    .await?
+            }
+            (None, None) => return Ok(GateCommand::deny(id, Reason::PlateUnreadable, now)),
+        };
+        let Some(session) = session else {
+            return Ok(GateCommand::deny(id, Reason::NoSession, now));
+        };
+        if let Some((amount, currency)) = self.charge.due(&session, now) {
+            let mut command = GateCommand::deny(id, Reason::PaymentRequired, now);
+            command.amount_due = Some(amount);
+            command.currency = Some(currency);
+            command.session = Some(session.id);
+            return Ok(command);
+        }
+        let overstay = match &session.reservation_id {
+            Some(reservation) => self
+                .store
+                .reservation(reservation)
+                .await?
+                .map(|r| overstay_s(r.ends_at, now)),
+            None => None,
+        };
+        if !self
+            .store
+            .close_parking_session(&session.id, now, Some(gate), overstay)
+            .await?
+        {
+            // Closed meanwhile by a duplicate request or the app.
+            return Ok(GateCommand::deny(id, Reason::NoSession, now));
+        }
+        if session.sensed_spot.is_none()
+            && let Some(spot) = &session.assigned_spot
+        {
+            // Never seen parking (no sensor, or it parked elsewhere unseen): release the hold.
+            self.engine.set_held(lot, spot, false, now);
+        }
+        if let Some(seconds) = overstay.filter(|s| *s > 0) {
+            tracing::info!(%lot, session = %session.id, overstay_s = seconds, "left after the reservation's end");
+        }
+        let mut command = GateCommand::new(id, Action::Open, Reason::NothingDue, now);
+        command.session = Some(session.id);
+        Ok(command)
+    }
+
+    /// Spots held for cars that entered and have not been seen parking yet, per lot (for the
+    /// holds sweep): sessions with an assigned spot, no sensed spot, younger than
+    /// `arrival_timeout`.
+    pub async fn awaiting_arrival(&self, lot: &LotId) -> Result<Vec<SpotId>, StoreError> {
+        let now = self.clock.now();
+        let open = self.store.open_parking_sessions(lot).await?;
+        Ok(open
+            .into_iter()
+            .filter(|s| {
+                s.sensed_spot.is_none() && now - s.entered_at < self.settings.arrival_timeout
+            })
+            .filter_map(|s| s.assigned_spot)
+            .collect())
+    }
+
+    /// A car was seen parking in `spot` of `lot` (a spot turned occupied): the open session
+    /// waiting for a car there is confirmed; otherwise the oldest session still waiting is
+    /// reconciled to this spot (the driver parked elsewhere) and its assigned spot released.
+    /// A car in a spot held for someone else's reservation is reported.
+    pub async fn car_parked(
+        &self,
+        lot: &LotId,
+        spot: &SpotId,
+        was: SpotState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let waiting: Vec<ParkingSession> = self
+            .store
+            .open_parking_sessions(lot)
+            .await?
+            .into_iter()
+            .filter(|s| s.sensed_spot.is_none() && s.assigned_spot.is_some())
+            .collect();
+        if let Some(session) = waiting
+            .iter()
+            .find(|s| s.assigned_spot.as_ref() == Some(spot))
+        {
+            self.store.set_sensed_spot(&session.id, spot).await?;
+            self.metrics.arrivals.with_label_values(&["assigned"]).inc();
+            return Ok(());
+        }
+        let Some(session) = waiting
+            .iter()
+            .filter(|s| at - s.entered_at < self.settings.arrival_timeout)
+            .min_by_key(|s| s.entered_at)
+        else {
+            return Ok(());
+        };
+        self.store.set_sensed_spot(&session.id, spot).await?;
+        if let Some(assigned) = &session.assigned_spot {
+            self.engine.set_held(lot, assigned, false, at);
+        }
+        if was == SpotState::Held {
+            self.metrics
+                .arrivals
+                .with_label_values(&["held_for_another"])
+                .inc();
+            tracing::warn!(
+                %lot, %spot, session = %session.id,
+                "a car parked in a spot held for a reservation; operators should check"
+            );
+        } else {
+            self.metrics
+                .arrivals
+                .with_label_values(&["elsewhere"])
+                .inc();
+            tracing::info!(%lot, %spot, session = %session.id, "a car parked elsewhere than assigned; session reconciled");
+        }
+        Ok(())
+    }
+}
+
+/// A vehicle let in: what its session records.
+struct Entered<'a> {
+    lot: &'a LotId,
+    gate: &'a GateId,
+    plate_key: String,
+    plate: Option<&'a str>,
+    vehicle: VehicleType,
+    reservation: Option<&'a ReservationRow>,
+    spot: &'a SpotId,
+    at: DateTime<Utc>,
+}
+
+impl Entered<'_> {
+    fn session(self) -> ParkingSession {
+        ParkingSession {
+            id: random_id(),
+            lot: self.lot.clone(),
+            plate_key: Some(self.plate_key),
+            plate: self.plate.map(str::to_owned),
+            vehicle_type: self.vehicle,
+            reservation_id: self.reservation.map(|r| r.id.clone()),
+            user_id: self.reservation.map(|r| r.user_id.clone()),
+            entry_gate: Some(self.gate.clone()),
+            assigned_spot: Some(self.spot.clone()),
+            sensed_spot: None,
+            entered_at: self.at,
+            exit_gate: None,
+            exited_at: None,
+            overstay_s: None,
+        }
+    }
+}
+
+/// An open command with the spot to show and the session.
+fn admitted(mut command: GateCommand, model: &Lot, spot: &SpotId, session: &str) -> GateCommand {
+    let place = model.spots.iter().find(|s| &s.id == spot);
+    let level = place.and_then(|s| model.levels.iter().find(|l| l.id == s.level));
+    let label = place.map_or(spot.as_str(), |s| s.label.as_str());
+    command = match level {
+        Some(level) => command.with_display(&format!("Welcome - spot {label}, {}", level.name)),
+        None => command.with_display(&format!("Welcome - spot {label}")),
+    };
+    command.spot = Some(spot.to_string());
+    command.session = Some(session.to_owned());
+    command
+}
+
+fn action_str(action: Action) -> &'static str {
+    match action {
+        Action::Open => "open",
+        Action::Deny => "deny",
+        Action::HoldOpen => "hold_open",
+        Action::Release => "release",
+    }
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}

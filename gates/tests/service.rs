@@ -1,0 +1,469 @@
+//! The gate rules against a real store (both backends), a real occupancy engine and a
+//! manual clock: what each request is answered, and what is stored.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use parkd_core::account::{Email, Role};
+use parkd_core::clock::{Clock, ManualClock};
+use parkd_core::garage::{Lot, demo_garage};
+use parkd_core::gate::{Action, GateCommand, Reason};
+use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
+use parkd_core::reservation::ReservationState;
+use parkd_core::vehicle::{SpotKind, VehicleType};
+use parkd_gates::{GateMetrics, GateService, GateSettings, NoCharge};
+use parkd_occupancy::{OccupancyEngine, SpotState};
+use parkd_store::{Device, DeviceBinding, ReservationRow, Store, User};
+
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (store, _dir) = parkd_store::testing::sqlite_store().await;
+                    super::$test(&super::Garage::new(std::sync::Arc::new(store)).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let store = parkd_store::testing::postgres_store().await;
+                    super::$test(&super::Garage::new(std::sync::Arc::new(store)).await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    a_walk_in_gets_a_fitting_free_spot_held_for_it,
+    a_reservation_admits_by_code_or_plate_and_exit_completes_it,
+    refusals_say_why,
+    a_repeated_request_gets_the_first_answer,
+    arrivals_confirm_or_reconcile_the_session,
+);
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+fn lot_id() -> LotId {
+    LotId::parse("g1").unwrap()
+}
+
+/// Six spots: standard s0, s1; ev s2; accessible s3; large s4; standard s5 (out of service).
+fn model() -> Lot {
+    let mut lot = demo_garage(lot_id(), 1, 40);
+    lot.spots.truncate(6);
+    let kinds = [
+        SpotKind::Standard,
+        SpotKind::Standard,
+        SpotKind::Ev,
+        SpotKind::Accessible,
+        SpotKind::Large,
+        SpotKind::Standard,
+    ];
+    for (spot, kind) in lot.spots.iter_mut().zip(kinds) {
+        spot.kind = kind;
+    }
+    lot.spots[5].out_of_service = true;
+    lot
+}
+
+fn spot(i: usize) -> SpotId {
+    model().spots[i].id.clone()
+}
+
+struct Garage {
+    store: Arc<dyn Store>,
+    engine: Arc<OccupancyEngine>,
+    clock: Arc<ManualClock>,
+    service: GateService,
+}
+
+impl Garage {
+    async fn new(store: Arc<dyn Store>) -> Self {
+        let clock = Arc::new(ManualClock::new(t0()));
+        store.put_lot(&model()).await.unwrap();
+        for gate in ["in-1", "out-1"] {
+            store
+                .upsert_device(&Device {
+                    id: DeviceId::parse(gate).unwrap(),
+                    binding: DeviceBinding::Gate {
+                        lot: lot_id(),
+                        gate: GateId::parse(gate).unwrap(),
+                    },
+                    secret_sha256: None,
+                    disabled: false,
+                    created_at: t0(),
+                })
+                .await
+                .unwrap();
+        }
+        let engine = Arc::new(OccupancyEngine::default());
+        engine.install_lot(model(), t0());
+        // Every spot free except the closed one.
+        for i in 0..5 {
+            engine.apply(&lot_id(), &spot(i), false, t0());
+        }
+        let service = GateService::new(
+            store.clone(),
+            engine.clone(),
+            clock.clone(),
+            GateSettings::default(),
+            Arc::new(NoCharge),
+            GateMetrics::new(&prometheus::Registry::new()).unwrap(),
+        );
+        Self {
+            store,
+            engine,
+            clock,
+            service,
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    async fn request(&self, gate: &str, body: serde_json::Value) -> GateCommand {
+        let payload = serde_json::to_vec(&body).unwrap();
+        self.service
+            .handle_request(
+                &lot_id(),
+                &GateId::parse(gate).unwrap(),
+                &payload,
+                self.now(),
+            )
+            .await
+    }
+
+    async fn entry(&self, id: &str, plate: &str, vehicle: Option<&str>) -> GateCommand {
+        let mut body = serde_json::json!({"request_id": id, "direction": "entry", "plate": plate});
+        if let Some(vehicle) = vehicle {
+            body["vehicle"] = vehicle.into();
+        }
+        self.request("in-1", body).await
+    }
+
+    async fn exit(&self, id: &str, plate: &str) -> GateCommand {
+        self.request(
+            "out-1",
+            serde_json::json!({"request_id": id, "direction": "exit", "plate": plate}),
+        )
+        .await
+    }
+
+    fn state(&self, i: usize) -> SpotState {
+        self.engine.spot(&lot_id(), &spot(i)).unwrap().state
+    }
+
+    async fn reservation(&self, id: &str, spot_i: usize, from_min: i64, to_min: i64) {
+        if self.store.user("u1").await.unwrap().is_none() {
+            self.store
+                .create_user(&User {
+                    id: "u1".into(),
+                    email: Email::parse("ana@example.com").unwrap(),
+                    password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                    role: Role::Driver,
+                    display_name: String::new(),
+                    disabled: false,
+                    created_at: t0(),
+                    password_changed_at: t0(),
+                })
+                .await
+                .unwrap();
+        }
+        self.store
+            .create_reservation(&ReservationRow {
+                id: id.into(),
+                code: format!("CODE{id}"),
+                user_id: "u1".into(),
+                vehicle_id: None,
+                plate_key: "RES1".into(),
+                vehicle_type: VehicleType::Car,
+                lot: lot_id(),
+                spot: spot(spot_i),
+                starts_at: t0() + Duration::minutes(from_min),
+                ends_at: t0() + Duration::minutes(to_min),
+                state: ReservationState::Confirmed,
+                created_at: t0(),
+                updated_at: t0(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn a_walk_in_gets_a_fitting_free_spot_held_for_it(g: &Garage) {
+    let open = g.entry("r1", "AB 123", Some("ev")).await;
+    assert_eq!((open.action, open.reason), (Action::Open, Reason::WalkIn));
+    assert_eq!(open.request_id.as_deref(), Some("r1"));
+    // An EV gets the charging bay: it is the scarce kind it may use.
+    let assigned = open.spot.clone().unwrap();
+    assert_eq!(assigned, spot(2).to_string());
+    assert!(open.display.contains("spot"), "{}", open.display);
+    assert_eq!(g.state(2), SpotState::Held);
+    let session = g
+        .store
+        .open_parking_session_of_plate(&lot_id(), "AB123")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Some(session.id.clone()), open.session);
+    assert_eq!(session.assigned_spot, Some(spot(2)));
+    assert_eq!(session.vehicle_type, VehicleType::Ev);
+
+    // A car without a type is a car: standard first, never the accessible or EV bay.
+    let car = g.entry("r2", "CD-456", None).await;
+    assert_eq!(car.reason, Reason::WalkIn);
+    assert!(
+        [spot(0), spot(1)]
+            .map(|s| s.to_string())
+            .contains(car.spot.as_ref().unwrap())
+    );
+
+    // Leaving: nothing due, the session closes, the hold of a spot never sensed is released.
+    g.clock.advance(Duration::minutes(90));
+    let out = g.exit("x1", "AB123").await;
+    assert_eq!((out.action, out.reason), (Action::Open, Reason::NothingDue));
+    assert_eq!(out.session, Some(session.id.clone()));
+    let closed = g.store.parking_session(&session.id).await.unwrap().unwrap();
+    assert_eq!(closed.exited_at, Some(g.now()));
+    assert_eq!(closed.exit_gate, Some(GateId::parse("out-1").unwrap()));
+    assert_eq!(closed.overstay_s, None);
+    assert_eq!(g.state(2), SpotState::Free);
+}
+
+async fn a_reservation_admits_by_code_or_plate_and_exit_completes_it(g: &Garage) {
+    // Reserved s4 from minute 60 to 120; another on s0 from minute 10 to 70.
+    g.reservation("a", 4, 60, 120).await;
+    // Too early by code: the display says from when.
+    let early = g
+        .request(
+            "in-1",
+            serde_json::json!({"request_id": "e1", "direction": "entry", "code": "CODEa"}),
+        )
+        .await;
+    assert_eq!(early.reason, Reason::ReservationNotYetValid);
+    assert!(early.display.contains("Valid from"), "{}", early.display);
+
+    g.clock.advance(Duration::minutes(45));
+    let by_code = g
+        .request(
+            "in-1",
+            serde_json::json!({"request_id": "e2", "direction": "entry", "code": "CODEa", "plate": "RES 1"}),
+        )
+        .await;
+    assert_eq!(
+        (by_code.action, by_code.reason),
+        (Action::Open, Reason::Reservation)
+    );
+    assert_eq!(by_code.spot, Some(spot(4).to_string()));
+    let r = g.store.reservation("a").await.unwrap().unwrap();
+    assert_eq!(r.state, ReservationState::CheckedIn);
+    // The same plate again: already inside.
+    let again = g.entry("e3", "RES1", None).await;
+    assert_eq!(again.reason, Reason::AlreadyInside);
+
+    // Leaves 10 minutes after the reservation's end: measured.
+    g.clock.set(t0() + Duration::minutes(130));
+    let out = g.exit("x1", "RES-1").await;
+    assert_eq!(out.reason, Reason::NothingDue);
+    let session = g
+        .store
+        .parking_session(out.session.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.overstay_s, Some(600));
+    assert_eq!(session.reservation_id.as_deref(), Some("a"));
+    assert_eq!(
+        g.store.reservation("a").await.unwrap().unwrap().state,
+        ReservationState::Completed
+    );
+
+    // By plate alone, within the early window.
+    g.reservation("b", 0, 150, 200).await;
+    g.clock.set(t0() + Duration::minutes(125));
+    let by_plate = g.entry("e4", "RES1", None).await;
+    assert_eq!(by_plate.reason, Reason::Reservation);
+    assert_eq!(by_plate.spot, Some(spot(0).to_string()));
+    // The used code is no longer valid.
+    let used = g
+        .request(
+            "in-1",
+            serde_json::json!({"request_id": "e5", "direction": "entry", "code": "CODEa"}),
+        )
+        .await;
+    assert_eq!(used.reason, Reason::ReservationNotValid);
+}
+
+async fn refusals_say_why(g: &Garage) {
+    let deny = |c: &GateCommand, reason: Reason| {
+        assert_eq!((c.action, c.reason), (Action::Deny, reason), "{c:?}");
+    };
+    // Nothing a motorcycle may use exists in this lot.
+    deny(
+        &g.entry("m", "MOTO1", Some("motorcycle")).await,
+        Reason::NoFittingSpot,
+    );
+    // Garbage plates, no code.
+    deny(&g.entry("p", "??", None).await, Reason::PlateUnreadable);
+    let unsure = g
+        .request(
+            "in-1",
+            serde_json::json!({"request_id": "c", "direction": "entry", "plate": "AB1", "plate_confidence": 0.3}),
+        )
+        .await;
+    deny(&unsure, Reason::PlateUnreadable);
+    // Unknown code; a gate that is not registered; a stale request.
+    let code = g
+        .request(
+            "in-1",
+            serde_json::json!({"request_id": "k", "direction": "entry", "code": "NOPE"}),
+        )
+        .await;
+    deny(&code, Reason::UnknownCode);
+    deny(
+        &g.request(
+            "in-9",
+            serde_json::json!({"request_id": "u", "direction": "entry", "plate": "AB1"}),
+        )
+        .await,
+        Reason::UnknownGate,
+    );
+    let old = (g.now() - Duration::minutes(5)).timestamp_millis();
+    deny(
+        &g.request(
+            "in-1",
+            serde_json::json!({"request_id": "s", "direction": "entry", "plate": "AB1", "ts": old}),
+        )
+        .await,
+        Reason::StaleRequest,
+    );
+    // Malformed: answered to the id it carries, or to none.
+    let bad = g
+        .service
+        .handle_request(
+            &lot_id(),
+            &GateId::parse("in-1").unwrap(),
+            br#"{"request_id":"b1","direction":"sideways"}"#,
+            g.now(),
+        )
+        .await;
+    deny(&bad, Reason::BadRequest);
+    assert_eq!(bad.request_id.as_deref(), Some("b1"));
+    let garbage = g
+        .service
+        .handle_request(
+            &lot_id(),
+            &GateId::parse("in-1").unwrap(),
+            b"\x00\x01",
+            g.now(),
+        )
+        .await;
+    deny(&garbage, Reason::BadRequest);
+    assert_eq!(garbage.request_id, None);
+    // Exit without a session.
+    deny(&g.exit("x", "NOBODY1").await, Reason::NoSession);
+    // Full for vans: the one large bay is taken.
+    g.engine.apply(&lot_id(), &spot(4), true, g.now());
+    deny(&g.entry("v", "VAN1", Some("van")).await, Reason::Full);
+    // Cars take the two standard bays, then the large one is occupied: full for cars too,
+    // though the accessible and EV bays are free (they are not a car's).
+    assert_eq!(g.entry("c1", "CAR1", None).await.reason, Reason::WalkIn);
+    assert_eq!(g.entry("c2", "CAR2", None).await.reason, Reason::WalkIn);
+    deny(&g.entry("c3", "CAR3", None).await, Reason::Full);
+    assert_eq!(
+        g.entry("c4", "PERMIT1", Some("accessible")).await.reason,
+        Reason::WalkIn
+    );
+    // Nothing half-written by the refusals: only the three admitted cars are inside.
+    let open = g.store.open_parking_sessions(&lot_id()).await.unwrap();
+    assert_eq!(open.len(), 3);
+}
+
+async fn a_repeated_request_gets_the_first_answer(g: &Garage) {
+    let first = g.entry("same", "AB1", None).await;
+    assert_eq!(first.reason, Reason::WalkIn);
+    // The gate did not hear the answer and asks again, even after the car took the spot.
+    g.clock.advance(Duration::seconds(5));
+    let second = g.entry("same", "AB1", None).await;
+    assert_eq!(second, first);
+    // Only one session.
+    assert_eq!(
+        g.store
+            .open_parking_sessions(&lot_id())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Duplicates at once: all get the first answer.
+    let (x, y, z) = tokio::join!(
+        g.entry("same", "AB1", None),
+        g.entry("same", "AB1", None),
+        g.entry("same", "AB1", None)
+    );
+    assert_eq!([x, y, z], [first.clone(), first.clone(), first]);
+}
+
+async fn arrivals_confirm_or_reconcile_the_session(g: &Garage) {
+    let a = g.entry("a", "CAR1", None).await;
+    let b = g.entry("b", "CAR2", None).await;
+    let spot_a: SpotId = SpotId::parse(a.spot.as_deref().unwrap()).unwrap();
+    let spot_b: SpotId = SpotId::parse(b.spot.as_deref().unwrap()).unwrap();
+    assert_ne!(spot_a, spot_b);
+    assert_eq!(
+        g.service.awaiting_arrival(&lot_id()).await.unwrap().len(),
+        2
+    );
+
+    // The first car parks where it was sent.
+    g.engine.apply(&lot_id(), &spot_a, true, g.now());
+    g.service
+        .car_parked(&lot_id(), &spot_a, SpotState::Held, g.now())
+        .await
+        .unwrap();
+    let session_a = g
+        .store
+        .parking_session(a.session.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session_a.sensed_spot, Some(spot_a.clone()));
+
+    // The second parks in the large bay instead: reconciled, its assigned spot released.
+    g.engine.apply(&lot_id(), &spot(4), true, g.now());
+    g.service
+        .car_parked(&lot_id(), &spot(4), SpotState::Free, g.now())
+        .await
+        .unwrap();
+    let session_b = g
+        .store
+        .parking_session(b.session.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session_b.sensed_spot, Some(spot(4)));
+    assert_eq!(g.state_of(&spot_b), SpotState::Free);
+    assert!(
+        g.service
+            .awaiting_arrival(&lot_id())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+impl Garage {
+    fn state_of(&self, spot: &SpotId) -> SpotState {
+        self.engine.spot(&lot_id(), spot).unwrap().state
+    }
+}

@@ -1,0 +1,348 @@
+//! Barrier gates end to end, over real MQTT with clients nobody here wrote: a gate controller
+//! (mosquitto_pub / mosquitto_sub, logged in with its own secret) asks to let cars in and out;
+//! sensors report where they park; a driver reserves through the REST API. Each step checks
+//! the command the gate received and what the store recorded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::Utc;
+use parkd::app::{Mode, RunningApp, open_store};
+use parkd_broker::auth::hash_secret;
+use parkd_core::gate::{Action, GateCommand, Reason};
+use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
+use parkd_core::reservation::ReservationState;
+use parkd_core::vehicle::SpotKind;
+use parkd_store::{Device, DeviceBinding, Store};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+const SECRET: &str = "gate-secret-0123456789";
+
+fn lot() -> LotId {
+    LotId::parse("g1").unwrap()
+}
+
+/// Four standard spots `1`..`4`.
+fn small_lot() -> parkd_core::garage::Lot {
+    let mut model = parkd_core::garage::demo_garage(lot(), 1, 4);
+    for (i, spot) in model.spots.iter_mut().enumerate() {
+        spot.id = SpotId::parse(&(i + 1).to_string()).unwrap();
+        spot.kind = SpotKind::Standard;
+    }
+    model
+}
+
+async fn register_gate(store: &dyn Store, gate: &str) {
+    store
+        .upsert_device(&Device {
+            id: DeviceId::parse(gate).unwrap(),
+            binding: DeviceBinding::Gate {
+                lot: lot(),
+                gate: GateId::parse(gate).unwrap(),
+            },
+            secret_sha256: Some(hash_secret(SECRET)),
+            disabled: false,
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn register_sensor(store: &dyn Store, spot: &str) {
+    store
+        .upsert_device(&Device {
+            id: DeviceId::parse(&format!("g1-s-{spot}")).unwrap(),
+            binding: DeviceBinding::Spot {
+                lot: lot(),
+                spot: SpotId::parse(spot).unwrap(),
+            },
+            secret_sha256: None,
+            disabled: false,
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn mosquitto_pub(port: u16, args: &[&str]) {
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .args(args)
+        .status()
+        .await
+        .expect("mosquitto_pub is installed (Debian package mosquitto-clients)")
+        .success();
+    assert!(ok, "mosquitto_pub {args:?}");
+}
+
+/// A sensor reading, anonymous (the demo allows anonymous sensors).
+async fn sensor(port: u16, spot: &str, occupied: bool) {
+    let topic = format!("parking/v1/g1/spots/{spot}/state");
+    let payload = format!(r#"{{"occupied":{occupied}}}"#);
+    mosquitto_pub(port, &["-q", "1", "-t", &topic, "-m", &payload]).await;
+}
+
+/// The gate publishes `request` (logged in as itself, so the broker's ACL applies) and
+/// returns the command published on its command topic.
+async fn gate_asks(port: u16, gate: &str, request: &Value) -> GateCommand {
+    let topic = format!("parking/v1/g1/gates/{gate}");
+    let mut subscriber = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        // A gate has one connection for both; mosquitto's tools need two, and a client id
+        // is one connection, so the listening side is an anonymous observer (demo mode).
+        .args(["-t", &format!("{topic}/command"), "-C", "1", "-W", "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed");
+    // Let the subscription land before the request goes out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mosquitto_pub(
+        port,
+        &[
+            "-u",
+            gate,
+            "-P",
+            SECRET,
+            "-i",
+            gate,
+            "-q",
+            "1",
+            "-t",
+            &format!("{topic}/request"),
+            "-m",
+            &request.to_string(),
+        ],
+    )
+    .await;
+    let mut out = String::new();
+    subscriber
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    let _ = subscriber.wait().await;
+    GateCommand::decode(out.trim().as_bytes()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+async fn free_spots(addr: SocketAddr) -> i64 {
+    let (_, availability) =
+        common::call(addr, "GET", "/api/v1/lots/g1/availability", None, None).await;
+    availability["total"]["free"].as_i64().unwrap_or(-1)
+}
+
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cars_enter_and_leave_through_gates_over_mqtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.live.debounce_ms = 0;
+    config.live.model_reload_s = 1;
+    config.reservations.sweep_every_s = 1;
+    let store = open_store(&config).await.unwrap();
+    store.put_lot(&small_lot()).await.unwrap();
+    for spot in ["1", "2", "3", "4"] {
+        register_sensor(store.as_ref(), spot).await;
+    }
+    for gate in ["in-1", "out-1"] {
+        register_gate(store.as_ref(), gate).await;
+    }
+    drop(store);
+    let app = RunningApp::start(config, Mode::Demo).await.unwrap();
+    let port = app.mqtt_addr().unwrap().port();
+    let http = app.http_addr();
+    let store = app.store();
+
+    for spot in ["1", "2", "3", "4"] {
+        sensor(port, spot, false).await;
+    }
+    until("all four spots are free", || async {
+        free_spots(http).await == 4
+    })
+    .await;
+
+    // 1. A walk-in: admitted with a spot, which is held for it.
+    let walk_in = gate_asks(
+        port,
+        "in-1",
+        &json!({"request_id": "w1", "direction": "entry", "plate": "WALK 1", "plate_confidence": 0.97}),
+    )
+    .await;
+    assert_eq!(
+        (walk_in.action, walk_in.reason),
+        (Action::Open, Reason::WalkIn)
+    );
+    assert_eq!(walk_in.request_id.as_deref(), Some("w1"));
+    let assigned = walk_in.spot.clone().unwrap();
+    let session = store
+        .parking_session(walk_in.session.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.plate_key.as_deref(), Some("WALK1"));
+    assert_eq!(session.entry_gate, Some(GateId::parse("in-1").unwrap()));
+    assert_eq!(
+        session.assigned_spot.as_ref().map(SpotId::as_str),
+        Some(assigned.as_str())
+    );
+    assert_eq!(free_spots(http).await, 3);
+
+    // 2. It parks elsewhere: the sensor of another spot reports it, and the session follows.
+    let elsewhere = ["1", "2", "3", "4"]
+        .into_iter()
+        .find(|s| *s != assigned)
+        .unwrap();
+    sensor(port, elsewhere, true).await;
+    let session_id = session.id.clone();
+    let store_ = store.clone();
+    until("the session learns where the car parked", || {
+        let store = store_.clone();
+        let session_id = session_id.clone();
+        async move {
+            store
+                .parking_session(&session_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .sensed_spot
+                .is_some_and(|s| s.as_str() == elsewhere)
+        }
+    })
+    .await;
+    // Its assigned spot is free again for others: 4 - the one it took.
+    until("the assigned spot is released", || async {
+        free_spots(http).await == 3
+    })
+    .await;
+
+    // 3. A driver reserves through the API; the gate admits the plate and checks it in.
+    let (token, vehicle) = common::driver_with_vehicle(
+        http,
+        "ana@example.com",
+        json!({"plate": "RES 42", "class": "car", "ev": false}),
+    )
+    .await;
+    let at = common::minutes_from_now;
+    let (status, reservation) = common::call(
+        http,
+        "POST",
+        "/api/v1/reservations",
+        Some(&token),
+        Some(json!({"lot": "g1", "vehicle_id": vehicle, "starts_at": at(5), "ends_at": at(65)})),
+    )
+    .await;
+    assert_eq!(status, 201, "{reservation}");
+    let reserved = gate_asks(
+        port,
+        "in-1",
+        &json!({"request_id": "r1", "direction": "entry", "plate": "RES-42"}),
+    )
+    .await;
+    assert_eq!(
+        (reserved.action, reserved.reason),
+        (Action::Open, Reason::Reservation)
+    );
+    assert_eq!(reserved.spot.as_deref(), reservation["spot"].as_str());
+    let id = reservation["id"].as_str().unwrap();
+    assert_eq!(
+        store.reservation(id).await.unwrap().unwrap().state,
+        ReservationState::CheckedIn
+    );
+
+    // 4. Full: every remaining spot is taken; a walk-in is refused with the reason.
+    for spot in ["1", "2", "3", "4"] {
+        sensor(port, spot, true).await;
+    }
+    until("the lot is full", || async { free_spots(http).await == 0 }).await;
+    let full = gate_asks(
+        port,
+        "in-1",
+        &json!({"request_id": "w2", "direction": "entry", "plate": "LATE 7"}),
+    )
+    .await;
+    assert_eq!((full.action, full.reason), (Action::Deny, Reason::Full));
+    assert!(
+        store
+            .open_parking_session_of_plate(&lot(), "LATE7")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // 5. A repeated request (the gate missed the answer) gets the same answer.
+    let again = gate_asks(
+        port,
+        "in-1",
+        &json!({"request_id": "w1", "direction": "entry", "plate": "WALK 1"}),
+    )
+    .await;
+    assert_eq!(again, walk_in);
+
+    // 6. Exit with nothing due: the barrier opens and the session closes.
+    let out = gate_asks(
+        port,
+        "out-1",
+        &json!({"request_id": "x1", "direction": "exit", "plate": "WALK1"}),
+    )
+    .await;
+    assert_eq!((out.action, out.reason), (Action::Open, Reason::NothingDue));
+    assert_eq!(out.session.as_deref(), Some(session.id.as_str()));
+    let closed = store.parking_session(&session.id).await.unwrap().unwrap();
+    assert!(closed.exited_at.is_some());
+    assert_eq!(closed.exit_gate, Some(GateId::parse("out-1").unwrap()));
+    let reserved_out = gate_asks(
+        port,
+        "out-1",
+        &json!({"request_id": "x2", "direction": "exit", "plate": "RES 42"}),
+    )
+    .await;
+    assert_eq!(reserved_out.reason, Reason::NothingDue);
+    assert_eq!(
+        store.reservation(id).await.unwrap().unwrap().state,
+        ReservationState::Completed
+    );
+
+    // 7. Garbage is answered (to the id it carries) and counted; the gate never waits.
+    let garbage = gate_asks(
+        port,
+        "in-1",
+        &json!({"request_id": "g1", "direction": "upwards"}),
+    )
+    .await;
+    assert_eq!(
+        (garbage.action, garbage.reason),
+        (Action::Deny, Reason::BadRequest)
+    );
+    let metrics = common::get_text(http, "/metrics").await;
+    assert!(
+        metrics.contains("parkd_gate_rejected_total{reason=\"wrong_type\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("parkd_gate"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    app.shutdown().await.unwrap();
+}
