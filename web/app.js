@@ -189,6 +189,7 @@ async function selectLot(id, { level = null } = {}) {
   const generation = ++app.generation;
   app.lotId = id;
   showNotice(null);
+  showEmergency(null);
   writeUrl();
   renderLotList();
   setLive('offline');
@@ -261,6 +262,10 @@ function onFeedMessage(message) {
   }
   const result = live.handle(message);
   if (result.resync) requestResync();
+  if (result.type === 'alert') {
+    showEmergency(live.alert);
+    return;
+  }
 
   if (result.type === 'snapshot' && result.applied) {
     clearTimeout(app.resyncTimer);
@@ -284,6 +289,14 @@ function onFeedMessage(message) {
     scheduleCounts();
   }
   updateFreshness();
+}
+
+/** The lot's emergency banner: shown while an alert is in force, hidden when it ends. */
+function showEmergency(alert) {
+  const banner = $('emergency');
+  banner.textContent = alert ? alert.message : '';
+  banner.hidden = !alert;
+  document.body.dataset.emergency = alert ? 'on' : 'off';
 }
 
 function requestResync() {

@@ -29,6 +29,8 @@ export class LiveState {
     this.receivedAt = null;
     /** Spot ids the feed named that have no geometry yet (the lot's model changed). */
     this.missingGeometry = new Set();
+    /** The alert in force for the lot (an emergency) or null. */
+    this.alert = null;
   }
 
   /**
@@ -76,6 +78,11 @@ export class LiveState {
         return this.#snapshot(message, result);
       case 'delta':
         return this.#delta(message, result);
+      case 'alert':
+        // Not part of the sequence: an emergency starts or ends, whatever the spots do.
+        this.alert = message.active === true ? message : null;
+        result.applied = true;
+        return result;
       case 'heartbeat':
         // A heartbeat carries the last seq the server sent us: above ours means we lost one.
         if (!this.awaitingSnapshot && Number.isInteger(message.seq) && this.seq !== null && message.seq > this.seq) {

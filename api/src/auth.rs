@@ -622,7 +622,8 @@ impl FromRequestParts<ApiState> for Caller {
 }
 
 impl Caller {
-    fn require(&self, role: Role) -> Result<(), Problem> {
+    /// 403 `forbidden` unless the caller's role includes `role`.
+    pub(crate) fn require(&self, role: Role) -> Result<(), Problem> {
         if self.user.role.includes(role) {
             Ok(())
         } else {

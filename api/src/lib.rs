@@ -11,6 +11,7 @@
 //! template and status (`parkd_http_requests_total`, `parkd_http_request_duration_seconds`).
 
 pub mod auth;
+pub mod gates;
 pub mod live;
 pub mod openapi;
 pub mod problem;
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub reservation_metrics: prometheus::IntCounterVec,
     /// Request counters and timings.
     pub http_metrics: HttpMetrics,
+    /// The gates (operators' routes answer 503 without).
+    pub gates: Option<gates::GatesApi>,
 }
 
 /// `parkd_http_requests_total{route,method,status}` and the duration histogram.
@@ -134,6 +137,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(live::routes())
         .merge(auth::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(reservations::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
+        .merge(gates::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -333,6 +337,7 @@ mod tests {
             readiness: Arc::new(checks),
             live: Arc::new(live),
             accounts: Arc::new(accounts),
+            gates: None,
         });
         (router, dir)
     }

@@ -118,6 +118,28 @@ pub struct LiveHub {
     /// Snapshots by lot and reason: a crowd of live maps reconnecting at once (after a
     /// restart, a network blip) costs one rendering, not one per client.
     snapshots: RenderCache<(LotId, Option<&'static str>)>,
+    /// The alert in force per lot (an emergency), sent to every client that connects.
+    alerts: std::sync::Mutex<std::collections::HashMap<LotId, Utf8Bytes>>,
+    /// Alerts as they start and end, for the connected clients.
+    alert_feed: tokio::sync::broadcast::Sender<(LotId, Utf8Bytes)>,
+}
+
+/// The `alert` message of the live feed.
+#[derive(Serialize)]
+struct AlertMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    lot: &'a LotId,
+    /// What: `emergency`.
+    alert: &'static str,
+    /// On or over.
+    active: bool,
+    /// For the screen.
+    message: &'static str,
+    /// Since when, if on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
 }
 
 impl LiveHub {
@@ -137,12 +159,55 @@ impl LiveHub {
             metrics: LiveMetrics::new(registry)?,
             availability: RenderCache::default(),
             snapshots: RenderCache::default(),
+            alerts: std::sync::Mutex::default(),
+            alert_feed: tokio::sync::broadcast::channel(64).0,
         })
     }
 
     /// The engine.
     pub fn engine(&self) -> &Arc<OccupancyEngine> {
         &self.engine
+    }
+
+    /// Puts a lot's emergency alert in force (`Some`) or withdraws it (`None`): every client
+    /// of the lot gets an `alert` message now, and clients that connect while it is in force
+    /// get it after their snapshot.
+    pub fn set_alert(&self, lot: &LotId, emergency: Option<&parkd_gates::Emergency>) {
+        let message = AlertMessage {
+            kind: "alert",
+            lot,
+            alert: "emergency",
+            active: emergency.is_some(),
+            message: if emergency.is_some() {
+                "Emergency: please leave the car park calmly; barriers are open."
+            } else {
+                "The emergency is over."
+            },
+            since: emergency.map(|e| e.started_at),
+            at: self.clock.now(),
+        };
+        let text = Utf8Bytes::from(serde_json::to_string(&message).unwrap_or_default());
+        {
+            let mut alerts = self
+                .alerts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if emergency.is_some() {
+                alerts.insert(lot.clone(), text.clone());
+            } else {
+                alerts.remove(lot);
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.alert_feed.send((lot.clone(), text));
+    }
+
+    fn alert_in_force(&self, lot: &LotId) -> Option<Utf8Bytes> {
+        self.alerts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(lot)
+            .cloned()
     }
 
     /// Closes every WebSocket (1001 going away) and waits until their tasks have ended.
@@ -692,7 +757,13 @@ impl Client {
             self.close(&mut sink, LOT_REMOVED, "lot removed").await;
             return;
         };
+        let mut alerts = self.hub.alert_feed.subscribe();
         if let Outcome::Stop = self.snapshot(&mut sink, None).await {
+            return;
+        }
+        if let Some(alert) = self.hub.alert_in_force(&self.lot)
+            && let Outcome::Stop = self.send(&mut sink, alert, "alert").await
+        {
             return;
         }
         let mut heartbeat = tokio::time::interval(self.hub.settings.heartbeat);
@@ -717,6 +788,16 @@ impl Client {
                             Outcome::Stop
                         }
                     },
+                },
+                alert = alerts.recv() => match alert {
+                    Ok((lot, text)) if lot == self.lot => self.send(&mut sink, text, "alert").await,
+                    Ok(_) => Outcome::Continue,
+                    // Missed some: the one in force (if any) is what matters.
+                    Err(RecvError::Lagged(_)) => match self.hub.alert_in_force(&self.lot) {
+                        Some(text) => self.send(&mut sink, text, "alert").await,
+                        None => Outcome::Continue,
+                    },
+                    Err(RecvError::Closed) => Outcome::Continue,
                 },
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Text(text))) => self.client_message(&mut sink, &text).await,

@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
-use crate::{auth, live, reservations, web};
+use crate::{auth, gates, live, reservations, web};
 
 /// The document: every route of [`crate::router`].
 #[derive(Debug, OpenApi)]
@@ -58,6 +58,13 @@ use crate::{auth, live, reservations, web};
         reservations::get_one,
         reservations::modify,
         reservations::cancel,
+        gates::list_gates,
+        gates::open_gate,
+        gates::get_emergency,
+        gates::start_emergency,
+        gates::end_emergency,
+        gates::operator_actions,
+        gates::sessions,
         web::index,
         web::file,
     ),
@@ -69,6 +76,7 @@ use crate::{auth, live, reservations, web};
         (name = "auth", description = "Accounts, sessions and vehicles"),
         (name = "admin", description = "Account administration (admin role)"),
         (name = "reservations", description = "Reservations"),
+        (name = "gates", description = "Gates, emergencies and parking sessions (operator role)"),
         (name = "web", description = "The drivers' live map (not part of the API)"),
     )
 )]

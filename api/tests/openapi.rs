@@ -16,6 +16,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("live.rs", include_str!("../src/live.rs")),
     ("auth.rs", include_str!("../src/auth.rs")),
     ("reservations.rs", include_str!("../src/reservations.rs")),
+    ("gates.rs", include_str!("../src/gates.rs")),
     ("web.rs", include_str!("../src/web.rs")),
 ];
 

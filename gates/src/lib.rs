@@ -31,11 +31,15 @@ use parkd_core::ids::{GateId, LotId, SpotId};
 use parkd_core::reservation::ReservationState;
 use parkd_core::vehicle::{VehicleType, fits};
 use parkd_occupancy::{OccupancyEngine, SpotState};
-use parkd_store::{DeviceBinding, ParkingSession, ReservationRow, Store, StoreError};
+use parkd_store::{
+    DeviceBinding, OperatorAction, ParkingSession, ReservationRow, Store, StoreError,
+};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use rand::RngCore;
 
 pub mod mqtt;
+
+use mqtt::CommandOut;
 
 /// Tunables of the gate rules (`[gates]` in the configuration).
 #[derive(Debug, Clone)]
@@ -185,6 +189,40 @@ pub struct GateService {
     lot_locks: DashMap<LotId, Arc<tokio::sync::Mutex<()>>>,
     /// The registered gates, reloaded from the store at most every few seconds.
     known: tokio::sync::RwLock<KnownGates>,
+    /// Where commands nobody asked for go (manual open, emergency).
+    out: Arc<dyn CommandOut>,
+    /// Lots in emergency mode.
+    emergencies: DashMap<LotId, Emergency>,
+}
+
+/// A lot's emergency: every barrier held open, nobody charged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Emergency {
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Who started it (a user id).
+    pub started_by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Why an operator's action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// No such registered gate in the lot.
+    #[error("no registered gate {gate} in lot {lot}")]
+    UnknownGate {
+        /// The lot.
+        lot: LotId,
+        /// The gate.
+        gate: GateId,
+    },
+    /// No such lot.
+    #[error("no lot {0}")]
+    UnknownLot(LotId),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, Default)]
@@ -214,6 +252,7 @@ impl GateService {
         settings: GateSettings,
         charge: Arc<dyn ExitCharge>,
         metrics: GateMetrics,
+        out: Arc<dyn CommandOut>,
     ) -> Self {
         Self {
             store,
@@ -224,7 +263,189 @@ impl GateService {
             metrics,
             lot_locks: DashMap::new(),
             known: tokio::sync::RwLock::new(KnownGates::default()),
+            out,
+            emergencies: DashMap::new(),
         }
+    }
+
+    /// Restores the emergencies still active from the audit trail (after a restart).
+    /// Returns the lots in emergency mode.
+    pub async fn restore(&self) -> Result<Vec<(LotId, Emergency)>, StoreError> {
+        let actions = self.store.operator_actions(None, 10_000).await?;
+        let mut seen = std::collections::HashSet::new();
+        // Newest first: the first emergency action of a lot says whether it is on.
+        for action in actions {
+            if !action.action.starts_with("emergency_") || !seen.insert(action.lot.clone()) {
+                continue;
+            }
+            if action.action == "emergency_start" {
+                self.emergencies.insert(
+                    action.lot.clone(),
+                    Emergency {
+                        started_at: action.at,
+                        started_by: action.user_id,
+                        reason: action.reason,
+                    },
+                );
+            }
+        }
+        Ok(self
+            .emergencies
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect())
+    }
+
+    /// The lot's emergency, if one is on.
+    pub fn emergency(&self, lot: &LotId) -> Option<Emergency> {
+        self.emergencies.get(lot).map(|e| e.value().clone())
+    }
+
+    /// The registered, enabled gates of a lot.
+    pub async fn gates_of(&self, lot: &LotId) -> Result<Vec<GateId>, StoreError> {
+        let mut gates: Vec<GateId> = self
+            .store
+            .devices()
+            .await?
+            .into_iter()
+            .filter(|device| !device.disabled)
+            .filter_map(|device| match device.binding {
+                DeviceBinding::Gate { lot: l, gate } if &l == lot => Some(gate),
+                _ => None,
+            })
+            .collect();
+        gates.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(gates)
+    }
+
+    /// An operator opens a gate by hand: recorded in the audit trail first, then the gate
+    /// gets `open` / `manual`.
+    pub async fn open_by_hand(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<GateCommand, OperatorError> {
+        if !self.gates_of(lot).await?.contains(gate) {
+            return Err(OperatorError::UnknownGate {
+                lot: lot.clone(),
+                gate: gate.clone(),
+            });
+        }
+        let now = self.clock.now();
+        self.audit(lot, Some(gate), "gate_open", user_id, reason, now)
+            .await?;
+        let command = GateCommand::new(None, Action::Open, Reason::Manual, now);
+        self.send(lot, gate, &command);
+        tracing::info!(%lot, %gate, user = user_id, reason, "gate opened by hand");
+        Ok(command)
+    }
+
+    /// Starts a lot's emergency: recorded, then every gate of the lot is told `hold_open`.
+    /// Starting it again while on changes nothing and returns the one that is on.
+    pub async fn start_emergency(
+        &self,
+        lot: &LotId,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<Emergency, OperatorError> {
+        if self.engine.model(lot).is_none() {
+            return Err(OperatorError::UnknownLot(lot.clone()));
+        }
+        if let Some(on) = self.emergency(lot) {
+            return Ok(on);
+        }
+        let now = self.clock.now();
+        self.audit(lot, None, "emergency_start", user_id, reason, now)
+            .await?;
+        let emergency = Emergency {
+            started_at: now,
+            started_by: user_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.emergencies.insert(lot.clone(), emergency.clone());
+        self.broadcast(lot, Action::HoldOpen, Reason::Emergency, now)
+            .await?;
+        tracing::warn!(%lot, user = user_id, reason, "EMERGENCY: every barrier held open");
+        Ok(emergency)
+    }
+
+    /// Ends a lot's emergency: recorded, then every gate is told `release`. `false` if none
+    /// was on.
+    pub async fn end_emergency(
+        &self,
+        lot: &LotId,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<bool, OperatorError> {
+        if self.emergency(lot).is_none() {
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        self.audit(lot, None, "emergency_end", user_id, reason, now)
+            .await?;
+        self.emergencies.remove(lot);
+        self.broadcast(lot, Action::Release, Reason::EmergencyOver, now)
+            .await?;
+        tracing::warn!(%lot, user = user_id, reason, "emergency over: barriers back to normal");
+        Ok(true)
+    }
+
+    /// Tells every gate of the lot the emergency state again (a gate that reconnected, or
+    /// the start of the process).
+    pub async fn repeat_emergency(&self, lot: &LotId) -> Result<(), StoreError> {
+        if self.emergency(lot).is_some() {
+            let now = self.clock.now();
+            self.broadcast(lot, Action::HoldOpen, Reason::Emergency, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn broadcast(
+        &self,
+        lot: &LotId,
+        action: Action,
+        reason: Reason,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let command = GateCommand::new(None, action, reason, at);
+        for gate in self.gates_of(lot).await? {
+            self.send(lot, &gate, &command);
+        }
+        Ok(())
+    }
+
+    fn send(&self, lot: &LotId, gate: &GateId, command: &GateCommand) {
+        let topic = parkd_core::topic::Topic::Gate {
+            lot: lot.clone(),
+            gate: gate.clone(),
+            channel: parkd_core::topic::GateChannel::Command,
+        };
+        self.out.send(topic.to_string(), command.encode());
+    }
+
+    async fn audit(
+        &self,
+        lot: &LotId,
+        gate: Option<&GateId>,
+        action: &str,
+        user_id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .record_operator_action(&OperatorAction {
+                id: random_id(),
+                at,
+                user_id: user_id.to_owned(),
+                lot: lot.clone(),
+                gate: gate.cloned(),
+                action: action.to_owned(),
+                reason: reason.chars().take(500).collect(),
+            })
+            .await
     }
 
     /// The metrics.
@@ -353,6 +574,9 @@ impl GateService {
         let Some(model) = self.engine.model(lot) else {
             return Ok(GateCommand::deny(id, Reason::UnknownGate, now));
         };
+        if self.emergency(lot).is_some() {
+            return self.during_emergency(lot, gate, request, now).await;
+        }
         match request.direction {
             Direction::Entry => {
                 let lock = self
@@ -620,6 +844,36 @@ impl GateService {
             }
         }
         Ok(None)
+    }
+
+    /// Everyone may pass and nobody is charged; a car leaving closes its session.
+    async fn during_emergency(
+        &self,
+        lot: &LotId,
+        gate: &GateId,
+        request: &GateRequest,
+        now: DateTime<Utc>,
+    ) -> Result<GateCommand, Undecided> {
+        let mut command = GateCommand::new(
+            Some(request.request_id.clone()),
+            Action::Open,
+            Reason::Emergency,
+            now,
+        );
+        if request.direction == Direction::Exit
+            && let Some(plate) = request.usable_plate(self.settings.min_plate_confidence)
+            && let Some(session) = self
+                .store
+                .open_parking_session_of_plate(lot, &plate.key())
+                .await?
+            && self
+                .store
+                .close_parking_session(&session.id, now, Some(gate), None)
+                .await?
+        {
+            command.session = Some(session.id);
+        }
+        Ok(command)
     }
 
     async fn exit(

@@ -30,6 +30,20 @@ pub trait CommandOut: Send + Sync + std::fmt::Debug {
     fn send(&self, topic: String, payload: Vec<u8>);
 }
 
+/// For a broker the platform cannot publish to (external mode, for now): every command is
+/// counted as dropped.
+#[derive(Debug, Clone)]
+pub struct Unpublished {
+    /// `parkd_gate_dropped_total{stage="command"}`.
+    pub dropped: IntCounter,
+}
+
+impl CommandOut for Unpublished {
+    fn send(&self, _topic: String, _payload: Vec<u8>) {
+        self.dropped.inc();
+    }
+}
+
 /// Hands received gate messages to [`run`] through a bounded queue.
 #[derive(Debug, Clone)]
 pub struct GateSink {

@@ -13,7 +13,8 @@ use parkd_core::gate::{Action, GateCommand, Reason};
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 use parkd_core::reservation::ReservationState;
 use parkd_core::vehicle::{SpotKind, VehicleType};
-use parkd_gates::{GateMetrics, GateService, GateSettings, NoCharge};
+use parkd_gates::mqtt::CommandOut;
+use parkd_gates::{GateMetrics, GateService, GateSettings, NoCharge, OperatorError};
 use parkd_occupancy::{OccupancyEngine, SpotState};
 use parkd_store::{Device, DeviceBinding, ReservationRow, Store, User};
 
@@ -46,6 +47,7 @@ on_both_stores!(
     refusals_say_why,
     a_repeated_request_gets_the_first_answer,
     arrivals_confirm_or_reconcile_the_session,
+    operators_open_by_hand_and_run_emergencies,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -84,6 +86,40 @@ struct Garage {
     engine: Arc<OccupancyEngine>,
     clock: Arc<ManualClock>,
     service: GateService,
+    /// Commands the service sent on its own (the MQTT side is tested end to end in parkd).
+    sent: Arc<Sent>,
+}
+
+/// Records the commands handed to the broker.
+#[derive(Debug, Default)]
+struct Sent(std::sync::Mutex<Vec<(String, GateCommand)>>);
+
+impl CommandOut for Sent {
+    fn send(&self, topic: String, payload: Vec<u8>) {
+        let command = GateCommand::decode(&payload).unwrap();
+        self.0.lock().unwrap().push((topic, command));
+    }
+}
+
+impl Garage {
+    /// Another service over the same store and engine, as after a restart.
+    fn restarted(&self) -> GateService {
+        GateService::new(
+            self.store.clone(),
+            self.engine.clone(),
+            self.clock.clone(),
+            GateSettings::default(),
+            Arc::new(NoCharge),
+            GateMetrics::new(&prometheus::Registry::new()).unwrap(),
+            self.sent.clone(),
+        )
+    }
+}
+
+impl Sent {
+    fn take(&self) -> Vec<(String, GateCommand)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
 }
 
 impl Garage {
@@ -105,6 +141,7 @@ impl Garage {
                 .await
                 .unwrap();
         }
+        let sent = Arc::new(Sent::default());
         let engine = Arc::new(OccupancyEngine::default());
         engine.install_lot(model(), t0());
         // Every spot free except the closed one.
@@ -118,12 +155,14 @@ impl Garage {
             GateSettings::default(),
             Arc::new(NoCharge),
             GateMetrics::new(&prometheus::Registry::new()).unwrap(),
+            sent.clone(),
         );
         Self {
             store,
             engine,
             clock,
             service,
+            sent,
         }
     }
 
@@ -466,4 +505,81 @@ impl Garage {
     fn state_of(&self, spot: &SpotId) -> SpotState {
         self.engine.spot(&lot_id(), spot).unwrap().state
     }
+}
+
+async fn operators_open_by_hand_and_run_emergencies(g: &Garage) {
+    let in_1 = GateId::parse("in-1").unwrap();
+    // By hand: recorded, then sent to that gate only.
+    let command = g
+        .service
+        .open_by_hand(&lot_id(), &in_1, "op-1", "ticket machine jammed")
+        .await
+        .unwrap();
+    assert_eq!(
+        (command.action, command.reason),
+        (Action::Open, Reason::Manual)
+    );
+    let sent = g.sent.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, "parking/v1/g1/gates/in-1/command");
+    assert!(matches!(
+        g.service
+            .open_by_hand(&lot_id(), &GateId::parse("nope").unwrap(), "op-1", "x")
+            .await,
+        Err(OperatorError::UnknownGate { .. })
+    ));
+
+    // Emergency: every gate held open; requests are answered open; nobody is charged.
+    let inside = g.entry("a", "CAR1", None).await;
+    let emergency = g
+        .service
+        .start_emergency(&lot_id(), "op-1", "fire alarm level 1")
+        .await
+        .unwrap();
+    assert_eq!(emergency.started_by, "op-1");
+    let held: Vec<_> = g.sent.take();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(
+        held.iter()
+            .all(|(_, c)| c.action == Action::HoldOpen && c.reason == Reason::Emergency)
+    );
+    let out = g.exit("x", "CAR1").await;
+    assert_eq!((out.action, out.reason), (Action::Open, Reason::Emergency));
+    assert_eq!(out.session, inside.session);
+    let walk = g.entry("b", "CAR2", None).await;
+    assert_eq!(walk.reason, Reason::Emergency);
+    // Starting again changes nothing; a restarted service finds it on again.
+    assert_eq!(
+        g.service
+            .start_emergency(&lot_id(), "op-2", "again")
+            .await
+            .unwrap(),
+        emergency
+    );
+    let restarted = g.restarted();
+    let restored = restarted.restore().await.unwrap();
+    assert_eq!(restored, vec![(lot_id(), emergency.clone())]);
+
+    // Over: recorded, every gate released, normal rules again.
+    assert!(
+        g.service
+            .end_emergency(&lot_id(), "op-1", "all clear")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !g.service
+            .end_emergency(&lot_id(), "op-1", "twice")
+            .await
+            .unwrap()
+    );
+    let released = g.sent.take();
+    assert_eq!(released.len(), 2);
+    assert!(released.iter().all(|(_, c)| c.action == Action::Release));
+    assert_eq!(g.entry("c", "CAR3", None).await.reason, Reason::WalkIn);
+    let audit = g.store.operator_actions(Some(&lot_id()), 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["emergency_end", "emergency_start", "gate_open"]);
+    // After the end, a restarted service finds no emergency.
+    assert!(g.restarted().restore().await.unwrap().is_empty());
 }

@@ -26,7 +26,7 @@ use parkd_broker::metrics::BrokerMetrics;
 use parkd_core::clock::{Clock, SystemClock};
 use parkd_core::ids::LotId;
 use parkd_core::topic::{GATE_FILTER, SPOT_FILTER};
-use parkd_gates::mqtt::{CommandOut, EmbeddedCommands, GateSink, GateStates};
+use parkd_gates::mqtt::{CommandOut, EmbeddedCommands, GateSink, GateStates, Unpublished};
 use parkd_gates::{GateMetrics, GateService, NoCharge};
 use parkd_ingest::{DeviceIndex, Ingest, IngestMetrics, IngestSettings};
 use parkd_occupancy::OccupancyEngine;
@@ -285,15 +285,6 @@ impl RunningApp {
         let broker = Arc::new(broker);
 
         // Gates: requests in through a link of their own, commands out through another.
-        let gates = Arc::new(GateService::new(
-            store.clone(),
-            engine.clone(),
-            clock.clone(),
-            config.gate_settings(),
-            Arc::new(NoCharge),
-            GateMetrics::new(&registry)?,
-        ));
-        let gate_states = Arc::new(GateStates::default());
         let gate_dropped = IntCounterVec::new(
             Opts::new(
                 "parkd_gate_dropped_total",
@@ -306,30 +297,49 @@ impl RunningApp {
             config.gates.queue_capacity,
             gate_dropped.with_label_values(&["queue"]),
         );
-        let (gate_link, gate_commands) = match broker.as_ref() {
-            BrokerHandle::Embedded(embedded) => {
-                let link = embedded
-                    .subscribe(
-                        "gates",
-                        &[GATE_FILTER],
-                        Arc::new(gate_sink),
-                        clock.clone(),
-                        link_stop.clone(),
-                    )
-                    .await?;
-                let commands = EmbeddedCommands::start(
-                    embedded.publisher("gate-commands").await?,
-                    gate_dropped.with_label_values(&["command"]),
-                )?;
-                (Some(link), Some(Arc::new(commands)))
-            }
-            BrokerHandle::External(_) => {
-                tracing::warn!(
-                    "gate requests are answered with the embedded broker only (docs/gates.md)"
-                );
-                (None, None)
-            }
-        };
+        let (gate_link, gate_commands, gate_out): (_, _, Arc<dyn CommandOut>) =
+            match broker.as_ref() {
+                BrokerHandle::Embedded(embedded) => {
+                    let link = embedded
+                        .subscribe(
+                            "gates",
+                            &[GATE_FILTER],
+                            Arc::new(gate_sink),
+                            clock.clone(),
+                            link_stop.clone(),
+                        )
+                        .await?;
+                    let commands = Arc::new(EmbeddedCommands::start(
+                        embedded.publisher("gate-commands").await?,
+                        gate_dropped.with_label_values(&["command"]),
+                    )?);
+                    (Some(link), Some(commands.clone()), commands)
+                }
+                BrokerHandle::External(_) => {
+                    tracing::warn!(
+                        "gate requests are answered with the embedded broker only (docs/gates.md)"
+                    );
+                    let out = Arc::new(Unpublished {
+                        dropped: gate_dropped.with_label_values(&["command"]),
+                    });
+                    (None, None, out)
+                }
+            };
+        let gates = Arc::new(GateService::new(
+            store.clone(),
+            engine.clone(),
+            clock.clone(),
+            config.gate_settings(),
+            Arc::new(NoCharge),
+            GateMetrics::new(&registry)?,
+            gate_out.clone(),
+        ));
+        let gate_states = Arc::new(GateStates::default());
+        let emergencies = gates.restore().await?;
+        for (lot, emergency) in &emergencies {
+            tracing::warn!(%lot, since = %emergency.started_at, "lot is in emergency mode");
+            gates.repeat_emergency(lot).await?;
+        }
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -350,6 +360,9 @@ impl RunningApp {
             },
             &registry,
         )?);
+        for (lot, emergency) in &emergencies {
+            live.set_alert(lot, Some(emergency));
+        }
         let accounts = Arc::new(
             Accounts::new(
                 store.clone(),
@@ -367,6 +380,10 @@ impl RunningApp {
             accounts: accounts.clone(),
             reservation_rules: config.reservation_rules(),
             reservation_metrics: parkd_api::reservations::metrics(&registry)?,
+            gates: Some(parkd_api::gates::GatesApi {
+                service: gates.clone(),
+                states: gate_states.clone(),
+            }),
         };
         let app = parkd_api::router(api_state.clone());
         let http_stop = CancellationToken::new();
@@ -390,12 +407,11 @@ impl RunningApp {
             background_stop.clone(),
         ));
         background.spawn(sweep_limiter(accounts.clone(), background_stop.clone()));
-        if let Some(commands) = &gate_commands {
-            let out: Arc<dyn CommandOut> = commands.clone();
+        if gate_commands.is_some() {
             background.spawn(parkd_gates::mqtt::run(
                 gates.clone(),
                 gate_rx,
-                out,
+                gate_out,
                 gate_states.clone(),
                 background_stop.clone(),
             ));

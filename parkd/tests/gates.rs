@@ -92,45 +92,31 @@ async fn sensor(port: u16, spot: &str, occupied: bool) {
 /// The gate publishes `request` (logged in as itself, so the broker's ACL applies) and
 /// returns the command published on its command topic.
 async fn gate_asks(port: u16, gate: &str, request: &Value) -> GateCommand {
-    let topic = format!("parking/v1/g1/gates/{gate}");
-    let mut subscriber = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
-        // A gate has one connection for both; mosquitto's tools need two, and a client id
-        // is one connection, so the listening side is an anonymous observer (demo mode).
-        .args(["-t", &format!("{topic}/command"), "-C", "1", "-W", "10"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub is installed");
-    // Let the subscription land before the request goes out.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    mosquitto_pub(
-        port,
-        &[
-            "-u",
-            gate,
-            "-P",
-            SECRET,
-            "-i",
-            gate,
-            "-q",
-            "1",
-            "-t",
-            &format!("{topic}/request"),
-            "-m",
-            &request.to_string(),
-        ],
-    )
-    .await;
-    let mut out = String::new();
-    subscriber
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
-    let _ = subscriber.wait().await;
-    GateCommand::decode(out.trim().as_bytes()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    let topic = format!("parking/v1/g1/gates/{gate}/request");
+    let publish = async {
+        mosquitto_pub(
+            port,
+            &[
+                "-u",
+                gate,
+                "-P",
+                SECRET,
+                "-i",
+                gate,
+                "-q",
+                "1",
+                "-t",
+                &topic,
+                "-m",
+                &request.to_string(),
+            ],
+        )
+        .await;
+    };
+    let ((), mut commands) = commands_during(port, 1, publish).await;
+    let (on, command) = commands.pop().expect("an answer");
+    assert_eq!(on, format!("parking/v1/g1/gates/{gate}/command"));
+    command
 }
 
 async fn free_spots(addr: SocketAddr) -> i64 {
@@ -153,8 +139,9 @@ where
     panic!("timed out waiting until {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cars_enter_and_leave_through_gates_over_mqtt() {
+/// The four-spot lot with two gates (`in-1`, `out-1`) and a sensor per spot, every spot
+/// reported free.
+async fn garage() -> (RunningApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
     config.live.debounce_ms = 0;
@@ -171,16 +158,23 @@ async fn cars_enter_and_leave_through_gates_over_mqtt() {
     drop(store);
     let app = RunningApp::start(config, Mode::Demo).await.unwrap();
     let port = app.mqtt_addr().unwrap().port();
-    let http = app.http_addr();
-    let store = app.store();
-
     for spot in ["1", "2", "3", "4"] {
         sensor(port, spot, false).await;
     }
+    let http = app.http_addr();
     until("all four spots are free", || async {
         free_spots(http).await == 4
     })
     .await;
+    (app, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cars_enter_and_leave_through_gates_over_mqtt() {
+    let (app, _dir) = garage().await;
+    let port = app.mqtt_addr().unwrap().port();
+    let http = app.http_addr();
+    let store = app.store();
 
     // 1. A walk-in: admitted with a spot, which is held for it.
     let walk_in = gate_asks(
@@ -345,4 +339,232 @@ async fn cars_enter_and_leave_through_gates_over_mqtt() {
             .join("\n")
     );
     app.shutdown().await.unwrap();
+}
+
+/// Commands published on any gate of the lot while `during` runs. A gate has one connection
+/// for both its requests and its commands; mosquitto's tools need two and a client id is one
+/// connection, so the listening side is an anonymous observer (demo mode).
+async fn commands_during<F: std::future::Future<Output = T>, T>(
+    port: u16,
+    count: usize,
+    during: F,
+) -> (T, Vec<(String, GateCommand)>) {
+    let mut subscriber = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-V",
+            "mqttv311",
+            "-v",
+        ])
+        .args([
+            "-t",
+            "parking/v1/g1/gates/+/command",
+            "-C",
+            &count.to_string(),
+            "-W",
+            "10",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let result = during.await;
+    let mut out = String::new();
+    subscriber
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    let _ = subscriber.wait().await;
+    let commands = out
+        .lines()
+        .map(|line| {
+            let (topic, payload) = line.split_once(' ').unwrap();
+            (
+                topic.to_owned(),
+                GateCommand::decode(payload.as_bytes()).unwrap(),
+            )
+        })
+        .collect();
+    (result, commands)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_open_gates_by_hand_and_run_an_emergency() {
+    use futures_util::StreamExt;
+    let (app, _dir) = garage().await;
+    let port = app.mqtt_addr().unwrap().port();
+    let http = app.http_addr();
+    let store = app.store();
+    let (driver, _) = common::driver_with_vehicle(
+        http,
+        "dan@example.com",
+        json!({"plate": "DR 1", "class": "car"}),
+    )
+    .await;
+    let (operator, _) = common::driver_with_vehicle(
+        http,
+        "ola@example.com",
+        json!({"plate": "OP 1", "class": "car"}),
+    )
+    .await;
+    let ola = store
+        .user_by_email(&parkd_core::account::Email::parse("ola@example.com").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .set_role(&ola.id, parkd_core::account::Role::Operator)
+        .await
+        .unwrap();
+
+    // Drivers may not; a reason is required.
+    let reason = json!({"reason": "ticket machine jammed"});
+    let path = "/api/v1/lots/g1/gates/in-1/open";
+    assert_eq!(
+        common::call(http, "POST", path, Some(&driver), Some(reason.clone()))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        common::call(
+            http,
+            "POST",
+            path,
+            Some(&operator),
+            Some(json!({"reason": ""}))
+        )
+        .await
+        .0,
+        422
+    );
+    // The gate's list, with its last contact once it spoke.
+    gate_asks(
+        port,
+        "in-1",
+        &json!({"request_id": "hello", "direction": "entry", "plate": "AB 12"}),
+    )
+    .await;
+    let (status, list) =
+        common::call(http, "GET", "/api/v1/lots/g1/gates", Some(&operator), None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["gates"].as_array().unwrap().len(), 2);
+    assert!(list["gates"][0]["last_contact"].is_string(), "{list}");
+    assert!(list["emergency"].is_null());
+
+    // By hand: the gate gets open / manual.
+    let ((status, _), commands) = commands_during(
+        port,
+        1,
+        common::call(http, "POST", path, Some(&operator), Some(reason)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(commands[0].0, "parking/v1/g1/gates/in-1/command");
+    assert_eq!(
+        (commands[0].1.action, commands[0].1.reason),
+        (Action::Open, Reason::Manual)
+    );
+
+    // Emergency: a driver watching the live map is alerted, every barrier is held open.
+    let url = format!("ws://{http}/api/v1/live?lot=g1");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let _snapshot = ws.next().await.unwrap().unwrap();
+    let ((status, state), commands) = commands_during(
+        port,
+        2,
+        common::call(
+            http,
+            "POST",
+            "/api/v1/lots/g1/emergency",
+            Some(&operator),
+            Some(json!({"reason": "fire alarm, level 1"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["active"], true);
+    assert_eq!(commands.len(), 2);
+    assert!(commands.iter().all(|(_, c)| c.action == Action::HoldOpen));
+    let alert = next_alert(&mut ws).await;
+    assert_eq!(
+        (alert["alert"].as_str(), alert["active"].as_bool()),
+        (Some("emergency"), Some(true))
+    );
+    // Someone opening the map now is alerted too.
+    let (mut late, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    assert_eq!(next_alert(&mut late).await["active"], true);
+    // Requests are answered open.
+    let out = gate_asks(
+        port,
+        "out-1",
+        &json!({"request_id": "e1", "direction": "exit", "plate": "ANY 1"}),
+    )
+    .await;
+    assert_eq!((out.action, out.reason), (Action::Open, Reason::Emergency));
+
+    // Over.
+    let ((status, _), commands) = commands_during(
+        port,
+        2,
+        common::call(
+            http,
+            "POST",
+            "/api/v1/lots/g1/emergency/end",
+            Some(&operator),
+            Some(json!({"reason": "all clear from the fire service"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(commands.iter().all(|(_, c)| c.action == Action::Release));
+    assert_eq!(next_alert(&mut ws).await["active"], false);
+    let (_, audit) = common::call(
+        http,
+        "GET",
+        "/api/v1/lots/g1/operator-actions",
+        Some(&operator),
+        None,
+    )
+    .await;
+    let actions: Vec<&str> = audit["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["emergency_end", "emergency_start", "gate_open"]);
+    assert_eq!(audit["actions"][0]["user_id"], ola.id.as_str());
+    app.shutdown().await.unwrap();
+}
+
+async fn next_alert(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an alert within 10 s")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == "alert" {
+                return value;
+            }
+        }
+    }
 }

@@ -538,7 +538,26 @@ pub struct ParkingSession {
     pub overstay_s: Option<i64>,
 }
 
-/// Gate decisions and parking sessions.
+/// Something an operator did to a lot's gates, kept as an audit trail (append-only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorAction {
+    /// Random id.
+    pub id: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (a user id).
+    pub user_id: String,
+    /// Where.
+    pub lot: LotId,
+    /// The gate, for a gate action.
+    pub gate: Option<GateId>,
+    /// `gate_open`, `emergency_start` or `emergency_end`.
+    pub action: String,
+    /// Why, as the operator wrote it.
+    pub reason: String,
+}
+
+/// Gate decisions, parking sessions and operators' actions.
 #[async_trait]
 pub trait GateStore: Send + Sync {
     /// The recorded answer (the command as sent) to a gate's request.
@@ -594,6 +613,15 @@ pub trait GateStore: Send + Sync {
         exit_gate: Option<&GateId>,
         overstay_s: Option<i64>,
     ) -> StoreResult<bool>;
+    /// Appends an operator's action to the audit trail.
+    async fn record_operator_action(&self, action: &OperatorAction) -> StoreResult<()>;
+    /// A lot's operator actions, last recorded first, at most `limit`; all lots if `lot` is
+    /// `None`.
+    async fn operator_actions(
+        &self,
+        lot: Option<&LotId>,
+        limit: u32,
+    ) -> StoreResult<Vec<OperatorAction>>;
     /// A lot's sessions that entered in `[from, to)`, newest first, at most `limit`.
     async fn parking_sessions_between(
         &self,
@@ -802,6 +830,19 @@ macro_rules! forward_gate_store {
                 self.$field
                     .close_parking_session(id, exited_at, exit_gate, overstay_s)
                     .await
+            }
+            async fn record_operator_action(
+                &self,
+                action: &$crate::OperatorAction,
+            ) -> $crate::StoreResult<()> {
+                self.$field.record_operator_action(action).await
+            }
+            async fn operator_actions(
+                &self,
+                lot: Option<&::parkd_core::ids::LotId>,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::OperatorAction>> {
+                self.$field.operator_actions(lot, limit).await
             }
             async fn parking_sessions_between(
                 &self,

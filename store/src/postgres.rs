@@ -78,6 +78,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "gates",
         sql: include_str!("../../sql/postgres/0008_gates.sql"),
     },
+    Migration {
+        version: 9,
+        name: "operator_actions",
+        sql: include_str!("../../sql/postgres/0009_operator_actions.sql"),
+    },
 ];
 
 mod accounts;

@@ -67,6 +67,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "gates",
         sql: include_str!("../../sql/sqlite/0007_gates.sql"),
     },
+    Migration {
+        version: 8,
+        name: "operator_actions",
+        sql: include_str!("../../sql/sqlite/0008_operator_actions.sql"),
+    },
 ];
 
 mod accounts;

@@ -18,9 +18,9 @@ use parkd_core::reservation::ReservationState;
 use parkd_core::vehicle::VehicleType;
 use parkd_store::postgres::PostgresStore;
 use parkd_store::{
-    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, IdempotencyBegin, ParkingSession,
-    ReservationRow, SessionRow, SpotLatest, SpotReading, StatusChange, Store, StoreConfig,
-    StoreError, TelemetryBatch, User, VehicleRow, testing,
+    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, IdempotencyBegin, OperatorAction,
+    ParkingSession, ReservationRow, SessionRow, SpotLatest, SpotReading, StatusChange, Store,
+    StoreConfig, StoreError, TelemetryBatch, User, VehicleRow, testing,
 };
 
 macro_rules! conformance {
@@ -48,6 +48,7 @@ conformance!(
     gate_decisions_are_recorded_once,
     parking_sessions_check_reservations_in_and_out,
     one_open_session_per_plate_and_reservation,
+    operator_actions_are_an_audit_trail,
     identifies_itself_and_answers_ping,
     migrations_are_idempotent,
     device_registry_round_trip,
@@ -1756,4 +1757,48 @@ async fn one_open_session_per_plate_and_reservation(h: &Harness) {
             .await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+async fn operator_actions_are_an_audit_trail(h: &Harness) {
+    let store = h.store();
+    let action = |id: &str, secs: i64, lot_id: &str, what: &str| OperatorAction {
+        id: id.into(),
+        at: t(secs),
+        user_id: "op-1".into(),
+        lot: lot(lot_id),
+        gate: (what == "gate_open").then(|| GateId::parse("in-1").unwrap()),
+        action: what.into(),
+        reason: format!("{what} because"),
+    };
+    store
+        .record_operator_action(&action("a", 10, "garage-a", "emergency_start"))
+        .await
+        .unwrap();
+    store
+        .record_operator_action(&action("b", 20, "garage-a", "gate_open"))
+        .await
+        .unwrap();
+    store
+        .record_operator_action(&action("c", 30, "garage-b", "emergency_start"))
+        .await
+        .unwrap();
+    store
+        .record_operator_action(&action("d", 40, "garage-a", "emergency_end"))
+        .await
+        .unwrap();
+    let of_a = store
+        .operator_actions(Some(&lot("garage-a")), 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = of_a.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["d", "b", "a"]);
+    assert_eq!(of_a[1], action("b", 20, "garage-a", "gate_open"));
+    assert_eq!(store.operator_actions(None, 2).await.unwrap().len(), 2);
+    // Only the three actions are allowed.
+    assert!(
+        store
+            .record_operator_action(&action("e", 50, "garage-a", "delete_everything"))
+            .await
+            .is_err()
+    );
 }

@@ -302,3 +302,17 @@ describe('reconnecting', () => {
     assert.equal(sockets.length, 1);
   });
 });
+
+describe('alerts', () => {
+  it('an emergency alert is held until it ends, and does not touch the sequence', () => {
+    const live = new LiveState();
+    live.handle(snapshot(10, [spot('A', 'free', 1)]));
+    const on = live.handle({ type: 'alert', lot: 'x', alert: 'emergency', active: true, message: 'Leave calmly', at: '2026-01-01T00:00:01Z' });
+    assert.equal(on.type, 'alert');
+    assert.equal(on.resync, false);
+    assert.equal(live.alert.message, 'Leave calmly');
+    assert.equal(live.seq, 10);
+    live.handle({ type: 'alert', lot: 'x', alert: 'emergency', active: false, message: 'Over', at: '2026-01-01T00:00:02Z' });
+    assert.equal(live.alert, null);
+  });
+});

@@ -59,6 +59,7 @@ pub async fn server(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Se
     .unwrap();
     let state = ApiState {
         http_metrics: HttpMetrics::new(&registry).unwrap(),
+        gates: None,
         reservation_rules: parkd_core::reservation::TimeRules::default(),
         reservation_metrics: parkd_api::reservations::metrics(&registry).unwrap(),
         registry,

@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 
 use super::{PostgresStore, col, pg_err};
 use crate::common::{parse_id, parse_vehicle_type};
-use crate::{GateStore, ParkingSession, StoreError, StoreResult};
+use crate::{GateStore, OperatorAction, ParkingSession, StoreError, StoreResult};
 
 const COLUMNS: &str = "session_id, lot_id, plate_key, plate, vehicle_type, reservation_id, \
                        user_id, entry_gate, assigned_spot, sensed_spot, entered_at, exit_gate, \
@@ -247,6 +247,60 @@ impl GateStore for PostgresStore {
         }
         tx.commit().await.map_err(pg_err)?;
         Ok(true)
+    }
+
+    async fn record_operator_action(&self, a: &OperatorAction) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO operator_actions (action_id, at, user_id, lot_id, gate_id, action, reason)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &a.id,
+                    &a.at,
+                    &a.user_id,
+                    &a.lot.as_str(),
+                    &a.gate.as_ref().map(GateId::as_str),
+                    &a.action,
+                    &a.reason,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn operator_actions(
+        &self,
+        lot: Option<&LotId>,
+        limit: u32,
+    ) -> StoreResult<Vec<OperatorAction>> {
+        const T: &str = "operator_actions";
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT action_id, at, user_id, lot_id, gate_id, action, reason
+                 FROM operator_actions WHERE ($1::text IS NULL OR lot_id = $1)
+                 ORDER BY seq DESC LIMIT $2",
+                &[&lot.map(LotId::as_str), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(OperatorAction {
+                    id: col(row, 0, T)?,
+                    at: col(row, 1, T)?,
+                    user_id: col(row, 2, T)?,
+                    lot: parse_id(T, "lot_id", col(row, 3, T)?, LotId::parse)?,
+                    gate: col::<Option<&str>>(row, 4, T)?
+                        .map(|raw| parse_id(T, "gate_id", raw, GateId::parse))
+                        .transpose()?,
+                    action: col(row, 5, T)?,
+                    reason: col(row, 6, T)?,
+                })
+            })
+            .collect()
     }
 
     async fn parking_sessions_between(

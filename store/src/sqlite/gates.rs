@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{SqliteStore, col, from_micros, sq_err};
 use crate::common::{parse_id, parse_vehicle_type};
-use crate::{GateStore, ParkingSession, StoreError, StoreResult};
+use crate::{GateStore, OperatorAction, ParkingSession, StoreError, StoreResult};
 
 const COLUMNS: &str = "session_id, lot_id, plate_key, plate, vehicle_type, reservation_id, \
                        user_id, entry_gate, assigned_spot, sensed_spot, entered_at, exit_gate, \
@@ -285,6 +285,67 @@ impl GateStore for SqliteStore {
             }
             tx.commit().map_err(sq_err)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn record_operator_action(&self, a: &OperatorAction) -> StoreResult<()> {
+        let a = a.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO operator_actions
+                     (action_id, seq, at, user_id, lot_id, gate_id, action, reason)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM operator_actions),
+                         ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    a.id,
+                    a.at.timestamp_micros(),
+                    a.user_id,
+                    a.lot.as_str(),
+                    a.gate.as_ref().map(GateId::as_str),
+                    a.action,
+                    a.reason
+                ],
+            )
+            .map_err(sq_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn operator_actions(
+        &self,
+        lot: Option<&LotId>,
+        limit: u32,
+    ) -> StoreResult<Vec<OperatorAction>> {
+        let lot = lot.map(ToString::to_string);
+        self.read(move |conn| {
+            const T: &str = "operator_actions";
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT action_id, at, user_id, lot_id, gate_id, action, reason
+                     FROM operator_actions WHERE (?1 IS NULL OR lot_id = ?1)
+                     ORDER BY seq DESC LIMIT ?2",
+                )
+                .map_err(sq_err)?;
+            let mut rows = statement
+                .query(params![lot, i64::from(limit)])
+                .map_err(sq_err)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(sq_err)? {
+                out.push(OperatorAction {
+                    id: col(row, 0, T)?,
+                    at: from_micros(col(row, 1, T)?, T)?,
+                    user_id: col(row, 2, T)?,
+                    lot: parse_id(T, "lot_id", &col::<String>(row, 3, T)?, LotId::parse)?,
+                    gate: col::<Option<String>>(row, 4, T)?
+                        .map(|raw| parse_id(T, "gate_id", &raw, GateId::parse))
+                        .transpose()?,
+                    action: col(row, 5, T)?,
+                    reason: col(row, 6, T)?,
+                });
+            }
+            Ok(out)
         })
         .await
     }
