@@ -47,6 +47,8 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/api/v1/lots/{lot}/emergency/end", post(end_emergency))
         .route("/api/v1/lots/{lot}/operator-actions", get(operator_actions))
         .route("/api/v1/lots/{lot}/sessions", get(sessions))
+        .route("/api/v1/lots/{lot}/check-in", post(check_in))
+        .route("/api/v1/parking/{session}/check-out", post(check_out))
 }
 
 fn gates_api(state: &ApiState) -> Result<&GatesApi, Problem> {
@@ -596,6 +598,161 @@ async fn sessions(
     };
     Ok(Json(SessionList {
         sessions: rows.into_iter().map(SessionOut::from).collect(),
+    })
+    .into_response())
+}
+
+/// An app check-in.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CheckInBody {
+    /// One of the caller's vehicles.
+    vehicle_id: String,
+    /// The reservation's code, to check in on it (otherwise the vehicle's reservation around
+    /// now is found by its plate, or it is a walk-in).
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// The outcome of an app check-in or check-out: what a gate's display would say.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ParkingOut {
+    /// The parking session.
+    session: String,
+    /// `reservation`, `walk_in`, `emergency` (check-in); `nothing_due` (check-out).
+    reason: String,
+    /// The spot to park in (check-in).
+    spot: Option<String>,
+    /// Text for the screen.
+    display: String,
+}
+
+fn refused(command: &GateCommand) -> Problem {
+    let status = match command.reason {
+        parkd_core::gate::Reason::UnknownCode | parkd_core::gate::Reason::WrongLot => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::CONFLICT,
+    };
+    Problem::new(status, "parking-refused", "Refused").with_detail(format!(
+        "{}: {}",
+        command.reason.as_str(),
+        command.display
+    ))
+}
+
+/// Checks a vehicle in from the app, for lots without a plate reader: the same rules as an
+/// entry gate (docs/gates.md).
+#[utoipa::path(
+    post,
+    path = "/api/v1/lots/{lot}/check-in",
+    tag = "gates",
+    params(("lot" = String, Path, description = "Lot id")),
+    request_body = CheckInBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Checked in: the session and the spot", body = ParkingOut),
+        (status = 400, description = "Malformed JSON (`malformed-json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such lot (`unknown-lot`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Refused by the entry rules: full, already inside, reservation not valid now... (`parking-refused`, detail `reason: text`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown vehicle or code, wrong body (`unknown-vehicle`, `parking-refused`, `invalid-body`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Gates are not served here (`gates-unavailable`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn check_in(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<CheckInBody>,
+) -> Result<Response, Problem> {
+    let api = gates_api(&state)?;
+    let lot = lot_of(&state, &raw)?;
+    let vehicles = state
+        .accounts
+        .store()
+        .vehicles(&caller.user.id)
+        .await
+        .map_err(internal)?;
+    let vehicle = vehicles
+        .into_iter()
+        .find(|v| v.id == body.vehicle_id)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-vehicle",
+                "Unknown vehicle",
+            )
+            .with_detail("vehicle_id is not one of your vehicles")
+        })?;
+    let command = api
+        .service
+        .check_in(
+            &lot,
+            &caller.user.id,
+            &vehicle.plate,
+            vehicle.profile.vehicle_type(),
+            body.code.as_deref(),
+        )
+        .await
+        .map_err(internal)?;
+    if command.action != parkd_core::gate::Action::Open {
+        return Err(refused(&command));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(ParkingOut {
+            session: command.session.clone().unwrap_or_default(),
+            reason: command.reason.as_str().to_owned(),
+            spot: command.spot.clone(),
+            display: command.display,
+        }),
+    )
+        .into_response())
+}
+
+/// Checks a vehicle out from the app (the driver's own session; operators any): the exit
+/// rules of a gate.
+#[utoipa::path(
+    post,
+    path = "/api/v1/parking/{session}/check-out",
+    tag = "gates",
+    params(("session" = String, Path, description = "Parking session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Checked out", body = ParkingOut),
+        (status = 401, description = "Missing, malformed, unknown or ended session token (`missing-token`, `invalid-token`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such session visible to the caller (`not-found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not inside any more, or something is due (`parking-refused`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Gates are not served here (`gates-unavailable`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn check_out(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let api = gates_api(&state)?;
+    let session = state
+        .accounts
+        .store()
+        .parking_session(&id)
+        .await
+        .map_err(internal)?
+        .filter(|s| {
+            s.user_id.as_deref() == Some(caller.user.id.as_str())
+                || caller.user.role.includes(Role::Operator)
+        })
+        .ok_or_else(|| Problem::not_found("no such parking session"))?;
+    let command = api.service.check_out(session).await.map_err(internal)?;
+    if command.action != parkd_core::gate::Action::Open {
+        return Err(refused(&command));
+    }
+    Ok(Json(ParkingOut {
+        session: id,
+        reason: command.reason.as_str().to_owned(),
+        spot: None,
+        display: command.display,
     })
     .into_response())
 }

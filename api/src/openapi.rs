@@ -65,6 +65,8 @@ use crate::{auth, gates, live, reservations, web};
         gates::end_emergency,
         gates::operator_actions,
         gates::sessions,
+        gates::check_in,
+        gates::check_out,
         web::index,
         web::file,
     ),

@@ -586,7 +586,7 @@ impl GateService {
                     .value()
                     .clone();
                 let _entries = lock.lock().await;
-                self.entry(&model, gate, request, now).await
+                self.entry(&model, Some(gate), None, request, now).await
             }
             Direction::Exit => self.exit(lot, gate, request, now).await,
         }
@@ -627,7 +627,8 @@ impl GateService {
     async fn entry(
         &self,
         model: &Lot,
-        gate: &GateId,
+        gate: Option<&GateId>,
+        user: Option<&str>,
         request: &GateRequest,
         now: DateTime<Utc>,
     ) -> Result<GateCommand, Undecided> {
@@ -673,6 +674,7 @@ impl GateService {
         let session = Entered {
             lot,
             gate,
+            user,
             plate_key: plate.key(),
             plate: Some(plate.as_str()),
             vehicle,
@@ -739,7 +741,7 @@ impl GateService {
     async fn enter_on_reservation(
         &self,
         model: &Lot,
-        gate: &GateId,
+        gate: Option<&GateId>,
         request: &GateRequest,
         plate: Option<&Plate>,
         reservation: &ReservationRow,
@@ -767,6 +769,7 @@ impl GateService {
         let session = Entered {
             lot: &model.id,
             gate,
+            user: None,
             plate_key,
             plate: plate.map(Plate::as_str),
             vehicle: reservation.vehicle_type,
@@ -905,6 +908,18 @@ impl GateService {
         let Some(session) = session else {
             return Ok(GateCommand::deny(id, Reason::NoSession, now));
         };
+        self.leave(session, Some(gate), id, now).await
+    }
+
+    /// Closes a session if nothing is due: the exit gate's answer, or the app's check-out.
+    async fn leave(
+        &self,
+        session: ParkingSession,
+        gate: Option<&GateId>,
+        id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<GateCommand, Undecided> {
+        let lot = &session.lot;
         if let Some((amount, currency)) = self.charge.due(&session, now) {
             let mut command = GateCommand::deny(id, Reason::PaymentRequired, now);
             command.amount_due = Some(amount);
@@ -922,7 +937,7 @@ impl GateService {
         };
         if !self
             .store
-            .close_parking_session(&session.id, now, Some(gate), overstay)
+            .close_parking_session(&session.id, now, gate, overstay)
             .await?
         {
             // Closed meanwhile by a duplicate request or the app.
@@ -940,6 +955,58 @@ impl GateService {
         let mut command = GateCommand::new(id, Action::Open, Reason::NothingDue, now);
         command.session = Some(session.id);
         Ok(command)
+    }
+
+    /// A driver checks in from the app (a lot without a plate reader): the entry rules of a
+    /// gate, by the reservation's code if given, else by the vehicle's plate (its reservation
+    /// around now, or a walk-in). The answer is what a gate would show; the session has no
+    /// entry gate and carries the driver.
+    pub async fn check_in(
+        &self,
+        lot: &LotId,
+        user_id: &str,
+        plate: &Plate,
+        vehicle: VehicleType,
+        code: Option<&str>,
+    ) -> Result<GateCommand, StoreError> {
+        let now = self.clock.now();
+        let Some(model) = self.engine.model(lot) else {
+            return Ok(GateCommand::deny(None, Reason::UnknownGate, now));
+        };
+        let request = GateRequest {
+            request_id: format!("app-{}", random_id()),
+            direction: Direction::Entry,
+            plate: Some(plate.as_str().to_owned()),
+            plate_confidence: None,
+            code: code.map(str::to_owned),
+            vehicle: Some(vehicle),
+            ts: None,
+        };
+        if self.emergency(lot).is_some() {
+            return Ok(GateCommand::new(None, Action::Open, Reason::Emergency, now));
+        }
+        let lock = self
+            .lot_locks
+            .entry(lot.clone())
+            .or_default()
+            .value()
+            .clone();
+        let _entries = lock.lock().await;
+        let mut command = match self.entry(&model, None, Some(user_id), &request, now).await {
+            Ok(command) => command,
+            Err(Undecided::Store(error)) => return Err(error),
+        };
+        command.request_id = None;
+        Ok(command)
+    }
+
+    /// A driver checks out from the app: the exit rules for one session.
+    pub async fn check_out(&self, session: ParkingSession) -> Result<GateCommand, StoreError> {
+        let now = self.clock.now();
+        match self.leave(session, None, None, now).await {
+            Ok(command) => Ok(command),
+            Err(Undecided::Store(error)) => Err(error),
+        }
     }
 
     /// Spots held for cars that entered and have not been seen parking yet, per lot (for the
@@ -1017,7 +1084,9 @@ impl GateService {
 /// A vehicle let in: what its session records.
 struct Entered<'a> {
     lot: &'a LotId,
-    gate: &'a GateId,
+    gate: Option<&'a GateId>,
+    /// The driver, when known other than through the reservation (an app check-in).
+    user: Option<&'a str>,
     plate_key: String,
     plate: Option<&'a str>,
     vehicle: VehicleType,
@@ -1035,8 +1104,11 @@ impl Entered<'_> {
             plate: self.plate.map(str::to_owned),
             vehicle_type: self.vehicle,
             reservation_id: self.reservation.map(|r| r.id.clone()),
-            user_id: self.reservation.map(|r| r.user_id.clone()),
-            entry_gate: Some(self.gate.clone()),
+            user_id: self
+                .reservation
+                .map(|r| r.user_id.clone())
+                .or(self.user.map(str::to_owned)),
+            entry_gate: self.gate.cloned(),
             assigned_spot: Some(self.spot.clone()),
             sensed_spot: None,
             entered_at: self.at,

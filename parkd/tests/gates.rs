@@ -568,3 +568,106 @@ async fn next_alert(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_check_in_and_out_from_the_app() {
+    let (app, _dir) = garage().await;
+    let http = app.http_addr();
+    let store = app.store();
+    let (token, vehicle) = common::driver_with_vehicle(
+        http,
+        "eve@example.com",
+        json!({"plate": "APP 7", "class": "car"}),
+    )
+    .await;
+    // A reservation starting in 10 minutes: the app checks in on its code.
+    let (status, reservation) = common::call(
+        http,
+        "POST",
+        "/api/v1/reservations",
+        Some(&token),
+        Some(
+            json!({"lot": "g1", "vehicle_id": vehicle, "starts_at": common::minutes_from_now(10),
+                    "ends_at": common::minutes_from_now(70)}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{reservation}");
+    let check_in = json!({"vehicle_id": vehicle, "code": reservation["code"]});
+    let (status, parked) = common::call(
+        http,
+        "POST",
+        "/api/v1/lots/g1/check-in",
+        Some(&token),
+        Some(check_in.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{parked}");
+    assert_eq!(parked["reason"], "reservation");
+    assert_eq!(parked["spot"], reservation["spot"]);
+    let session = parked["session"].as_str().unwrap().to_owned();
+    let stored = store.parking_session(&session).await.unwrap().unwrap();
+    assert_eq!(stored.entry_gate, None);
+    assert!(stored.user_id.is_some());
+    // Twice: already inside.
+    let (status, again) = common::call(
+        http,
+        "POST",
+        "/api/v1/lots/g1/check-in",
+        Some(&token),
+        Some(json!({"vehicle_id": vehicle})),
+    )
+    .await;
+    assert_eq!(status, 409, "{again}");
+    assert!(
+        again["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("already_inside"),
+        "{again}"
+    );
+    // Someone else's session is not visible; the driver's own checks out.
+    let (other, other_vehicle) = common::driver_with_vehicle(
+        http,
+        "max@example.com",
+        json!({"plate": "OTHER 1", "class": "car"}),
+    )
+    .await;
+    let path = format!("/api/v1/parking/{session}/check-out");
+    assert_eq!(
+        common::call(http, "POST", &path, Some(&other), None)
+            .await
+            .0,
+        404
+    );
+    let (status, out) = common::call(http, "POST", &path, Some(&token), None).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["reason"], "nothing_due");
+    assert_eq!(
+        store
+            .reservation(reservation["id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ReservationState::Completed
+    );
+    assert_eq!(
+        common::call(http, "POST", &path, Some(&token), None)
+            .await
+            .0,
+        409
+    );
+    // A walk-in from the app gets a spot.
+    let (status, walk) = common::call(
+        http,
+        "POST",
+        "/api/v1/lots/g1/check-in",
+        Some(&other),
+        Some(json!({"vehicle_id": other_vehicle})),
+    )
+    .await;
+    assert_eq!(status, 201, "{walk}");
+    assert_eq!(walk["reason"], "walk_in");
+    app.shutdown().await.unwrap();
+}
