@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use chrono::{NaiveTime, Weekday};
+use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{LevelId, LotId, SpotId, ZoneId};
@@ -142,6 +142,33 @@ pub struct Lot {
     pub spots: Vec<Spot>,
 }
 
+impl Lot {
+    /// Whether the lot is open at `at`: always when it has no opening hours; otherwise when
+    /// `at`, in the lot's time zone, falls in one of its periods (a period whose `close` is at
+    /// or before its `open` runs past midnight into the next day). A time zone that does not
+    /// parse (validation refuses one) counts as open: a configuration mistake must never lock
+    /// drivers out.
+    pub fn is_open_at(&self, at: DateTime<Utc>) -> bool {
+        if self.opening_hours.is_empty() {
+            return true;
+        }
+        let Ok(zone) = self.timezone.parse::<chrono_tz::Tz>() else {
+            return true;
+        };
+        let local = at.with_timezone(&zone);
+        let day = local.weekday();
+        let time = local.time().with_nanosecond(0).unwrap_or(local.time());
+        self.opening_hours.iter().any(|p| {
+            if p.close > p.open {
+                p.day == day && p.open <= time && time < p.close
+            } else {
+                // Past midnight: the evening of `day` and the early hours of the next day.
+                (p.day == day && p.open <= time) || (p.day.succ() == day && time < p.close)
+            }
+        })
+    }
+}
+
 fn default_timezone() -> String {
     "UTC".into()
 }
@@ -204,6 +231,12 @@ impl Lot {
         check_text("name", &self.name, true)?;
         check_text("address", &self.address, false)?;
         check_text("timezone", &self.timezone, true)?;
+        if self.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(err(
+                "timezone",
+                "not an IANA time zone name (e.g. Europe/Berlin, America/New_York, UTC)",
+            ));
+        }
         if let Some(point) = self.location {
             if !(point.lat.is_finite() && (-90.0..=90.0).contains(&point.lat)) {
                 return Err(err("location.lat", "must be in [-90, 90]"));
@@ -461,6 +494,50 @@ fn parse_id<T: for<'de> Deserialize<'de>>(raw: &str) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_hours_in_the_lots_time_zone_including_past_midnight() {
+        let mut lot = demo_garage(LotId::parse("g").unwrap(), 1, 4);
+        assert!(lot.is_open_at(Utc::now()), "no hours: always open");
+        lot.timezone = "Europe/Berlin".into();
+        let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        lot.opening_hours = vec![
+            OpeningPeriod {
+                day: Weekday::Mon,
+                open: t(7, 0),
+                close: t(22, 0),
+            },
+            // Friday night until 02:00 on Saturday.
+            OpeningPeriod {
+                day: Weekday::Fri,
+                open: t(18, 0),
+                close: t(2, 0),
+            },
+        ];
+        // 2026-11-23 is a Monday; Berlin is UTC+1 in November.
+        let utc = |d: u32, h: u32, m: u32| {
+            DateTime::parse_from_rfc3339(&format!("2026-11-{d:02}T{h:02}:{m:02}:00Z"))
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert!(!lot.is_open_at(utc(23, 5, 59)), "06:59 local");
+        assert!(lot.is_open_at(utc(23, 6, 0)), "07:00 local");
+        assert!(lot.is_open_at(utc(23, 20, 59)), "21:59 local");
+        assert!(!lot.is_open_at(utc(23, 21, 0)), "22:00 local");
+        assert!(!lot.is_open_at(utc(24, 12, 0)), "Tuesday");
+        assert!(
+            lot.is_open_at(utc(27, 23, 30)),
+            "Saturday 00:30 local, in Friday's night period"
+        );
+        assert!(!lot.is_open_at(utc(28, 1, 0)), "Saturday 02:00 local");
+        assert!(!lot.is_open_at(utc(27, 16, 59)), "Friday 17:59 local");
+        lot.timezone = "Mars/Olympus".into();
+        assert!(lot.validate().is_err());
+        assert!(
+            lot.is_open_at(utc(24, 12, 0)),
+            "an unknown zone never locks drivers out"
+        );
+    }
 
     fn demo() -> Lot {
         demo_garage(LotId::parse("demo-garage").unwrap(), 3, 100)

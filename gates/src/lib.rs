@@ -634,6 +634,10 @@ impl GateService {
     ) -> Result<GateCommand, Undecided> {
         let id = Some(request.request_id.clone());
         let lot = &model.id;
+        // Closed: nobody comes in (leaving is always allowed: exits never check the hours).
+        if !model.is_open_at(now) {
+            return Ok(GateCommand::deny(id, Reason::LotClosed, now));
+        }
         let plate = request.usable_plate(self.settings.min_plate_confidence);
         let reservation = match &request.code {
             Some(code) => match self.store.reservation_by_code(code).await? {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use parkd_core::account::{Email, Role};
 use parkd_core::clock::{Clock, ManualClock};
 use parkd_core::garage::{Lot, demo_garage};
@@ -411,6 +411,19 @@ async fn refusals_say_why(g: &Garage) {
     assert_eq!(garbage.request_id, None);
     // Exit without a session.
     deny(&g.exit("x", "NOBODY1").await, Reason::NoSession);
+    // Outside opening hours nobody comes in.
+    let mut closed = model();
+    closed.opening_hours = vec![parkd_core::garage::OpeningPeriod {
+        day: (g.now() + Duration::days(1)).weekday(),
+        open: chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
+        close: chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+    }];
+    g.engine.install_lot(closed, g.now());
+    deny(&g.entry("h", "EARLY1", None).await, Reason::LotClosed);
+    g.engine.install_lot(model(), g.now());
+    for i in 0..5 {
+        g.engine.apply(&lot_id(), &spot(i), false, g.now());
+    }
     // Full for vans: the one large bay is taken.
     g.engine.apply(&lot_id(), &spot(4), true, g.now());
     deny(&g.entry("v", "VAN1", Some("van")).await, Reason::Full);
