@@ -11,19 +11,26 @@
 //!   as a ladder of loads.
 //! - `scale`: 100,000 spots in one process: memory, availability read time against a
 //!   300-spot lot of the same shape, the engine's `tick`.
+//! - `reservations`: N concurrent drivers creating reservations through the HTTP API
+//!   (PostgreSQL or SQLite), then a check over the whole table for double bookings.
+//! - `logins`: N concurrent clients logging in again and again with production Argon2id.
 //!
 //! Each prints a Markdown report and can write it to a file (`--out`). See `bench/README.md`.
 
 mod availability;
 mod cpu;
 mod demo;
+mod drivers;
 mod hist;
+mod http1;
 mod ingest;
 mod live_ws;
+mod logins;
 mod machine;
 mod pg;
 mod publish;
 mod report;
+mod reservations;
 mod scale;
 mod server;
 mod timed_store;
@@ -40,7 +47,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// The parkd benchmark harness (ingest throughput and latency; demo start-up; live occupancy).
+/// The parkd benchmark harness (ingest throughput and latency; demo start-up; live occupancy;
+/// reservations and logins).
 #[derive(Debug, Parser)]
 #[command(name = "parkd-bench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -60,6 +68,10 @@ enum Command {
     LiveWs(LiveWsArgs),
     /// 100,000 spots in one process: memory, availability read time, tick.
     Scale(ScaleArgs),
+    /// Concurrent reservation creates over HTTP, then a whole-table double-booking check.
+    Reservations(ReservationsArgs),
+    /// Concurrent logins with production Argon2id parameters.
+    Logins(LoginsArgs),
     /// (Internal, used by `scale`) import a demo garage and register its sensors.
     #[command(hide = true)]
     SeedLot(SeedLotArgs),
@@ -333,6 +345,102 @@ pub(crate) struct ScaleArgs {
     pub(crate) allow_debug: bool,
 }
 
+/// The reservations benchmark.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ReservationsArgs {
+    /// Store backend (PostgreSQL is the target; SQLite for comparison).
+    #[arg(long, value_enum, default_value = "postgres")]
+    pub(crate) backend: Backend,
+    /// PostgreSQL server to create the fresh benchmark database on (dropped after). Without
+    /// it, libpq's PG* environment as `pg_virtualenv` sets it. Never printed.
+    #[arg(long, env = "PARKD_BENCH_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Concurrent clients (drivers), each on its own keep-alive connection.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) clients: usize,
+    /// Measured time, after the warm-up.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Booking before the measured window.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Open loop: requests per second offered by all clients together, on a fixed schedule
+    /// (latency from the scheduled send time). Default: closed loop, each client sends its
+    /// next request as soon as the answer is in.
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// Spots of the lot (the demo garage's layout, 100 per level).
+    #[arg(long, default_value_t = 300)]
+    pub(crate) spots: u32,
+    /// Latest entry, days ahead [default: reservations.max_advance_days - 1, i.e. 89].
+    #[arg(long)]
+    pub(crate) horizon_days: Option<u32>,
+    /// parkd's PostgreSQL pool size, `database.pool_size` [default: parkd's, 8].
+    #[arg(long)]
+    pub(crate) pool_size: Option<usize>,
+    /// Worker threads of parkd's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) parkd_threads: usize,
+    /// Worker threads of the clients' runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) load_threads: usize,
+    /// Seed of the requested times.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Allocation attempts timed in-process after the run.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) probes: usize,
+    /// Under `bench/prio.sh`, leave a local PostgreSQL's processes at their own scheduler
+    /// priority instead of giving them the benchmark's (each backend is an autogroup of its
+    /// own at nice 0).
+    #[arg(long)]
+    pub(crate) leave_postgres_priority: bool,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Run even in a debug build.
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
+}
+
+/// The login benchmark.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LoginsArgs {
+    /// Store backend.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub(crate) backend: Backend,
+    /// PostgreSQL server for `--backend postgres` (see `reservations --help`). Never printed.
+    #[arg(long, env = "PARKD_BENCH_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Concurrent clients, each with its own account and keep-alive connection.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) clients: usize,
+    /// Measured time, after the warm-up.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Logging in before the measured window.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
+    /// One client alone first, for this long (0s: skip).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) baseline: Duration,
+    /// Experiment: `auth.hash_concurrency` [default: parkd's, the number of cores].
+    #[arg(long)]
+    pub(crate) hash_concurrency: Option<usize>,
+    /// Worker threads of parkd's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) parkd_threads: usize,
+    /// Worker threads of the clients' runtime.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) load_threads: usize,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Run even in a debug build.
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
+}
+
 /// `seed-lot`: `demo_garage(lot, levels, per_level)` into the SQLite store of `data_dir`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SeedLotArgs {
@@ -397,6 +505,16 @@ fn main() -> anyhow::Result<()> {
         Some(Command::LiveWs(args)) => {
             check_profile(args.allow_debug)?;
             let markdown = live_ws::run(&args)?;
+            emit(&markdown, args.out.as_ref())
+        }
+        Some(Command::Reservations(args)) => {
+            check_profile(args.allow_debug)?;
+            let markdown = reservations::run(&args)?;
+            emit(&markdown, args.out.as_ref())
+        }
+        Some(Command::Logins(args)) => {
+            check_profile(args.allow_debug)?;
+            let markdown = logins::run(&args)?;
             emit(&markdown, args.out.as_ref())
         }
         Some(Command::SeedLot(args)) => scale::seed_lot(&args),
