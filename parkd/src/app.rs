@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{MqttMode, ParkdConfig};
-use crate::devices::{StoreCredentials, seed_demo_sensors};
+use crate::devices::{StoreCredentials, seed_demo_gates, seed_demo_sensors};
 use crate::live::{EngineCollector, EngineFeed};
 
 /// Which command is running.
@@ -187,6 +187,29 @@ impl RunningApp {
             }
             let added = seed_demo_sensors(store.as_ref(), &lot, config.demo.spots).await?;
             tracing::info!(lot = %lot, added, "demo sensors registered");
+            if config.demo.gates {
+                let gates: Vec<_> = parkd_sim::gates::default_entry_gates()
+                    .into_iter()
+                    .chain(parkd_sim::gates::default_exit_gates())
+                    .collect();
+                let added = seed_demo_gates(store.as_ref(), &lot, &gates).await?;
+                tracing::info!(lot = %lot, added, "demo gates registered");
+                // The simulated cars of an earlier run are gone (the garage starts empty, its
+                // sensors report every spot free): their sessions end now.
+                let now = clock.now();
+                let mut ended = 0;
+                for session in store.open_parking_sessions(&lot).await? {
+                    if store
+                        .close_parking_session(&session.id, now, None, None)
+                        .await?
+                    {
+                        ended += 1;
+                    }
+                }
+                if ended > 0 {
+                    tracing::info!(lot = %lot, ended, "demo: sessions of an earlier run ended");
+                }
+            }
         }
 
         let engine = Arc::new(OccupancyEngine::new(config.engine_settings()));
@@ -456,22 +479,58 @@ impl RunningApp {
         }
         background.close();
 
+        // The demo's simulated garage: sensors, and (with `demo.gates`) cars through the gates.
+        // One task runs both; stopping it stops the gates first, then the sensors, all before
+        // the broker.
         let simulator = match (mode, mqtt_addr) {
             (Mode::Demo, Some(addr)) if config.demo.simulate => {
                 let lot = LotId::parse(&config.demo.lot)?;
-                let mut fleet = parkd_sim::FleetConfig::new(
-                    parkd_sim::MqttEndpoint::new(addr.ip().to_string(), addr.port()),
-                    1,
-                    config.demo.spots,
-                );
-                fleet.lots = vec![lot];
+                let reachable = |addr: SocketAddr| {
+                    if addr.ip().is_unspecified() {
+                        std::net::IpAddr::from([127, 0, 0, 1]).to_string()
+                    } else {
+                        addr.ip().to_string()
+                    }
+                };
+                let endpoint = parkd_sim::MqttEndpoint::new(reachable(addr), addr.port());
+                let mut fleet = parkd_sim::FleetConfig::new(endpoint.clone(), 1, config.demo.spots);
+                fleet.lots = vec![lot.clone()];
                 fleet.speed = config.demo.speed;
+                let gates = config.demo.gates.then(|| {
+                    let mut gates = parkd_sim::GateSimConfig::new(endpoint, lot, config.demo.spots);
+                    gates.speed = config.demo.speed;
+                    gates.api = Some(parkd_sim::HttpEndpoint::new(
+                        reachable(http_addr),
+                        http_addr.port(),
+                    ));
+                    let share = config.demo.booking_share;
+                    gates.bookings.share = if share.is_finite() {
+                        share.clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    gates.bookings.min_booking =
+                        Duration::from_secs(60 * u64::from(config.reservations.min_duration_min));
+                    gates
+                });
                 let stop = CancellationToken::new();
                 let token = stop.clone();
                 let task = tokio::spawn(async move {
-                    match parkd_sim::run_fleet(fleet, token).await {
-                        Ok(report) => tracing::info!(?report, "demo simulator stopped"),
-                        Err(error) => tracing::error!(%error, "demo simulator failed"),
+                    match gates {
+                        Some(gates) => match parkd_sim::run_garage(fleet, gates, token).await {
+                            Ok(report) => tracing::info!(
+                                admitted = report.gates.admitted_total(),
+                                denied = report.gates.denied_total(),
+                                exits = report.gates.exits_total(),
+                                ?report,
+                                "demo simulator stopped"
+                            ),
+                            Err(error) => tracing::error!(%error, "demo simulator failed"),
+                        },
+                        None => match parkd_sim::run_fleet(fleet, token).await {
+                            Ok(report) => tracing::info!(?report, "demo simulator stopped"),
+                            Err(error) => tracing::error!(%error, "demo simulator failed"),
+                        },
                     }
                 });
                 Some((stop, task))

@@ -466,6 +466,13 @@ pub struct DemoConfig {
     pub speed: f64,
     /// Whether `parkd demo` runs the simulator at all.
     pub simulate: bool,
+    /// Whether cars come through simulated barrier gates (`in-1`, `in-2`, `out-1`, `out-2`,
+    /// registered by the demo) and park where the platform sends them; without, the sensors
+    /// follow the demand curve on their own and the gates stay idle.
+    pub gates: bool,
+    /// Share of the simulated cars (with `gates`) whose driver booked ahead through the REST
+    /// API, 0 to 1; 0 = walk-ins only.
+    pub booking_share: f64,
 }
 
 impl Default for DemoConfig {
@@ -475,6 +482,8 @@ impl Default for DemoConfig {
             spots: 300,
             speed: 60.0,
             simulate: true,
+            gates: true,
+            booking_share: 0.15,
         }
     }
 }

@@ -2,14 +2,15 @@
 //!
 //! - [`StoreCredentials`] answers the embedded broker's login checks from the store.
 //! - [`new_secret`] makes a device secret: 256 random bits, shown once, stored as SHA-256.
-//! - [`seed_demo_sensors`] registers the simulated garage's sensors for `parkd demo`.
+//! - [`seed_demo_sensors`] and [`seed_demo_gates`] register the simulated garage's sensors
+//!   and gates for `parkd demo`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use parkd_broker::auth::{CredentialSource, DeviceCredential};
-use parkd_core::ids::{DeviceId, LotId};
+use parkd_core::ids::{DeviceId, GateId, LotId};
 use parkd_core::topic::Grant;
 use parkd_store::{Device, DeviceBinding, Store, StoreResult};
 use rand::RngCore;
@@ -78,6 +79,40 @@ pub async fn seed_demo_sensors(store: &dyn Store, lot: &LotId, spots: u32) -> St
                 binding: DeviceBinding::Spot {
                     lot: lot.clone(),
                     spot,
+                },
+                secret_sha256: None,
+                disabled: false,
+                created_at: Utc::now(),
+            })
+            .await?;
+        added += 1;
+    }
+    Ok(added)
+}
+
+/// Registers the simulated gates of `lot` (device ids `{lot}-g-{gate}`, no secret, as the demo
+/// sensors: the platform answers only registered gates). Existing devices are left as they
+/// are. Returns how many were added.
+pub async fn seed_demo_gates(
+    store: &dyn Store,
+    lot: &LotId,
+    gates: &[GateId],
+) -> StoreResult<usize> {
+    let existing = store.devices().await?;
+    let mut added = 0;
+    for gate in gates {
+        let Ok(id) = parkd_sim::gates::gate_device_id(lot, gate) else {
+            continue;
+        };
+        if existing.iter().any(|device| device.id == id) {
+            continue;
+        }
+        store
+            .upsert_device(&Device {
+                id,
+                binding: DeviceBinding::Gate {
+                    lot: lot.clone(),
+                    gate: gate.clone(),
                 },
                 secret_sha256: None,
                 disabled: false,

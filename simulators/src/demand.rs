@@ -317,11 +317,7 @@ impl DemandModel {
             return plan;
         }
         let remaining = spots.len() - free.len() - plan.departures.len();
-        let target = self.target_share(now_s) * spots.len() as f64;
-        let rate = (target / self.config.mean_stay_s
-            + (target - remaining as f64) / self.config.follow_s)
-            .max(0.0);
-        let wanted = self.poisson(rate * dt_s);
+        let wanted = self.arrivals(now_s, dt_s, spots.len(), remaining);
         let taken = wanted.min(free.len() as u64) as usize;
         plan.turned_away = u32::try_from(wanted - taken as u64).unwrap_or(u32::MAX);
         for spot in self.choose(&free, taken) {
@@ -329,6 +325,22 @@ impl DemandModel {
             plan.arrivals.push(Arrival { spot, until_s });
         }
         plan
+    }
+
+    /// How many cars want to arrive in the tick that ends at `now_s` and lasted `dt_s`
+    /// seconds, at a lot of `capacity` spots of which `present` are taken (or promised to cars
+    /// on their way in): a Poisson draw at the rate that holds the target occupancy by
+    /// Little's law, plus the pull towards it. [`plan`](Self::plan) draws its arrivals the
+    /// same way; the gate simulator, where the platform chooses the spots, uses this alone.
+    pub fn arrivals(&mut self, now_s: f64, dt_s: f64, capacity: usize, present: usize) -> u64 {
+        if capacity == 0 || !dt_s.is_finite() || dt_s <= 0.0 {
+            return 0;
+        }
+        let target = self.target_share(now_s) * capacity as f64;
+        let rate = (target / self.config.mean_stay_s
+            + (target - present as f64) / self.config.follow_s)
+            .max(0.0);
+        self.poisson(rate * dt_s)
     }
 
     /// `count` distinct elements of `from`, in random order (partial Fisher-Yates).

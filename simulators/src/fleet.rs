@@ -36,7 +36,14 @@
 //! time; publishing never blocks it: a message that does not fit in its connection's request
 //! queue, or whose connection is down, is counted, not waited for. A reconnecting sensor
 //! republishes its current state anyway.
+//!
+//! **Driven fleets.** [`run_fleet`] decides arrivals and departures itself with the demand
+//! model. [`run_fleet_driven`] leaves that to another simulator, the cars of the gate
+//! simulator ([`crate::gates`]): every spot starts free, and a spot changes only when a
+//! [`SensorLink`] reports a car parking or leaving; the sensors are the same devices
+//! (connections, `seq`, heartbeats, status), so a spot is never reported by two sources.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -50,6 +57,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, EventLoop, LastWill, QoS};
 use serde::Serialize;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -249,6 +257,10 @@ pub struct FleetReport {
     pub departures: u64,
     /// Cars that found their lot full.
     pub turned_away: u64,
+    /// Whether another simulator decided the occupancy ([`run_fleet_driven`]).
+    pub driven: bool,
+    /// Reported changes for spots the fleet does not simulate (driven fleets).
+    pub unknown_spots: u64,
     /// `state` messages handed to the MQTT client (changes and announcements).
     pub state_messages: u64,
     /// `heartbeat` messages handed to the MQTT client.
@@ -272,6 +284,72 @@ pub struct FleetReport {
     pub aborted_connections: usize,
     /// The lots at the end.
     pub lots: Vec<LotReport>,
+}
+
+/// A car parked in a spot or left it: what a [`SensorLink`] tells a driven fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpotChange {
+    /// The lot.
+    pub lot: LotId,
+    /// The spot.
+    pub spot: SpotId,
+    /// Whether a car is there now.
+    pub occupied: bool,
+}
+
+/// The sending half of a link to a driven fleet ([`run_fleet_driven`]): a simulator whose cars
+/// park tells the spots' sensors through it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SensorLink {
+    tx: mpsc::UnboundedSender<SpotChange>,
+    ready: watch::Receiver<bool>,
+}
+
+impl SensorLink {
+    /// Tells the sensor of `spot` that a car parked there (`true`) or left (`false`); the
+    /// sensor publishes it at once (or on reconnect). `false` if the fleet has stopped.
+    pub fn report(&self, lot: &LotId, spot: &SpotId, occupied: bool) -> bool {
+        self.tx
+            .send(SpotChange {
+                lot: lot.clone(),
+                spot: spot.clone(),
+                occupied,
+            })
+            .is_ok()
+    }
+
+    /// Waits until the fleet's connections are up (or its connect timeout passed) and every
+    /// sensor has announced its state, at most `timeout`; whether it has.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut ready = self.ready.clone();
+        matches!(
+            tokio::time::timeout(timeout, ready.wait_for(|up| *up)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// The receiving half of a [`SensorLink`], for [`run_fleet_driven`].
+#[derive(Debug)]
+pub struct SensorFeed {
+    rx: mpsc::UnboundedReceiver<SpotChange>,
+    ready: watch::Sender<bool>,
+}
+
+/// A link between a simulator that parks cars and the fleet whose sensors see them.
+pub fn sensor_link() -> (SensorLink, SensorFeed) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = watch::channel(false);
+    (
+        SensorLink {
+            tx,
+            ready: ready_rx,
+        },
+        SensorFeed {
+            rx,
+            ready: ready_tx,
+        },
+    )
 }
 
 struct Sensor {
@@ -323,6 +401,9 @@ struct Fleet {
     config: FleetConfig,
     lots: Vec<LotRun>,
     sensors: Vec<Sensor>,
+    /// Driven fleets: the sensor of each (lot, spot).
+    index: HashMap<(LotId, SpotId), usize>,
+    feed: Option<SensorFeed>,
     conns: Vec<Conn>,
     rng: StdRng,
     started: Instant,
@@ -336,11 +417,31 @@ pub async fn run_fleet(
     config: FleetConfig,
     shutdown: CancellationToken,
 ) -> Result<FleetReport, SimError> {
+    run(config, None, shutdown).await
+}
+
+/// Runs a fleet whose occupancy another simulator decides through the [`SensorLink`] paired
+/// with `feed`: every spot starts free and changes only when a car is reported parking or
+/// leaving; connections, heartbeats, status and shutdown are as in [`run_fleet`]. The
+/// link's [`SensorLink::wait_ready`] returns once the sensors have announced themselves.
+pub async fn run_fleet_driven(
+    config: FleetConfig,
+    feed: SensorFeed,
+    shutdown: CancellationToken,
+) -> Result<FleetReport, SimError> {
+    run(config, Some(feed), shutdown).await
+}
+
+async fn run(
+    config: FleetConfig,
+    feed: Option<SensorFeed>,
+    shutdown: CancellationToken,
+) -> Result<FleetReport, SimError> {
     config.validate()?;
     let poll_token = shutdown.child_token();
     let log = Arc::new(LogThrottle::new(Duration::from_secs(5)));
     let mut polls = JoinSet::new();
-    let (mut fleet, eventloops) = Fleet::build(config)?;
+    let (mut fleet, eventloops) = Fleet::build(config, feed)?;
     let connections = fleet.conns.len();
     for (conn, eventloop) in fleet.conns.iter().zip(eventloops) {
         polls.spawn(poll_loop(
@@ -387,7 +488,11 @@ pub async fn run_fleet(
 impl Fleet {
     /// Lays out lots, sensors and connections; the event loops are returned for the caller to
     /// poll (nothing connects before they are polled).
-    fn build(config: FleetConfig) -> Result<(Self, Vec<EventLoop>), SimError> {
+    fn build(
+        config: FleetConfig,
+        feed: Option<SensorFeed>,
+    ) -> Result<(Self, Vec<EventLoop>), SimError> {
+        let driven = feed.is_some();
         let seq_base = config.seq_base.unwrap_or_else(seq_base_now);
         let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5EED_F1EE_7000_0001);
         let connections = config.connections();
@@ -398,12 +503,17 @@ impl Fleet {
             + f64::from(start.nanosecond().min(999_999_999)) / 1e9;
         let mut lots = Vec::with_capacity(config.lots.len());
         let mut sensors = Vec::with_capacity(total);
+        let mut index = HashMap::new();
         for (lot_index, lot_id) in config.lots.iter().enumerate() {
             let mut model = DemandModel::new(
                 config.demand.clone(),
                 config.seed.wrapping_add(lot_index as u64),
             )?;
-            let spots = model.initial_spots(config.spots_per_lot as usize, sim_start_s);
+            let spots = if driven {
+                vec![Spot::Free; config.spots_per_lot as usize]
+            } else {
+                model.initial_spots(config.spots_per_lot as usize, sim_start_s)
+            };
             lots.push(LotRun {
                 id: lot_id.clone(),
                 model,
@@ -413,16 +523,16 @@ impl Fleet {
             for spot_index in 0..config.spots_per_lot {
                 let spot = spot_id(spot_index, config.spots_per_level)?;
                 let device_id = sensor_device_id(lot_id, &spot)?;
-                let index = sensors.len();
+                let position = sensors.len();
                 let topic = |channel| Topic::spot(lot_id, &spot, channel).to_string();
                 let stagger = config
                     .heartbeat_every
-                    .mul_f64((index + 1) as f64 / total as f64);
+                    .mul_f64((position + 1) as f64 / total as f64);
                 sensors.push(Sensor {
                     device_id,
                     lot: lot_index,
                     spot: spot_index as usize,
-                    conn: index % connections,
+                    conn: position % connections,
                     state_topic: topic(SpotChannel::State),
                     heartbeat_topic: topic(SpotChannel::Heartbeat),
                     status_topic: topic(SpotChannel::Status),
@@ -431,6 +541,9 @@ impl Fleet {
                     rssi: rng.gen_range(-95..=-55),
                     next_heartbeat: started + stagger,
                 });
+                if driven {
+                    index.insert((lot_id.clone(), spot), position);
+                }
             }
         }
         let shared = connections < total;
@@ -478,12 +591,15 @@ impl Fleet {
             connections,
             shared_connections: connections < total,
             sim_start: start.format("%H:%M:%S").to_string(),
+            driven,
             ..FleetReport::default()
         };
         let fleet = Self {
             config,
             lots,
             sensors,
+            index,
+            feed,
             conns,
             rng,
             started,
@@ -504,18 +620,35 @@ impl Fleet {
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let deadline = self.config.duration.map(|d| self.started + d);
         let mut last_sim = sim_start_s;
+        let mut feed = self.feed.take();
+        let driven = feed.is_some();
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 () = sleep_until_opt(deadline) => break,
+                change = next_change(feed.as_mut()) => {
+                    match change {
+                        Some(change) => self.apply_change(&change),
+                        // Every link is gone: the spots stay as they are.
+                        None => feed = None,
+                    }
+                    continue;
+                }
                 _ = interval.tick() => {}
             }
             self.announce();
+            if let Some(feed) = &feed {
+                // The first announcement is out: the sensors are there to report cars.
+                feed.ready
+                    .send_if_modified(|ready| !std::mem::replace(ready, true));
+            }
             let now_sim = self.sim_now();
             let dt = now_sim - last_sim;
             last_sim = now_sim;
-            self.step_demand(now_sim, dt);
+            if !driven {
+                self.step_demand(now_sim, dt);
+            }
             self.heartbeats();
             if (now_sim - sim_start_s) % 3600.0 < dt {
                 let occupied: usize = self
@@ -530,6 +663,12 @@ impl Fleet {
                     departures = self.report.departures,
                     "fleet"
                 );
+            }
+        }
+        // Cars reported until the end are still seen by their sensors.
+        if let Some(feed) = &mut feed {
+            while let Ok(change) = feed.rx.try_recv() {
+                self.apply_change(&change);
             }
         }
         self.report.real_seconds = self.started.elapsed().as_secs_f64();
@@ -580,6 +719,30 @@ impl Fleet {
                 self.publish_state(first + spot);
             }
         }
+    }
+
+    /// A car parked or left (driven fleets): the spot's sensor reports it if that changes
+    /// the spot.
+    fn apply_change(&mut self, change: &SpotChange) {
+        let Some(&index) = self.index.get(&(change.lot.clone(), change.spot.clone())) else {
+            self.report.unknown_spots += 1;
+            return;
+        };
+        let (lot, spot) = (self.sensors[index].lot, self.sensors[index].spot);
+        let current = &mut self.lots[lot].spots[spot];
+        if current.is_occupied() == change.occupied {
+            return;
+        }
+        if change.occupied {
+            *current = Spot::Occupied {
+                until_s: f64::INFINITY,
+            };
+            self.report.arrivals += 1;
+        } else {
+            *current = Spot::Free;
+            self.report.departures += 1;
+        }
+        self.publish_state(index);
     }
 
     fn heartbeats(&mut self) {
@@ -714,6 +877,14 @@ impl Fleet {
     }
 }
 
+/// The next reported change, or never without a feed.
+async fn next_change(feed: Option<&mut SensorFeed>) -> Option<SpotChange> {
+    match feed {
+        Some(feed) => feed.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one.
 pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
@@ -757,7 +928,7 @@ mod tests {
         assert_eq!(config.connections(), 300);
         let config = FleetConfig::new(endpoint.clone(), 4, 300);
         assert_eq!(config.connections(), 500);
-        let (fleet, _) = Fleet::build(config).unwrap();
+        let (fleet, _) = Fleet::build(config, None).unwrap();
         assert_eq!(fleet.conns[0].sensors[..3], [0, 500, 1000]);
         assert_eq!(fleet.conns[499].sensors, [499, 999]);
         assert_eq!(fleet.sensors[1000].conn, 0);
@@ -766,7 +937,7 @@ mod tests {
     #[test]
     fn a_sensor_connects_as_itself_with_its_will() {
         let config = FleetConfig::new(MqttEndpoint::default(), 1, 3);
-        let (_, eventloops) = Fleet::build(config).unwrap();
+        let (_, eventloops) = Fleet::build(config, None).unwrap();
         let options = &eventloops[2].mqtt_options;
         assert_eq!(options.client_id(), "lot-1-s-L1-003");
         let will = options.last_will().expect("a will");
@@ -778,7 +949,7 @@ mod tests {
 
         let mut shared = FleetConfig::new(MqttEndpoint::default(), 1, 3);
         shared.max_connections = 2;
-        let (_, eventloops) = Fleet::build(shared).unwrap();
+        let (_, eventloops) = Fleet::build(shared, None).unwrap();
         assert_eq!(eventloops[1].mqtt_options.client_id(), "parkd-sim-gw-1");
         assert!(eventloops[1].mqtt_options.last_will().is_none());
     }

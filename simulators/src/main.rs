@@ -1,5 +1,5 @@
-//! `parkd-sim`: run a simulated sensor fleet or a load test against an MQTT broker, or compare
-//! reservation allocation policies offline.
+//! `parkd-sim`: run a simulated sensor fleet, a garage with barrier gates, or a load test
+//! against an MQTT broker, or compare reservation allocation policies offline.
 //!
 //! The report goes to stdout as JSON (markdown for `allocation`), logs go to stderr (`RUST_LOG` filters them, default
 //! `info`). Ctrl-C stops the run cleanly and still prints the report; a second Ctrl-C exits at
@@ -12,10 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::NaiveTime;
 use clap::{Args, Parser, Subcommand};
-use parkd_core::ids::LotId;
+use parkd_core::ids::{GateId, LotId};
 use parkd_sim::duration::parse_duration;
 use parkd_sim::fleet::default_lot_ids;
-use parkd_sim::{Credentials, FleetConfig, LoadConfig, Login, MqttEndpoint, Qos};
+use parkd_sim::{
+    Credentials, FleetConfig, GateSimConfig, HttpEndpoint, LoadConfig, Login, MqttEndpoint, Qos,
+};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +36,9 @@ struct Cli {
 enum Command {
     /// Simulate lots of occupancy sensors following the customer's daily demand.
     Fleet(FleetArgs),
+    /// Simulate one garage: cars through barrier gates (walk-ins, and drivers who book through
+    /// the REST API), parking where the platform says, and the spot sensors that see them.
+    Garage(GarageArgs),
     /// Publish state messages as fast as asked and report exact counts.
     Load(LoadArgs),
     /// Compare reservation allocation policies on simulated days of requests (markdown
@@ -110,6 +115,55 @@ struct FleetArgs {
 }
 
 #[derive(Debug, Args)]
+struct GarageArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The lot (registered on the server with its gates and sensors).
+    #[arg(long, default_value = "demo-garage")]
+    lot: LotId,
+    /// Its spots (one sensor each).
+    #[arg(long, default_value_t = 300)]
+    spots: u32,
+    /// Spots per level in the spot ids (L1-001 ...).
+    #[arg(long, default_value_t = 100)]
+    spots_per_level: u32,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+    /// Simulated time of day at the start, HH:MM (default: the local time).
+    #[arg(long, value_parser = parse_time)]
+    start: Option<NaiveTime>,
+    /// Entry gates, comma separated (device ids `{lot}-g-{gate}`).
+    #[arg(long, value_delimiter = ',', default_value = "in-1,in-2")]
+    entry_gates: Vec<GateId>,
+    /// Exit gates, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "out-1,out-2")]
+    exit_gates: Vec<GateId>,
+    /// parkd's HTTP API, e.g. http://127.0.0.1:8080: drivers book there and the spot kinds
+    /// are read from it. Without it every car is a walk-in.
+    #[arg(long, value_parser = parse_http)]
+    api: Option<HttpEndpoint>,
+    /// Share of cars whose driver books ahead (with --api).
+    #[arg(long, default_value_t = 0.15)]
+    booking_share: f64,
+    /// The server's shortest reservation (reservations.min_duration_min).
+    #[arg(long, default_value = "15m", value_parser = parse_dur)]
+    min_booking: Duration,
+    /// Share of admitted cars that park elsewhere than assigned.
+    #[arg(long, default_value_t = 0.05)]
+    elsewhere: f64,
+    /// How long a gate waits for its answer before asking again (same request id).
+    #[arg(long, default_value = "2s", value_parser = parse_dur)]
+    request_timeout: Duration,
+    /// Real time between two heartbeats of a sensor.
+    #[arg(long, default_value = "60s", value_parser = parse_dur)]
+    heartbeat: Duration,
+    /// Seed of the random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
 struct LoadArgs {
     #[command(flatten)]
     common: Common,
@@ -172,6 +226,10 @@ struct AllocationArgs {
 struct Rate(Option<f64>);
 
 fn parse_endpoint(raw: &str) -> Result<MqttEndpoint, String> {
+    raw.parse().map_err(|e: parkd_sim::SimError| e.to_string())
+}
+
+fn parse_http(raw: &str) -> Result<HttpEndpoint, String> {
     raw.parse().map_err(|e: parkd_sim::SimError| e.to_string())
 }
 
@@ -257,6 +315,36 @@ async fn run(command: Command, token: CancellationToken) -> anyhow::Result<Strin
             config.duration = args.common.duration;
             config.offline_on_shutdown = !args.no_offline_on_shutdown;
             let report = parkd_sim::run_fleet(config, token).await?;
+            serde_json::to_string_pretty(&report)?
+        }
+        Command::Garage(args) => {
+            let credentials = credentials(&args.common)?;
+            let mut fleet = FleetConfig::new(args.common.mqtt.clone(), 1, args.spots);
+            fleet.lots = vec![args.lot.clone()];
+            fleet.spots_per_level = args.spots_per_level;
+            fleet.speed = args.speed;
+            fleet.start = args.start;
+            fleet.heartbeat_every = args.heartbeat;
+            fleet.credentials = credentials.clone();
+            fleet.keep_alive = args.common.keep_alive;
+            fleet.seed = args.seed;
+            fleet.seq_base = args.common.seq_base;
+            let mut gates = GateSimConfig::new(args.common.mqtt.clone(), args.lot, args.spots);
+            gates.spots_per_level = args.spots_per_level;
+            gates.speed = args.speed;
+            gates.start = args.start;
+            gates.entry_gates = args.entry_gates;
+            gates.exit_gates = args.exit_gates;
+            gates.credentials = credentials;
+            gates.keep_alive = args.common.keep_alive;
+            gates.seed = args.seed;
+            gates.api = args.api;
+            gates.bookings.share = args.booking_share;
+            gates.bookings.min_booking = args.min_booking;
+            gates.elsewhere_share = args.elsewhere;
+            gates.request_timeout = args.request_timeout;
+            gates.duration = args.common.duration;
+            let report = parkd_sim::run_garage(fleet, gates, token).await?;
             serde_json::to_string_pretty(&report)?
         }
         Command::Load(args) => {

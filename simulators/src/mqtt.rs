@@ -1,4 +1,4 @@
-//! MQTT plumbing shared by the fleet and the load generator.
+//! MQTT plumbing shared by the fleet, the gates and the load generator.
 //!
 //! Every simulated connection is a rumqttc [`AsyncClient`] plus its [`EventLoop`], and the event
 //! loop runs alone in its own task (`poll_loop`) that does nothing but poll. `EventLoop::poll`
@@ -12,7 +12,9 @@
 //! poll, may be cut short by the token.
 //!
 //! What a loop sees is counted in [`ConnCounters`], shared with the owner through an `Arc`:
-//! the owner learns of a (re)connection by the CONNACK counter changing.
+//! the owner learns of a (re)connection by the CONNACK counter changing. A connection that
+//! subscribes (a gate, to its commands) gets what it receives through an inbox channel
+//! (`poll_loop_with_inbox`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -312,10 +314,22 @@ impl ConnSpec<'_> {
 /// the connection fails after `shutdown` fired. Counts what it sees in `counters`. Failed polls are followed by a backoff
 /// sleep that the token may cut short.
 pub(crate) async fn poll_loop(
+    eventloop: EventLoop,
+    counters: Arc<ConnCounters>,
+    shutdown: CancellationToken,
+    log: Arc<LogThrottle>,
+) {
+    poll_loop_with_inbox(eventloop, counters, shutdown, log, None).await;
+}
+
+/// [`poll_loop`] that also hands every PUBLISH received (what the connection subscribed to)
+/// to `inbox`; a closed inbox drops them.
+pub(crate) async fn poll_loop_with_inbox(
     mut eventloop: EventLoop,
     counters: Arc<ConnCounters>,
     shutdown: CancellationToken,
     log: Arc<LogThrottle>,
+    inbox: Option<tokio::sync::mpsc::UnboundedSender<rumqttc::Publish>>,
 ) {
     let client_id = eventloop.mqtt_options.client_id();
     let mut backoff = BACKOFF_START;
@@ -330,6 +344,11 @@ pub(crate) async fn poll_loop(
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => {
                 counters.pubacks.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some(inbox) = &inbox {
+                    let _ = inbox.send(publish);
+                }
             }
             Ok(Event::Outgoing(Outgoing::Publish(_))) => {
                 counters.publishes_sent.fetch_add(1, Ordering::Relaxed);
