@@ -216,6 +216,18 @@ pub enum Action {
     Release,
 }
 
+impl Action {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Open => "open",
+            Action::Deny => "deny",
+            Action::HoldOpen => "hold_open",
+            Action::Release => "release",
+        }
+    }
+}
+
 /// Why: a stable, machine-readable code on every command. New codes may be added; a gate
 /// that does not know one treats it by the command's action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -521,6 +533,14 @@ mod tests {
         assert_eq!(GateCommand::decode(wire.as_bytes()).unwrap(), command);
         let json = serde_json::to_value(Reason::ReservationNotYetValid).unwrap();
         assert_eq!(json, Reason::ReservationNotYetValid.as_str());
+        for action in [
+            Action::Open,
+            Action::Deny,
+            Action::HoldOpen,
+            Action::Release,
+        ] {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
+        }
     }
 
     #[test]

@@ -193,6 +193,13 @@ pub struct GateService {
     out: Arc<dyn CommandOut>,
     /// Lots in emergency mode.
     emergencies: DashMap<LotId, Emergency>,
+    /// Sessions opened per lot since the start; with `no_waiting`, lets [`Self::car_parked`]
+    /// skip the database on the sensor hot path when no car can be waiting to be seen.
+    opened: DashMap<LotId, u64>,
+    /// Per lot, the `opened` count at which the store last had no session waiting for its
+    /// car: while it still equals `opened`, none can be waiting (waiting sessions only come
+    /// from openings).
+    no_waiting: DashMap<LotId, u64>,
 }
 
 /// A lot's emergency: every barrier held open, nobody charged.
@@ -265,6 +272,8 @@ impl GateService {
             known: tokio::sync::RwLock::new(KnownGates::default()),
             out,
             emergencies: DashMap::new(),
+            opened: DashMap::new(),
+            no_waiting: DashMap::new(),
         }
     }
 
@@ -301,21 +310,45 @@ impl GateService {
         self.emergencies.get(lot).map(|e| e.value().clone())
     }
 
-    /// The registered, enabled gates of a lot.
+    /// The registered, enabled gates of a lot, read from the registry now.
     pub async fn gates_of(&self, lot: &LotId) -> Result<Vec<GateId>, StoreError> {
         let mut gates: Vec<GateId> = self
+            .reload_gates()
+            .await?
+            .into_iter()
+            .filter_map(|(l, gate)| (&l == lot).then_some(gate))
+            .collect();
+        gates.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(gates)
+    }
+
+    /// Reads the registered, enabled gates of every lot and keeps them for [`Self::is_gate_of`].
+    async fn reload_gates(&self) -> Result<std::collections::HashSet<(LotId, GateId)>, StoreError> {
+        let gates: std::collections::HashSet<(LotId, GateId)> = self
             .store
             .devices()
             .await?
             .into_iter()
             .filter(|device| !device.disabled)
             .filter_map(|device| match device.binding {
-                DeviceBinding::Gate { lot: l, gate } if &l == lot => Some(gate),
+                DeviceBinding::Gate { lot, gate } => Some((lot, gate)),
                 _ => None,
             })
             .collect();
-        gates.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        *self.known.write().await = KnownGates {
+            loaded: Some(std::time::Instant::now()),
+            gates: gates.clone(),
+        };
         Ok(gates)
+    }
+
+    /// The lock that decides one lot's entries one at a time.
+    fn entries_lock(&self, lot: &LotId) -> Arc<tokio::sync::Mutex<()>> {
+        self.lot_locks
+            .entry(lot.clone())
+            .or_default()
+            .value()
+            .clone()
     }
 
     /// An operator opens a gate by hand: recorded in the audit trail first, then the gate
@@ -473,7 +506,7 @@ impl GateService {
             .decisions
             .with_label_values(&[
                 direction.map_or("unknown", Direction::as_str),
-                action_str(command.action),
+                command.action.as_str(),
                 command.reason.as_str(),
             ])
             .inc();
@@ -579,12 +612,7 @@ impl GateService {
         }
         match request.direction {
             Direction::Entry => {
-                let lock = self
-                    .lot_locks
-                    .entry(lot.clone())
-                    .or_default()
-                    .value()
-                    .clone();
+                let lock = self.entries_lock(lot);
                 let _entries = lock.lock().await;
                 self.entry(&model, Some(gate), None, request, now).await
             }
@@ -607,21 +635,7 @@ impl GateService {
                 }
             }
         }
-        let devices = self.store.devices().await?;
-        let gates = devices
-            .into_iter()
-            .filter(|device| !device.disabled)
-            .filter_map(|device| match device.binding {
-                DeviceBinding::Gate { lot, gate } => Some((lot, gate)),
-                _ => None,
-            })
-            .collect::<std::collections::HashSet<_>>();
-        let found = gates.contains(&key);
-        *self.known.write().await = KnownGates {
-            loaded: Some(std::time::Instant::now()),
-            gates,
-        };
-        Ok(found)
+        Ok(self.reload_gates().await?.contains(&key))
     }
 
     async fn entry(
@@ -707,7 +721,10 @@ impl GateService {
             .open_parking_session(session, session.entered_at)
             .await
         {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                *self.opened.entry(session.lot.clone()).or_default() += 1;
+                Ok(true)
+            }
             Err(StoreError::Conflict(_)) => Ok(false),
             Err(other) => Err(other),
         }
@@ -989,12 +1006,7 @@ impl GateService {
         if self.emergency(lot).is_some() {
             return Ok(GateCommand::new(None, Action::Open, Reason::Emergency, now));
         }
-        let lock = self
-            .lot_locks
-            .entry(lot.clone())
-            .or_default()
-            .value()
-            .clone();
+        let lock = self.entries_lock(lot);
         let _entries = lock.lock().await;
         let mut command = match self.entry(&model, None, Some(user_id), &request, now).await {
             Ok(command) => command,
@@ -1039,6 +1051,10 @@ impl GateService {
         was: SpotState,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let opened = self.opened.get(lot).map_or(0, |n| *n);
+        if self.no_waiting.get(lot).is_some_and(|n| *n == opened) {
+            return Ok(());
+        }
         let waiting: Vec<ParkingSession> = self
             .store
             .open_parking_sessions(lot)
@@ -1046,6 +1062,11 @@ impl GateService {
             .into_iter()
             .filter(|s| s.sensed_spot.is_none() && s.assigned_spot.is_some())
             .collect();
+        if waiting.is_empty() {
+            // Read before the query: an opening after it leaves this stale, so we look again.
+            self.no_waiting.insert(lot.clone(), opened);
+            return Ok(());
+        }
         if let Some(session) = waiting
             .iter()
             .find(|s| s.assigned_spot.as_ref() == Some(spot))
@@ -1135,15 +1156,6 @@ fn admitted(mut command: GateCommand, model: &Lot, spot: &SpotId, session: &str)
     command.spot = Some(spot.to_string());
     command.session = Some(session.to_owned());
     command
-}
-
-fn action_str(action: Action) -> &'static str {
-    match action {
-        Action::Open => "open",
-        Action::Deny => "deny",
-        Action::HoldOpen => "hold_open",
-        Action::Release => "release",
-    }
 }
 
 fn random_id() -> String {
