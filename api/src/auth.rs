@@ -414,7 +414,7 @@ impl Accounts {
             .hasher
             .hash(password.to_owned())
             .await
-            .map_err(internal)?;
+            .map_err(Problem::internal)?;
         let now = self.clock.now();
         let user = User {
             id: random_id(),
@@ -434,13 +434,9 @@ impl Accounts {
                         .with_detail("an account with this e-mail exists"),
                 )
             }
-            Err(error) => Err(internal(error)),
+            Err(error) => Err(Problem::internal(error)),
         }
     }
-}
-
-fn internal(error: impl std::fmt::Display) -> Problem {
-    Problem::internal(&error)
 }
 
 fn weak_input(error: AccountError) -> Problem {
@@ -578,7 +574,7 @@ impl FromRequestParts<ApiState> for Caller {
             .store
             .session_by_token(&sha256(token))
             .await
-            .map_err(|e| internal(e).into_response())?;
+            .map_err(|e| Problem::internal(e).into_response())?;
         let now = accounts.clock.now();
         let refuse = |reason: &str, detail: &str| {
             accounts
@@ -615,7 +611,7 @@ impl FromRequestParts<ApiState> for Caller {
                 .store
                 .touch_session(&session.id, now)
                 .await
-                .map_err(|e| internal(e).into_response())?;
+                .map_err(|e| Problem::internal(e).into_response())?;
         }
         Ok(Caller { user, session })
     }
@@ -835,7 +831,7 @@ async fn login(
             .store
             .user_by_email(email)
             .await
-            .map_err(internal)?,
+            .map_err(Problem::internal)?,
         None => None,
     };
     // Verify against the account's hash, or the dummy, so both take the same time.
@@ -846,7 +842,7 @@ async fn login(
             user.as_ref().map(|u| u.password_hash.clone()),
         )
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     let user = match user {
         Some(user) if password_ok && !user.disabled => user,
         found => {
@@ -887,7 +883,7 @@ async fn login(
         .store
         .create_session(&session)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     accounts.metrics.logins.with_label_values(&["ok"]).inc();
     Ok(Json(LoginOut {
         token,
@@ -922,7 +918,7 @@ async fn logout(State(state): State<ApiState>, caller: Caller) -> Result<Respons
             "logout",
         )
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     accounts
         .metrics
         .sessions_ended
@@ -993,7 +989,7 @@ async fn change_password(
             Some(caller.user.password_hash.clone()),
         )
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     if !ok {
         return Err(
             Problem::new(StatusCode::FORBIDDEN, "wrong-password", "Wrong password")
@@ -1005,7 +1001,7 @@ async fn change_password(
         .hasher
         .hash(body.new_password)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     let ended = accounts
         .store
         .set_password(
@@ -1015,7 +1011,7 @@ async fn change_password(
             Some(&caller.session.id),
         )
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     accounts
         .metrics
         .sessions_ended
@@ -1071,7 +1067,7 @@ async fn sessions(State(state): State<ApiState>, caller: Caller) -> Result<Respo
         .store
         .active_sessions(&caller.user.id, now)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     let idle = accounts.settings.session_idle;
     let sessions = rows
         .iter()
@@ -1112,7 +1108,7 @@ async fn revoke_session(
         .store
         .revoke_session(&caller.user.id, &id, accounts.clock.now(), "revoked")
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     if revoked {
         accounts
             .metrics
@@ -1205,7 +1201,7 @@ async fn list_vehicles(State(state): State<ApiState>, caller: Caller) -> Result<
         .store
         .vehicles(&caller.user.id)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     Ok(Json(VehicleList {
         vehicles: rows.iter().map(vehicle_out).collect(),
     })
@@ -1250,7 +1246,7 @@ async fn add_vehicle(
         .store
         .vehicles(&caller.user.id)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     if existing.len() >= MAX_VEHICLES {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -1275,7 +1271,7 @@ async fn add_vehicle(
             "Duplicate vehicle",
         )
         .with_detail("you have a vehicle with this plate")),
-        Err(error) => Err(internal(error)),
+        Err(error) => Err(Problem::internal(error)),
     }
 }
 
@@ -1302,7 +1298,7 @@ async fn delete_vehicle(
         .store
         .delete_vehicle(&caller.user.id, &id)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     if deleted {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -1340,7 +1336,12 @@ struct AdminUsers<'a> {
 )]
 async fn admin_users(State(state): State<ApiState>, caller: Caller) -> Result<Response, Problem> {
     caller.require(Role::Admin)?;
-    let users = state.accounts.store.users().await.map_err(internal)?;
+    let users = state
+        .accounts
+        .store
+        .users()
+        .await
+        .map_err(Problem::internal)?;
     Ok(Json(AdminUsers {
         users: users
             .iter()
@@ -1373,7 +1374,7 @@ async fn admin_set_disabled(
         .store
         .set_user_disabled(id, disabled, accounts.clock.now())
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     if !found {
         return Err(Problem::not_found("no such account"));
     }

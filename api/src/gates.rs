@@ -62,32 +62,20 @@ fn gates_api(state: &ApiState) -> Result<&GatesApi, Problem> {
 }
 
 fn lot_of(state: &ApiState, raw: &str) -> Result<LotId, Problem> {
-    LotId::parse(raw)
-        .ok()
-        .filter(|lot| state.live.engine().model(lot).is_some())
-        .ok_or_else(|| {
-            Problem::new(StatusCode::NOT_FOUND, "unknown-lot", "No such lot").with_detail(format!(
-                "no lot {:?}",
-                raw.chars().take(64).collect::<String>()
-            ))
-        })
+    crate::live::lot_of(&state.live, raw).map(|(lot, _)| lot)
 }
 
-fn internal(error: impl std::fmt::Display) -> Problem {
-    Problem::internal(&error)
+fn unknown_gate(detail: String) -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "unknown-gate", "No such gate").with_detail(detail)
 }
 
 fn operator_problem(error: OperatorError) -> Problem {
     match error {
         OperatorError::UnknownGate { lot, gate } => {
-            Problem::new(StatusCode::NOT_FOUND, "unknown-gate", "No such gate")
-                .with_detail(format!("no registered gate {gate} in lot {lot}"))
+            unknown_gate(format!("no registered gate {gate} in lot {lot}"))
         }
-        OperatorError::UnknownLot(lot) => {
-            Problem::new(StatusCode::NOT_FOUND, "unknown-lot", "No such lot")
-                .with_detail(format!("no lot {lot}"))
-        }
-        OperatorError::Store(error) => internal(error),
+        OperatorError::UnknownLot(lot) => crate::live::unknown_lot(lot.as_str()),
+        OperatorError::Store(error) => Problem::internal(error),
     }
 }
 
@@ -195,7 +183,7 @@ async fn list_gates(
         .service
         .gates_of(&lot)
         .await
-        .map_err(internal)?
+        .map_err(Problem::internal)?
         .into_iter()
         .map(|gate| {
             let said = heard.get(&gate);
@@ -247,10 +235,7 @@ async fn open_gate(
     let api = gates_api(&state)?;
     let lot = lot_of(&state, &raw_lot)?;
     let reason = body.checked()?;
-    let gate = GateId::parse(&raw_gate).map_err(|_| {
-        Problem::new(StatusCode::NOT_FOUND, "unknown-gate", "No such gate")
-            .with_detail("not a gate id")
-    })?;
+    let gate = GateId::parse(&raw_gate).map_err(|_| unknown_gate("not a gate id".into()))?;
     let command: GateCommand = api
         .service
         .open_by_hand(&lot, &gate, &caller.user.id, reason)
@@ -443,12 +428,7 @@ impl LimitQuery {
         match self.limit {
             None => Ok(100),
             Some(n @ 1..=1000) => Ok(n),
-            Some(_) => Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-parameter",
-                "Invalid parameter",
-            )
-            .with_detail("limit: 1 to 1000")),
+            Some(_) => Err(crate::live::bad_parameter("limit: 1 to 1000".into())),
         }
     }
 }
@@ -482,7 +462,7 @@ async fn operator_actions(
         .store()
         .operator_actions(Some(&lot), limit)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     Ok(Json(ActionList {
         actions: actions.into_iter().map(ActionOut::from).collect(),
     })
@@ -492,14 +472,9 @@ async fn operator_actions(
 fn query_of(
     query: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<LimitQuery, Problem> {
-    query.map(|Query(q)| q).map_err(|rejection| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-parameter",
-            "Invalid parameter",
-        )
-        .with_detail(rejection.body_text())
-    })
+    query
+        .map(|Query(q)| q)
+        .map_err(|rejection| crate::live::bad_parameter(rejection.body_text()))
 }
 
 /// A parking session as operators see it.
@@ -581,7 +556,10 @@ async fn sessions(
     let limit = query.limit()?;
     let store = state.accounts.store();
     let rows = if query.open == Some(true) {
-        let mut open = store.open_parking_sessions(&lot).await.map_err(internal)?;
+        let mut open = store
+            .open_parking_sessions(&lot)
+            .await
+            .map_err(Problem::internal)?;
         open.truncate(limit as usize);
         open
     } else {
@@ -594,7 +572,7 @@ async fn sessions(
                 limit,
             )
             .await
-            .map_err(internal)?
+            .map_err(Problem::internal)?
     };
     Ok(Json(SessionList {
         sessions: rows.into_iter().map(SessionOut::from).collect(),
@@ -673,7 +651,7 @@ async fn check_in(
         .store()
         .vehicles(&caller.user.id)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     let vehicle = vehicles
         .into_iter()
         .find(|v| v.id == body.vehicle_id)
@@ -695,7 +673,7 @@ async fn check_in(
             body.code.as_deref(),
         )
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     if command.action != parkd_core::gate::Action::Open {
         return Err(refused(&command));
     }
@@ -738,13 +716,17 @@ async fn check_out(
         .store()
         .parking_session(&id)
         .await
-        .map_err(internal)?
+        .map_err(Problem::internal)?
         .filter(|s| {
             s.user_id.as_deref() == Some(caller.user.id.as_str())
                 || caller.user.role.includes(Role::Operator)
         })
         .ok_or_else(|| Problem::not_found("no such parking session"))?;
-    let command = api.service.check_out(session).await.map_err(internal)?;
+    let command = api
+        .service
+        .check_out(session)
+        .await
+        .map_err(Problem::internal)?;
     if command.action != parkd_core::gate::Action::Open {
         return Err(refused(&command));
     }

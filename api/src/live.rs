@@ -229,7 +229,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/api/v1/live", get(live))
 }
 
-fn bad_parameter(detail: String) -> Problem {
+pub(crate) fn bad_parameter(detail: String) -> Problem {
     Problem::new(
         StatusCode::BAD_REQUEST,
         "invalid-parameter",
@@ -238,7 +238,7 @@ fn bad_parameter(detail: String) -> Problem {
     .with_detail(detail)
 }
 
-fn unknown_lot(raw: &str) -> Problem {
+pub(crate) fn unknown_lot(raw: &str) -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "unknown-lot", "Unknown lot")
         .with_detail(format!("no lot {:?}", truncate(raw)))
 }
@@ -275,7 +275,8 @@ where
         .transpose()
 }
 
-fn lot_of(hub: &LiveHub, raw: &str) -> Result<(LotId, Arc<Lot>), Problem> {
+/// The lot `raw` names, with its model; 404 `unknown-lot` if there is none.
+pub(crate) fn lot_of(hub: &LiveHub, raw: &str) -> Result<(LotId, Arc<Lot>), Problem> {
     let id = LotId::parse(raw).map_err(|_| unknown_lot(raw))?;
     let model = hub.engine.model(&id).ok_or_else(|| unknown_lot(raw))?;
     Ok((id, model))

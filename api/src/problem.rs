@@ -46,7 +46,7 @@ impl Problem {
     }
 
     /// 500, logging the cause and hiding it from the client.
-    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -122,10 +122,6 @@ fn out<'a>(r: &'a ReservationRow, rules: &TimeRules) -> ReservationOut<'a> {
     }
 }
 
-fn internal(error: impl std::fmt::Display) -> Problem {
-    Problem::internal(&error)
-}
-
 fn time_problem(error: TimeError) -> Problem {
     Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -261,12 +257,12 @@ async fn create(
     let accounts = &state.accounts;
     let store = accounts.store();
     let now = accounts.now();
-    let canonical = serde_json::to_vec(&body).map_err(internal)?;
+    let canonical = serde_json::to_vec(&body).map_err(Problem::internal)?;
     let hash: [u8; 32] = Sha256::digest(&canonical).into();
     match store
         .begin_idempotent(&caller.user.id, &key, CREATE_SCOPE, &hash, now)
         .await
-        .map_err(internal)?
+        .map_err(Problem::internal)?
     {
         IdempotencyBegin::Started => {}
         IdempotencyBegin::Replay { status, body } => {
@@ -307,7 +303,7 @@ async fn create(
                 accounts.now(),
             )
             .await
-            .map_err(internal)?;
+            .map_err(Problem::internal)?;
     }
     Ok(answer.into_response(false))
 }
@@ -323,7 +319,10 @@ async fn create_reservation(
         .check(body.starts_at, body.ends_at, now)
         .map_err(time_problem)?;
     let store = state.accounts.store();
-    let vehicles = store.vehicles(&caller.user.id).await.map_err(internal)?;
+    let vehicles = store
+        .vehicles(&caller.user.id)
+        .await
+        .map_err(Problem::internal)?;
     let vehicle = vehicles
         .iter()
         .find(|v| v.id == body.vehicle_id)
@@ -378,7 +377,7 @@ async fn create_reservation(
         let bookings = store
             .holding_between(&body.lot, context_from, context_to)
             .await
-            .map_err(internal)?;
+            .map_err(Problem::internal)?;
         let mut busy: HashMap<&SpotId, Vec<Interval>> = HashMap::new();
         for booking in &bookings {
             if let Ok(iv) = Interval::from_datetimes(booking.starts_at, booking.ends_at) {
@@ -435,7 +434,7 @@ async fn create_reservation(
                     .reservation_metrics
                     .with_label_values(&["created"])
                     .inc();
-                let body = serde_json::to_string(&out(&row, &rules)).map_err(internal)?;
+                let body = serde_json::to_string(&out(&row, &rules)).map_err(Problem::internal)?;
                 return Ok(Answer {
                     status: StatusCode::CREATED,
                     body,
@@ -449,7 +448,7 @@ async fn create_reservation(
                     .inc();
                 continue;
             }
-            Err(error) => return Err(internal(error)),
+            Err(error) => return Err(Problem::internal(error)),
         }
     }
     Err(Problem::new(
@@ -484,7 +483,7 @@ async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Response,
         .store()
         .reservations_of(&caller.user.id, 200)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     let rules = state.reservation_rules;
     Ok(Json(ReservationList {
         reservations: rows.iter().map(|r| out(r, &rules)).collect(),
@@ -500,7 +499,7 @@ async fn visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Reservat
         .store()
         .reservation(id)
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     match found {
         Some(r) if r.user_id == caller.user.id || caller.user.role.includes(Role::Operator) => {
             Ok(r)
@@ -560,7 +559,7 @@ async fn cancel(
             state.accounts.now(),
         )
         .await
-        .map_err(internal)?;
+        .map_err(Problem::internal)?;
     if !moved {
         return Err(
             Problem::new(StatusCode::CONFLICT, "not-cancellable", "Not cancellable")
@@ -574,8 +573,8 @@ async fn cancel(
     let row = store
         .reservation(&row.id)
         .await
-        .map_err(internal)?
-        .ok_or_else(|| internal("a cancelled reservation vanished"))?;
+        .map_err(Problem::internal)?
+        .ok_or_else(|| Problem::internal("a cancelled reservation vanished"))?;
     Ok(Json(out(&row, &state.reservation_rules)).into_response())
 }
 
@@ -664,7 +663,7 @@ async fn modify(
                 ),
             );
         }
-        Err(error) => return Err(internal(error)),
+        Err(error) => return Err(Problem::internal(error)),
     }
     state
         .reservation_metrics
@@ -673,8 +672,8 @@ async fn modify(
     let row = store
         .reservation(&row.id)
         .await
-        .map_err(internal)?
-        .ok_or_else(|| internal("a modified reservation vanished"))?;
+        .map_err(Problem::internal)?
+        .ok_or_else(|| Problem::internal("a modified reservation vanished"))?;
     Ok(Json(out(&row, &rules)).into_response())
 }
 
