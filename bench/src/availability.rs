@@ -21,6 +21,7 @@ use parkd::app::{Mode, RunningApp};
 use crate::AvailabilityArgs;
 use crate::machine::RunHeader;
 use crate::report::thousands;
+use crate::report::verdict;
 use crate::server::{self, label, metric_sum};
 use crate::wrk::{self, WrkResult, WrkSettings};
 
@@ -254,10 +255,6 @@ fn handler_cost(
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "**MISSED**" }
 }
 
 #[allow(clippy::too_many_arguments)]

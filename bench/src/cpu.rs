@@ -30,6 +30,17 @@ pub(crate) struct CpuUsage {
     pub(crate) machine_cores: Option<f64>,
 }
 
+impl CpuUsage {
+    /// Cores used by the threads whose name starts with `prefix` (runtimes name theirs).
+    pub(crate) fn cores(&self, prefix: &str) -> f64 {
+        self.by_thread
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, c)| c)
+            .sum()
+    }
+}
+
 impl CpuSnapshot {
     pub(crate) fn take() -> Self {
         Self {

@@ -58,6 +58,14 @@ fn midpoint(i: usize) -> f64 {
 }
 
 impl Histogram {
+    /// The mean, from the 1 % quantiles (the histogram keeps no sum).
+    pub(crate) fn mean(&self) -> f64 {
+        (0..100)
+            .map(|i| self.quantile((f64::from(i) + 0.5) / 100.0))
+            .sum::<f64>()
+            / 100.0
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             buckets: vec![0; BUCKETS],

@@ -42,6 +42,7 @@ use crate::hist::{Histogram, Summary};
 use crate::machine::RunHeader;
 use crate::publish::{PublishPlan, PublishReport, SendTimes, publish};
 use crate::report::thousands;
+use crate::report::verdict;
 use crate::server::{self, label, metric_sum};
 
 /// The targets.
@@ -713,7 +714,7 @@ pub(crate) fn run(args: &LiveWsArgs) -> anyhow::Result<String> {
                     result.latency.max / 1000.0,
                     result.lagged,
                     result.lost,
-                    cores(&result.cpu, "parkd"),
+                    result.cpu.cores("parkd"),
                 );
                 results.push(result);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -731,21 +732,8 @@ pub(crate) fn run(args: &LiveWsArgs) -> anyhow::Result<String> {
     ))
 }
 
-/// Cores used by threads whose name starts with `prefix`.
-fn cores(cpu: &CpuUsage, prefix: &str) -> f64 {
-    cpu.by_thread
-        .iter()
-        .filter(|(name, _)| name.starts_with(prefix))
-        .map(|(_, c)| c)
-        .sum()
-}
-
 fn ms(us: f64) -> String {
     format!("{:.1}", us / 1000.0)
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "**MISSED**" }
 }
 
 fn median_by<'a>(
@@ -952,9 +940,9 @@ fn render(
     for r in results {
         let l = &r.latency;
         let others: f64 = r.cpu.process_cores
-            - cores(&r.cpu, "parkd")
-            - cores(&r.cpu, "loadgen")
-            - cores(&r.cpu, "mqttpub");
+            - r.cpu.cores("parkd")
+            - r.cpu.cores("loadgen")
+            - r.cpu.cores("mqttpub");
         let _ = writeln!(
             out,
             "| {} | {} | {} ({}) | {} / {} | **{}** ({}) | {} / {} / **{}** / {} / {} | {} | {} / {} / {}{} | {} | {} | {} | {:.1} | {:.1}{} | {:.2} / {:.2} / {:.2} / {:.2} / {} |",
@@ -986,9 +974,9 @@ fn render(
             r.connect_time.as_secs_f64(),
             r.settle.as_secs_f64(),
             if r.settled { "" } else { " (timed out)" },
-            cores(&r.cpu, "parkd"),
-            cores(&r.cpu, "loadgen"),
-            cores(&r.cpu, "mqttpub"),
+            r.cpu.cores("parkd"),
+            r.cpu.cores("loadgen"),
+            r.cpu.cores("mqttpub"),
             others,
             r.cpu
                 .machine_cores

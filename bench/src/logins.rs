@@ -29,6 +29,7 @@ use crate::hist::{Histogram, Summary};
 use crate::http1::Connection;
 use crate::machine::RunHeader;
 use crate::report::thousands;
+use crate::report::verdict;
 use crate::server::{self, label, metric_sum};
 use crate::{Backend, LoginsArgs};
 
@@ -337,22 +338,6 @@ fn measure(
     result
 }
 
-/// The mean of a histogram (it keeps no sum): the mean of its 1 % quantiles.
-fn mean_of(h: &Histogram) -> f64 {
-    (0..100)
-        .map(|i| h.quantile((f64::from(i) + 0.5) / 100.0))
-        .sum::<f64>()
-        / 100.0
-}
-
-fn cores(cpu: &CpuUsage, prefix: &str) -> f64 {
-    cpu.by_thread
-        .iter()
-        .filter(|(name, _)| name.starts_with(prefix))
-        .map(|(_, c)| c)
-        .fold(0.0, |sum, c| sum + c)
-}
-
 fn ms(us: f64) -> String {
     format!("{:.0}", us / 1000.0)
 }
@@ -368,14 +353,10 @@ fn percentiles(s: &Summary) -> String {
     )
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "**MISSED**" }
-}
-
 fn phase_row(out: &mut String, name: &str, p: &Phase) {
     let s = p.stats.all.summary();
     let per_s = s.count as f64 / p.window_s;
-    let parkd = cores(&p.cpu, "parkd");
+    let parkd = p.cpu.cores("parkd");
     let _ = writeln!(
         out,
         "| {name} | {} | {} | {per_s:.1} | {} | {:.0} | {parkd:.2} | {:.2} | {} | {:.0} |",
@@ -383,7 +364,7 @@ fn phase_row(out: &mut String, name: &str, p: &Phase) {
         thousands(s.count),
         percentiles(&s),
         p.server_mean_us / 1000.0,
-        cores(&p.cpu, "loadgen"),
+        p.cpu.cores("loadgen"),
         p.cpu
             .machine_cores
             .map_or("?".to_owned(), |m| format!("{m:.2}")),
@@ -568,7 +549,7 @@ fn render(
             ms(s.p99),
             s.p99 / s.p50.max(1.0)
         );
-        let parkd_cores = cores(&main.cpu, "parkd");
+        let parkd_cores = main.cpu.cores("parkd");
         let cpu_ms = if per_s > 0.0 {
             parkd_cores * 1000.0 / per_s
         } else {
@@ -589,7 +570,7 @@ fn render(
             main.clients,
             parkd_cores * 1000.0 / cpu_ms.max(1e-9),
             main.clients as f64 / (parkd_cores * 1000.0 / cpu_ms.max(1e-9)).max(1e-9) * 1000.0,
-            mean_of(&main.stats.all) / 1000.0
+            main.stats.all.mean() / 1000.0
         );
         let budget = P99_TARGET_MS / service_ms.max(1e-9) * hashes;
         let _ = writeln!(

@@ -59,7 +59,8 @@ fn percentiles_ms(p: Option<Percentiles>) -> String {
     }
 }
 
-fn verdict(met: bool) -> &'static str {
+/// The Result column of a target table.
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**MISSED**" }
 }
 

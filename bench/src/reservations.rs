@@ -43,6 +43,7 @@ use crate::hist::{Histogram, Summary};
 use crate::http1::Connection;
 use crate::machine::RunHeader;
 use crate::report::thousands;
+use crate::report::verdict;
 use crate::server::{self, label, metric_sum};
 use crate::{Backend, ReservationsArgs};
 
@@ -1248,15 +1249,6 @@ fn measure(
     Ok((result?, description))
 }
 
-/// Cores used by this process's threads whose name starts with `prefix`.
-fn cores(cpu: &CpuUsage, prefix: &str) -> f64 {
-    cpu.by_thread
-        .iter()
-        .filter(|(name, _)| name.starts_with(prefix))
-        .map(|(_, c)| c)
-        .fold(0.0, |sum, c| sum + c)
-}
-
 fn ms2(us: f64) -> String {
     format!("{:.2}", us / 1000.0)
 }
@@ -1270,10 +1262,6 @@ fn percentiles(s: &Summary) -> String {
         ms2(s.p999),
         ms2(s.max)
     )
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "**MISSED**" }
 }
 
 fn kind_counts(lot: &Lot) -> String {
@@ -1597,9 +1585,9 @@ fn render(
     };
     let retries = (s1.retries - s0.retries).max(0.0);
     let created_server = (s1.created - s0.created).max(0.0);
-    let client_mean_us = mean_of(&c.all);
-    let parkd = cores(&r.cpu, "parkd");
-    let loadgen = cores(&r.cpu, "loadgen");
+    let client_mean_us = c.all.mean();
+    let parkd = r.cpu.cores("parkd");
+    let loadgen = r.cpu.cores("loadgen");
     let other = (r.cpu.process_cores - parkd - loadgen).max(0.0);
     let pg_cores = r.pg.as_ref().and_then(|pg| pg.cpu_cores(r.window_s));
     let per_answer = |cores: f64| cores * 1e6 / answers_per_s.max(1e-9);
@@ -1735,16 +1723,6 @@ fn render(
         let _ = writeln!(out, "```text\n{}\n```", r.holding_plans.join("\n"));
     }
     out
-}
-
-/// The mean of a histogram from its percentiles: it keeps no sum, so approximate with the
-/// midpoints of 1 % slices.
-fn mean_of(h: &Histogram) -> f64 {
-    let n = 100;
-    (0..n)
-        .map(|i| h.quantile((f64::from(i) + 0.5) / f64::from(n)))
-        .sum::<f64>()
-        / f64::from(n)
 }
 
 fn render_pg(

@@ -32,6 +32,7 @@ use crate::demo::pause;
 use crate::machine::RunHeader;
 use crate::publish::{PublishPlan, SendTimes, publish};
 use crate::report::thousands;
+use crate::report::verdict;
 use crate::server::{self, mb, own_memory_kib};
 use crate::wrk::{self, WrkResult, WrkSettings};
 use crate::{ScaleArgs, SeedLotArgs};
@@ -462,10 +463,6 @@ fn median_duration(values: &[(Duration, usize)]) -> Duration {
     let mut sorted: Vec<Duration> = values.iter().map(|(d, _)| *d).collect();
     sorted.sort();
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "**MISSED**" }
 }
 
 #[allow(clippy::too_many_arguments)]
