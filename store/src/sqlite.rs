@@ -855,6 +855,22 @@ fn from_micros(micros: i64, table: &'static str) -> StoreResult<DateTime<Utc>> {
 }
 
 /// Maps an SQLite error to a [`StoreError`].
+/// Runs a cached query and maps every row with `map`.
+fn query_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+    mut map: impl FnMut(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(sq_err)?;
+    let mut rows = statement.query(args).map_err(sq_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sq_err)? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
 fn sq_err(e: rusqlite::Error) -> StoreError {
     let message = e.to_string();
     let rusqlite::Error::SqliteFailure(failure, _) = &e else {

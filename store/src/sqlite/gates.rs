@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use parkd_core::ids::{GateId, LotId, SpotId};
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{SqliteStore, col, from_micros, sq_err};
+use super::{SqliteStore, col, from_micros, query_rows, sq_err};
 use crate::common::{parse_id, parse_vehicle_type};
 use crate::{GateStore, OperatorAction, ParkingSession, StoreError, StoreResult};
 
@@ -51,13 +51,7 @@ fn sessions(
     sql: &str,
     args: impl rusqlite::Params,
 ) -> StoreResult<Vec<ParkingSession>> {
-    let mut statement = conn.prepare_cached(sql).map_err(sq_err)?;
-    let mut rows = statement.query(args).map_err(sq_err)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(sq_err)? {
-        out.push(row_from(row)?);
-    }
-    Ok(out)
+    query_rows(conn, sql, args, row_from)
 }
 
 /// Moves a reservation between states inside `tx`; `false` if it was not in `from`.
@@ -321,31 +315,26 @@ impl GateStore for SqliteStore {
         let lot = lot.map(ToString::to_string);
         self.read(move |conn| {
             const T: &str = "operator_actions";
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT action_id, at, user_id, lot_id, gate_id, action, reason
-                     FROM operator_actions WHERE (?1 IS NULL OR lot_id = ?1)
-                     ORDER BY seq DESC LIMIT ?2",
-                )
-                .map_err(sq_err)?;
-            let mut rows = statement
-                .query(params![lot, i64::from(limit)])
-                .map_err(sq_err)?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(sq_err)? {
-                out.push(OperatorAction {
-                    id: col(row, 0, T)?,
-                    at: from_micros(col(row, 1, T)?, T)?,
-                    user_id: col(row, 2, T)?,
-                    lot: parse_id(T, "lot_id", &col::<String>(row, 3, T)?, LotId::parse)?,
-                    gate: col::<Option<String>>(row, 4, T)?
-                        .map(|raw| parse_id(T, "gate_id", &raw, GateId::parse))
-                        .transpose()?,
-                    action: col(row, 5, T)?,
-                    reason: col(row, 6, T)?,
-                });
-            }
-            Ok(out)
+            query_rows(
+                conn,
+                "SELECT action_id, at, user_id, lot_id, gate_id, action, reason
+                 FROM operator_actions WHERE (?1 IS NULL OR lot_id = ?1)
+                 ORDER BY seq DESC LIMIT ?2",
+                params![lot, i64::from(limit)],
+                |row| {
+                    Ok(OperatorAction {
+                        id: col(row, 0, T)?,
+                        at: from_micros(col(row, 1, T)?, T)?,
+                        user_id: col(row, 2, T)?,
+                        lot: parse_id(T, "lot_id", &col::<String>(row, 3, T)?, LotId::parse)?,
+                        gate: col::<Option<String>>(row, 4, T)?
+                            .map(|raw| parse_id(T, "gate_id", &raw, GateId::parse))
+                            .transpose()?,
+                        action: col(row, 5, T)?,
+                        reason: col(row, 6, T)?,
+                    })
+                },
+            )
         })
         .await
     }

@@ -7,7 +7,7 @@ use parkd_core::ids::{LotId, SpotId};
 use parkd_core::reservation::ReservationState;
 use rusqlite::{Row, TransactionBehavior, params};
 
-use super::{SqliteStore, col, from_micros, sq_err};
+use super::{SqliteStore, col, from_micros, query_rows, sq_err};
 use crate::common::{parse_id, parse_reservation_state, parse_vehicle_type};
 use crate::{ReservationRow, ReservationStore, StoreError, StoreResult};
 
@@ -39,13 +39,7 @@ fn query(
     sql: &str,
     args: impl rusqlite::Params,
 ) -> StoreResult<Vec<ReservationRow>> {
-    let mut statement = conn.prepare_cached(sql).map_err(sq_err)?;
-    let mut rows = statement.query(args).map_err(sq_err)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(sq_err)? {
-        out.push(row_from(row)?);
-    }
-    Ok(out)
+    query_rows(conn, sql, args, row_from)
 }
 
 /// [`StoreError::Conflict`] if a holding reservation of the spot (other than `except`)
