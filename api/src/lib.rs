@@ -11,6 +11,7 @@
 //! template and status (`parkd_http_requests_total`, `parkd_http_request_duration_seconds`).
 
 pub mod auth;
+pub mod book;
 pub mod gates;
 pub mod live;
 pub mod openapi;
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub reservation_rules: parkd_core::reservation::TimeRules,
     /// `parkd_reservations_total{event}` (see [`reservations::metrics`]).
     pub reservation_metrics: prometheus::IntCounterVec,
+    /// Each lot's holding reservations in memory (allocation reads no database).
+    pub book: Arc<book::Book>,
     /// Request counters and timings.
     pub http_metrics: HttpMetrics,
     /// The gates (operators' routes answer 503 without).
@@ -333,6 +336,7 @@ mod tests {
             http_metrics: HttpMetrics::new(&registry).unwrap(),
             reservation_rules: parkd_core::reservation::TimeRules::default(),
             reservation_metrics: reservations::metrics(&registry).unwrap(),
+            book: Arc::default(),
             registry,
             readiness: Arc::new(checks),
             live: Arc::new(live),

@@ -22,7 +22,7 @@ use parkd_core::ids::{LotId, SpotId, ZoneId};
 use parkd_core::reservation::{ReservationState, TimeError, TimeRules};
 use parkd_core::vehicle::VehicleType;
 use parkd_occupancy::SpotState;
-use parkd_store::{IdempotencyBegin, ReservationRow, StoreError};
+use parkd_store::{HoldingSpan, IdempotencyBegin, IdempotentAnswer, ReservationRow, StoreError};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -286,14 +286,14 @@ async fn create(
             .with_detail("this Idempotency-Key was used for a different request"));
         }
     }
-    let answer = match create_reservation(&state, &caller, body, now).await {
-        Ok(answer) => answer,
-        Err(problem) => Answer::problem(&problem),
+    let (answer, recorded) = match create_reservation(&state, &caller, &key, body, now).await {
+        Ok(made) => (made, true),
+        Err(problem) => (Answer::problem(&problem), false),
     };
     if answer.status.is_server_error() {
         // Not worth replaying: let a retry run again.
         let _ = store.abandon_idempotent(&caller.user.id, &key).await;
-    } else {
+    } else if !recorded {
         store
             .finish_idempotent(
                 &caller.user.id,
@@ -308,9 +308,12 @@ async fn create(
     Ok(answer.into_response(false))
 }
 
+/// Chooses a spot and writes the reservation with its idempotent answer (one transaction).
+/// `Ok` is the 201 answer, already recorded for `key`; a problem is not recorded yet.
 async fn create_reservation(
     state: &ApiState,
     caller: &Caller,
+    key: &str,
     body: CreateBody,
     now: DateTime<Utc>,
 ) -> Result<Answer, Problem> {
@@ -371,19 +374,18 @@ async fn create_reservation(
     request.preferred_spot = body.preferred_spot.clone();
     request.preferred_zone = body.preferred_zone.clone();
     let occupied_until = now + Duration::minutes(OCCUPIED_HORIZON_MIN);
-    for _ in 0..ALLOCATION_ATTEMPTS {
-        let context_from = body.starts_at - Duration::hours(CONTEXT_HOURS);
-        let context_to = body.ends_at + Duration::hours(CONTEXT_HOURS);
-        let bookings = store
-            .holding_between(&body.lot, context_from, context_to)
+    let context_from = body.starts_at - Duration::hours(CONTEXT_HOURS);
+    let context_to = body.ends_at + Duration::hours(CONTEXT_HOURS);
+    let book = &state.book;
+    // Whether the lot's bookings around the request were re-read during this request: a
+    // refusal is only answered on those (the book may hold bookings that ended elsewhere).
+    let mut fresh = false;
+    let mut attempts = 0;
+    while attempts < ALLOCATION_ATTEMPTS {
+        let mut busy = book
+            .busy(store.as_ref(), &body.lot, context_from, context_to, now)
             .await
             .map_err(Problem::internal)?;
-        let mut busy: HashMap<&SpotId, Vec<Interval>> = HashMap::new();
-        for booking in &bookings {
-            if let Ok(iv) = Interval::from_datetimes(booking.starts_at, booking.ends_at) {
-                busy.entry(&booking.spot).or_default().push(iv);
-            }
-        }
         // A car standing in a spot now keeps it busy for the near future.
         if body.starts_at < occupied_until
             && let Ok(iv) = Interval::from_datetimes(now, occupied_until)
@@ -393,7 +395,7 @@ async fn create_reservation(
                     .spot(&body.lot, &spot.id)
                     .is_some_and(|live| live.state == SpotState::Occupied)
                 {
-                    busy.entry(&spot.id).or_default().push(iv);
+                    busy.entry(spot.id.clone()).or_default().push(iv);
                 }
             }
         }
@@ -411,8 +413,21 @@ async fn create_reservation(
             .iter()
             .zip(&timelines)
             .map(|(spot, booked)| Candidate { spot, booked });
-        let chosen = allocate(candidates, &request, &Policy::default())
-            .map_err(|refusal| refusal_problem(&refusal))?;
+        let chosen = match allocate(candidates, &request, &Policy::default()) {
+            Ok(chosen) => chosen,
+            Err(_) if !fresh => {
+                fresh = true;
+                book.refresh(store.as_ref(), &body.lot, None, context_from, context_to)
+                    .await
+                    .map_err(Problem::internal)?;
+                state
+                    .reservation_metrics
+                    .with_label_values(&["book_reread"])
+                    .inc();
+                continue;
+            }
+            Err(refusal) => return Err(refusal_problem(&refusal)),
+        };
         let row = ReservationRow {
             id: random_id(),
             code: reservation_code(),
@@ -428,25 +443,42 @@ async fn create_reservation(
             created_at: now,
             updated_at: now,
         };
-        match store.create_reservation(&row).await {
+        let answer = Answer {
+            status: StatusCode::CREATED,
+            body: serde_json::to_string(&out(&row, &rules)).map_err(Problem::internal)?,
+        };
+        let record = IdempotentAnswer {
+            user_id: &caller.user.id,
+            key,
+            status: answer.status.as_u16(),
+            body: &answer.body,
+            at: now,
+        };
+        attempts += 1;
+        match store.create_reservation(&row, Some(record)).await {
             Ok(()) => {
+                book.add(&row.lot, &HoldingSpan::of(&row));
                 state
                     .reservation_metrics
                     .with_label_values(&["created"])
                     .inc();
-                let body = serde_json::to_string(&out(&row, &rules)).map_err(Problem::internal)?;
-                return Ok(Answer {
-                    status: StatusCode::CREATED,
-                    body,
-                });
+                return Ok(answer);
             }
-            // Someone booked that spot between our read and our write: choose again.
+            // Someone booked that spot between our read and our write: re-read it, choose again.
             Err(StoreError::Conflict(_)) => {
                 state
                     .reservation_metrics
                     .with_label_values(&["allocation_retry"])
                     .inc();
-                continue;
+                book.refresh(
+                    store.as_ref(),
+                    &row.lot,
+                    Some(&row.spot),
+                    context_from,
+                    context_to,
+                )
+                .await
+                .map_err(Problem::internal)?;
             }
             Err(error) => return Err(Problem::internal(error)),
         }
@@ -566,6 +598,7 @@ async fn cancel(
                 .with_detail(format!("a {} reservation cannot be cancelled", row.state)),
         );
     }
+    state.book.remove(&row.lot, &row.id);
     state
         .reservation_metrics
         .with_label_values(&["cancelled"])
@@ -674,6 +707,11 @@ async fn modify(
         .await
         .map_err(Problem::internal)?
         .ok_or_else(|| Problem::internal("a modified reservation vanished"))?;
+    if row.state.holds_spot() {
+        state.book.add(&row.lot, &HoldingSpan::of(&row));
+    } else {
+        state.book.remove(&row.lot, &row.id);
+    }
     Ok(Json(out(&row, &rules)).into_response())
 }
 
@@ -711,7 +749,13 @@ pub async fn sweep(
     let rules = state.reservation_rules;
     let no_shows = store.mark_no_shows(now - rules.grace, now).await?;
     for row in &no_shows {
+        state.book.remove(&row.lot, &row.id);
         tracing::info!(reservation = %row.id, lot = %row.lot, spot = %row.spot, "no-show: spot released");
+    }
+    // Pick up what other paths (gates) and other instances changed; the holds below do not
+    // depend on it.
+    if let Err(error) = state.book.refresh_loaded(store.as_ref(), now).await {
+        tracing::warn!(%error, "re-reading the reservation book failed");
     }
     state
         .reservation_metrics
@@ -748,7 +792,9 @@ pub fn metrics(registry: &prometheus::Registry) -> prometheus::Result<prometheus
     let counter = prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "parkd_reservations_total",
-            "Reservation events: created, cancelled, modified, no_show, allocation_retry",
+            "Reservation events: created, cancelled, modified, no_show, allocation_retry \
+             (the chosen spot was taken meanwhile), book_reread (a refusal re-read the lot's \
+             bookings first)",
         ),
         &["event"],
     )?;

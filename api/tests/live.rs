@@ -89,6 +89,7 @@ async fn server_with(feed_capacity: usize, settings: LiveSettings) -> Server {
         gates: None,
         reservation_rules: parkd_core::reservation::TimeRules::default(),
         reservation_metrics: parkd_api::reservations::metrics(&registry).unwrap(),
+        book: Default::default(),
         registry: registry.clone(),
         readiness: Arc::new(Vec::new()),
         live: hub.clone(),

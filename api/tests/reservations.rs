@@ -10,8 +10,10 @@ mod common;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use common::{Server, postgres, sqlite};
 use parkd_core::garage::demo_garage;
-use parkd_core::ids::LotId;
+use parkd_core::ids::{LotId, SpotId};
+use parkd_core::reservation::ReservationState;
 use parkd_occupancy::SpotState;
+use parkd_store::ReservationRow;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "violet tram under lantern";
@@ -412,6 +414,97 @@ async fn bad_input_is_refused_precisely(s: Server) {
     s.stop.cancel();
 }
 
+/// What another instance writes (straight to the database) is not in this process's book:
+/// a booking it cancelled does not make this one refuse, and a spot it booked is not given
+/// twice.
+async fn the_book_is_a_hint_not_the_truth(s: Server) {
+    let (token, vehicle) = setup(&s, "car").await;
+    let tiny = |from: i64, to: i64| {
+        json!({"lot": "tiny", "vehicle_id": vehicle,
+               "starts_at": at(&s, from), "ends_at": at(&s, to)})
+    };
+    let first = reserve(&s, &token, "b-1", &tiny(60, 120)).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let id = first.body["id"].as_str().unwrap();
+    let template = s.store.reservation(id).await.unwrap().unwrap();
+    // Another instance cancels it: the book still has it, the database does not.
+    assert!(
+        s.store
+            .transition_reservation(
+                id,
+                &[ReservationState::Confirmed],
+                ReservationState::Cancelled,
+                s.clock_now(),
+            )
+            .await
+            .unwrap()
+    );
+    let again = reserve(&s, &token, "b-2", &tiny(60, 120)).await;
+    assert_eq!(
+        again.status, 201,
+        "a refusal re-reads first: {}",
+        again.body
+    );
+    // Another instance books the spot later on: the book does not know, the database refuses
+    // the overlap, and the answer is a refusal on fresh bookings, not a second booking.
+    let elsewhere = ReservationRow {
+        id: "elsewhere".into(),
+        code: "ELSEWHR1".into(),
+        starts_at: s.clock_now() + Duration::minutes(300),
+        ends_at: s.clock_now() + Duration::minutes(360),
+        ..template.clone()
+    };
+    s.store.create_reservation(&elsewhere, None).await.unwrap();
+    let late = reserve(&s, &token, "b-3", &tiny(300, 360)).await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    assert_eq!(
+        late.body["type"],
+        "https://parkd.dev/problems/no-spot-available"
+    );
+    // In a big lot, the spot another instance took is skipped for the next best one.
+    let garage = |key: &str| {
+        let body = json!({"lot": "garage", "vehicle_id": vehicle,
+                          "starts_at": at(&s, 600), "ends_at": at(&s, 660)});
+        let key = key.to_owned();
+        let s = &s;
+        let token = token.clone();
+        async move { reserve(s, &token, &key, &body).await }
+    };
+    let probe = garage("b-4").await;
+    assert_eq!(probe.status, 201);
+    let best = probe.body["spot"].as_str().unwrap().to_owned();
+    let probe_id = probe.body["id"].as_str().unwrap();
+    // This instance cancels (the book forgets it), then another instance takes that spot.
+    let cancelled = s
+        .post(
+            &format!("/api/v1/reservations/{probe_id}/cancel"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, 200);
+    let taken = ReservationRow {
+        id: "taken-elsewhere".into(),
+        code: "ELSEWHR2".into(),
+        lot: LotId::parse("garage").unwrap(),
+        spot: SpotId::parse(&best).unwrap(),
+        starts_at: s.clock_now() + Duration::minutes(600),
+        ends_at: s.clock_now() + Duration::minutes(660),
+        ..template
+    };
+    s.store.create_reservation(&taken, None).await.unwrap();
+    let next = garage("b-5").await;
+    assert_eq!(next.status, 201, "{}", next.body);
+    assert_ne!(next.body["spot"].as_str().unwrap(), best);
+    let retries = s
+        .state
+        .reservation_metrics
+        .with_label_values(&["allocation_retry"])
+        .get();
+    assert!(retries >= 2, "both conflicts were seen: {retries}");
+    s.stop.cancel();
+}
+
 macro_rules! both_stores {
     ($($test:ident),* $(,)?) => {
         mod on_sqlite {
@@ -439,4 +532,5 @@ both_stores!(
     holds_and_no_shows,
     cancel_and_modify,
     bad_input_is_refused_precisely,
+    the_book_is_a_hint_not_the_truth,
 );

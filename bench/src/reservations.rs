@@ -19,9 +19,9 @@
 //! PostgreSQL process is read from `/proc`. After the run: the double-booking check (an
 //! explicit self-join over the whole table, with index scans off so the exclusion
 //! constraint's index plays no part), and, in-process, what one allocation costs (the
-//! bookings read around the request, the timelines, `allocate`).
+//! bookings around the request from parkd's in-memory book, the timelines, `allocate`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +32,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use parkd::app::{Mode, RunningApp};
 use parkd_core::allocation::{Candidate, Interval, Policy, Request, Timeline, allocate};
 use parkd_core::garage::Lot;
-use parkd_core::ids::SpotId;
 use parkd_core::vehicle::SpotKind;
 use parkd_store::Store;
 use tokio_postgres::NoTls;
@@ -944,10 +943,13 @@ fn check_sqlite(path: &std::path::Path) -> anyhow::Result<Check> {
 }
 
 /// What one allocation attempt costs parkd, timed in-process after the run with nothing else
-/// running: reading the lot's holding bookings within 12 h of the request (one store call),
-/// building every spot's timeline, and `allocate`.
+/// running: the lot's holding bookings within 12 h of the request from a reservation book
+/// (`parkd_api::book`, loaded once from the full table first, as parkd does on a lot's first
+/// booking), building every spot's timeline, and `allocate`.
 #[derive(Debug, Default)]
 struct AllocationProbe {
+    /// The book's first load of the lot (one store read of every current and future booking).
+    load_us: f64,
     samples: usize,
     bookings: u64,
     read_us: Vec<f64>,
@@ -965,22 +967,30 @@ async fn allocation_probe(
     let mut probe = AllocationProbe::default();
     let mut rng = Rng::new(plan.seed ^ 0x0A11_0CA7);
     let policy = Policy::default();
+    let book = parkd_api::book::Book::new();
+    let loading = Instant::now();
+    let now = Utc::now();
+    book.busy(store.as_ref(), &lot.id, now, now, now)
+        .await
+        .context("loading the reservation book")?;
+    probe.load_us = loading.elapsed().as_secs_f64() * 1e6;
     for n in 0..samples {
         let now = Utc::now();
         let (starts_at, ends_at) = plan.times(&mut rng, now);
         let context = chrono::Duration::hours(CONTEXT_HOURS);
         let t0 = Instant::now();
-        let rows = store
-            .holding_between(&lot.id, starts_at - context, ends_at + context)
+        let busy = book
+            .busy(
+                store.as_ref(),
+                &lot.id,
+                starts_at - context,
+                ends_at + context,
+                now,
+            )
             .await
-            .context("holding_between")?;
+            .context("reading the reservation book")?;
         let t1 = Instant::now();
-        let mut busy: HashMap<&SpotId, Vec<Interval>> = HashMap::new();
-        for row in &rows {
-            if let Ok(interval) = Interval::from_datetimes(row.starts_at, row.ends_at) {
-                busy.entry(&row.spot).or_default().push(interval);
-            }
-        }
+        let bookings: usize = busy.values().map(Vec::len).sum();
         let timelines: Vec<Timeline> = lot
             .spots
             .iter()
@@ -1008,7 +1018,7 @@ async fn allocation_probe(
             probe.refused += 1;
         }
         probe.samples += 1;
-        probe.bookings += rows.len() as u64;
+        probe.bookings += bookings as u64;
         probe.read_us.push((t1 - t0).as_secs_f64() * 1e6);
         probe.timelines_us.push((t2 - t1).as_secs_f64() * 1e6);
         probe.allocate_us.push((t3 - t2).as_secs_f64() * 1e6);
@@ -1671,8 +1681,8 @@ fn render(
         let _ = writeln!(out, "|---|---:|");
         let _ = writeln!(
             out,
-            "| `holding_between` (the lot's holding bookings within {CONTEXT_HOURS} h of the \
-             request: {:.0} rows on average) | {:.0} ({:.0}) |",
+            "| the lot's holding bookings within {CONTEXT_HOURS} h of the request, from \
+             parkd's in-memory book (`Book::busy`: {:.0} bookings on average) | {:.0} ({:.0}) |",
             p.bookings as f64 / p.samples as f64,
             median(&p.read_us),
             mean(&p.read_us)
@@ -1689,6 +1699,12 @@ fn render(
             "| `allocate` (best fit) | {:.0} ({:.0}) |",
             median(&p.allocate_us),
             mean(&p.allocate_us)
+        );
+        let _ = writeln!(
+            out,
+            "\nThe book's first load of the lot (every current and future holding booking, one \
+             store read; once per lot and process, then at each sweep): {:.0} ms.",
+            p.load_us / 1000.0
         );
         if p.refused > 0 {
             let _ = writeln!(
@@ -1709,7 +1725,8 @@ fn render(
         let _ = writeln!(
             out,
             "\nPostgreSQL's plans for the query of `holding_between` (its text as in \
-             `store/src/postgres/reservations.rs`, prepared by hand here) on the full table, \
+             `store/src/postgres/reservations.rs`, prepared by hand here; creates no longer run \
+             it, gates' walk-ins and the hold sweep still do) on the full table, \
              for one request of the run's shape, each from its third execution in the \
              session. parkd runs it as a prepared statement, which PostgreSQL plans custom for \
              the first 5 executions on a connection, then generic if that is not estimated \

@@ -219,21 +219,24 @@ impl Garage {
                 .unwrap();
         }
         self.store
-            .create_reservation(&ReservationRow {
-                id: id.into(),
-                code: format!("CODE{id}"),
-                user_id: "u1".into(),
-                vehicle_id: None,
-                plate_key: "RES1".into(),
-                vehicle_type: VehicleType::Car,
-                lot: lot_id(),
-                spot: spot(spot_i),
-                starts_at: t0() + Duration::minutes(from_min),
-                ends_at: t0() + Duration::minutes(to_min),
-                state: ReservationState::Confirmed,
-                created_at: t0(),
-                updated_at: t0(),
-            })
+            .create_reservation(
+                &ReservationRow {
+                    id: id.into(),
+                    code: format!("CODE{id}"),
+                    user_id: "u1".into(),
+                    vehicle_id: None,
+                    plate_key: "RES1".into(),
+                    vehicle_type: VehicleType::Car,
+                    lot: lot_id(),
+                    spot: spot(spot_i),
+                    starts_at: t0() + Duration::minutes(from_min),
+                    ends_at: t0() + Duration::minutes(to_min),
+                    state: ReservationState::Confirmed,
+                    created_at: t0(),
+                    updated_at: t0(),
+                },
+                None,
+            )
             .await
             .unwrap();
     }

@@ -402,63 +402,7 @@ impl<S: Store> parkd_store::AccountStore for Flaky<S> {
     }
 }
 
-#[async_trait]
-impl<S: Store> parkd_store::ReservationStore for Flaky<S> {
-    async fn create_reservation(&self, r: &parkd_store::ReservationRow) -> StoreResult<()> {
-        self.inner.create_reservation(r).await
-    }
-    async fn reservation(&self, id: &str) -> StoreResult<Option<parkd_store::ReservationRow>> {
-        self.inner.reservation(id).await
-    }
-    async fn reservation_by_code(
-        &self,
-        code: &str,
-    ) -> StoreResult<Option<parkd_store::ReservationRow>> {
-        self.inner.reservation_by_code(code).await
-    }
-    async fn reservations_of(
-        &self,
-        user_id: &str,
-        limit: u32,
-    ) -> StoreResult<Vec<parkd_store::ReservationRow>> {
-        self.inner.reservations_of(user_id, limit).await
-    }
-    async fn holding_between(
-        &self,
-        lot: &LotId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> StoreResult<Vec<parkd_store::ReservationRow>> {
-        self.inner.holding_between(lot, from, to).await
-    }
-    async fn transition_reservation(
-        &self,
-        id: &str,
-        from: &[parkd_core::reservation::ReservationState],
-        to: parkd_core::reservation::ReservationState,
-        at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        self.inner.transition_reservation(id, from, to, at).await
-    }
-    async fn move_reservation(
-        &self,
-        id: &str,
-        starts_at: DateTime<Utc>,
-        ends_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        self.inner
-            .move_reservation(id, starts_at, ends_at, at)
-            .await
-    }
-    async fn mark_no_shows(
-        &self,
-        started_before: DateTime<Utc>,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Vec<parkd_store::ReservationRow>> {
-        self.inner.mark_no_shows(started_before, at).await
-    }
-}
+parkd_store::forward_reservation_store!(impl[S: Store] for Flaky<S>, inner);
 
 #[async_trait]
 impl<S: Store> parkd_store::IdempotencyStore for Flaky<S> {

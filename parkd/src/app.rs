@@ -403,6 +403,7 @@ impl RunningApp {
             accounts: accounts.clone(),
             reservation_rules: config.reservation_rules(),
             reservation_metrics: parkd_api::reservations::metrics(&registry)?,
+            book: Default::default(),
             gates: Some(parkd_api::gates::GatesApi {
                 service: gates.clone(),
                 states: gate_states.clone(),

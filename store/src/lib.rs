@@ -457,13 +457,60 @@ pub struct ReservationRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The answer of an idempotent request, recorded in the same transaction as the write it
+/// answers: a reservation never exists without the answer a retry of its request replays.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotentAnswer<'a> {
+    /// Whose key.
+    pub user_id: &'a str,
+    /// The `Idempotency-Key` (claimed before with [`IdempotencyStore::begin_idempotent`]).
+    pub key: &'a str,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// The body answered.
+    pub body: &'a str,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Where and when a reservation holds its spot: what allocation needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldingSpan {
+    /// The reservation.
+    pub id: String,
+    /// Its spot.
+    pub spot: SpotId,
+    /// Expected entry.
+    pub starts_at: DateTime<Utc>,
+    /// Expected exit.
+    pub ends_at: DateTime<Utc>,
+}
+
+impl HoldingSpan {
+    /// Where and when `reservation` is.
+    pub fn of(reservation: &ReservationRow) -> Self {
+        Self {
+            id: reservation.id.clone(),
+            spot: reservation.spot.clone(),
+            starts_at: reservation.starts_at,
+            ends_at: reservation.ends_at,
+        }
+    }
+}
+
 /// Reservations. No two reservations that hold a spot overlap on it: the store refuses such a
 /// write with [`StoreError::Conflict`], atomically, however many writers race.
 #[async_trait]
 pub trait ReservationStore: Send + Sync {
     /// Records a reservation; [`StoreError::Conflict`] if it holds its spot and overlaps
-    /// another holding reservation of that spot (or its id or code is taken).
-    async fn create_reservation(&self, reservation: &ReservationRow) -> StoreResult<()>;
+    /// another holding reservation of that spot (or its id or code is taken). With `answer`,
+    /// records that answer for its idempotency key in the same transaction (nothing is
+    /// written on a conflict).
+    async fn create_reservation(
+        &self,
+        reservation: &ReservationRow,
+        answer: Option<IdempotentAnswer<'_>>,
+    ) -> StoreResult<()>;
     /// One reservation.
     async fn reservation(&self, id: &str) -> StoreResult<Option<ReservationRow>>;
     /// The reservation with this gate code.
@@ -477,6 +524,15 @@ pub trait ReservationStore: Send + Sync {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<ReservationRow>>;
+    /// Like [`holding_between`](Self::holding_between), only where and when (no other
+    /// column), of one spot or of the whole lot.
+    async fn holding_spans(
+        &self,
+        lot: &LotId,
+        spot: Option<&SpotId>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<HoldingSpan>>;
     /// Moves a reservation to `to` if it is in one of `from`; `false` if it was not.
     async fn transition_reservation(
         &self,
@@ -748,6 +804,85 @@ pub async fn open(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
             postgres::PostgresStore::open(url, *pool_size, *retention_days).await?,
         )),
     }
+}
+
+/// Implements [`ReservationStore`] for a wrapper by forwarding every call to one of its fields,
+/// like [`forward_gate_store!`]: `forward_reservation_store!(impl[S: Store] for Wrapper<S>, inner);`.
+#[macro_export]
+macro_rules! forward_reservation_store {
+    (impl[$($generics:tt)*] for $ty:ty, $field:ident) => {
+        #[::async_trait::async_trait]
+        impl<$($generics)*> $crate::ReservationStore for $ty {
+            async fn create_reservation(
+                &self,
+                reservation: &$crate::ReservationRow,
+                answer: Option<$crate::IdempotentAnswer<'_>>,
+            ) -> $crate::StoreResult<()> {
+                self.$field.create_reservation(reservation, answer).await
+            }
+            async fn reservation(
+                &self,
+                id: &str,
+            ) -> $crate::StoreResult<Option<$crate::ReservationRow>> {
+                self.$field.reservation(id).await
+            }
+            async fn reservation_by_code(
+                &self,
+                code: &str,
+            ) -> $crate::StoreResult<Option<$crate::ReservationRow>> {
+                self.$field.reservation_by_code(code).await
+            }
+            async fn reservations_of(
+                &self,
+                user_id: &str,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::ReservationRow>> {
+                self.$field.reservations_of(user_id, limit).await
+            }
+            async fn holding_between(
+                &self,
+                lot: &::parkd_core::ids::LotId,
+                from: ::chrono::DateTime<::chrono::Utc>,
+                to: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<Vec<$crate::ReservationRow>> {
+                self.$field.holding_between(lot, from, to).await
+            }
+            async fn holding_spans(
+                &self,
+                lot: &::parkd_core::ids::LotId,
+                spot: Option<&::parkd_core::ids::SpotId>,
+                from: ::chrono::DateTime<::chrono::Utc>,
+                to: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<Vec<$crate::HoldingSpan>> {
+                self.$field.holding_spans(lot, spot, from, to).await
+            }
+            async fn transition_reservation(
+                &self,
+                id: &str,
+                from: &[::parkd_core::reservation::ReservationState],
+                to: ::parkd_core::reservation::ReservationState,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<bool> {
+                self.$field.transition_reservation(id, from, to, at).await
+            }
+            async fn move_reservation(
+                &self,
+                id: &str,
+                starts_at: ::chrono::DateTime<::chrono::Utc>,
+                ends_at: ::chrono::DateTime<::chrono::Utc>,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<bool> {
+                self.$field.move_reservation(id, starts_at, ends_at, at).await
+            }
+            async fn mark_no_shows(
+                &self,
+                started_before: ::chrono::DateTime<::chrono::Utc>,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<Vec<$crate::ReservationRow>> {
+                self.$field.mark_no_shows(started_before, at).await
+            }
+        }
+    };
 }
 
 /// Implements [`GateStore`] for a wrapper by forwarding every call to one of its fields (test

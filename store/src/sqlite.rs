@@ -854,7 +854,6 @@ fn from_micros(micros: i64, table: &'static str) -> StoreResult<DateTime<Utc>> {
     })
 }
 
-/// Maps an SQLite error to a [`StoreError`].
 /// Runs a cached query and maps every row with `map`.
 fn query_rows<T>(
     conn: &Connection,
@@ -871,6 +870,7 @@ fn query_rows<T>(
     Ok(out)
 }
 
+/// Maps an SQLite error to a [`StoreError`].
 fn sq_err(e: rusqlite::Error) -> StoreError {
     let message = e.to_string();
     let rusqlite::Error::SqliteFailure(failure, _) = &e else {

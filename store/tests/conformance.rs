@@ -18,9 +18,10 @@ use parkd_core::reservation::ReservationState;
 use parkd_core::vehicle::VehicleType;
 use parkd_store::postgres::PostgresStore;
 use parkd_store::{
-    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, IdempotencyBegin, OperatorAction,
-    ParkingSession, ReservationRow, SessionRow, SpotLatest, SpotReading, StatusChange, Store,
-    StoreConfig, StoreError, TelemetryBatch, User, VehicleRow, testing,
+    Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, HoldingSpan, IdempotencyBegin,
+    IdempotentAnswer, OperatorAction, ParkingSession, ReservationRow, SessionRow, SpotLatest,
+    SpotReading, StatusChange, Store, StoreConfig, StoreError, TelemetryBatch, User, VehicleRow,
+    testing,
 };
 
 macro_rules! conformance {
@@ -78,6 +79,8 @@ conformance!(
     reservations_round_trip_and_transitions,
     no_shows_release_their_spot,
     idempotency_keys,
+    holding_spans_are_where_and_when,
+    a_reservation_and_its_answer_are_one_write,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1265,7 +1268,7 @@ async fn exactly_one_winner_when_fifty_race_for_a_spot(h: &Harness) {
                 110 + racer % 5,
             );
             tasks.push(tokio::spawn(async move {
-                match store.create_reservation(&r).await {
+                match store.create_reservation(&r, None).await {
                     Ok(()) => Some(r.id),
                     Err(StoreError::Conflict(_)) => None,
                     Err(other) => panic!("{other:?}"),
@@ -1307,21 +1310,21 @@ async fn reservations_round_trip_and_transitions(h: &Harness) {
         .await
         .unwrap();
     let first = reservation("r1", "s1", 60, 120);
-    store.create_reservation(&first).await.unwrap();
+    store.create_reservation(&first, None).await.unwrap();
     assert_eq!(store.reservation("r1").await.unwrap(), Some(first.clone()));
     // Back to back is fine; an overlap is not; another spot is fine.
     store
-        .create_reservation(&reservation("r2", "s1", 120, 180))
+        .create_reservation(&reservation("r2", "s1", 120, 180), None)
         .await
         .unwrap();
     assert!(matches!(
         store
-            .create_reservation(&reservation("r3", "s1", 100, 130))
+            .create_reservation(&reservation("r3", "s1", 100, 130), None)
             .await,
         Err(StoreError::Conflict(_))
     ));
     store
-        .create_reservation(&reservation("r4", "s2", 100, 130))
+        .create_reservation(&reservation("r4", "s2", 100, 130), None)
         .await
         .unwrap();
     // A cancelled reservation frees its time.
@@ -1360,7 +1363,7 @@ async fn reservations_round_trip_and_transitions(h: &Harness) {
             .unwrap()
     );
     store
-        .create_reservation(&reservation("r5", "s1", 60, 110))
+        .create_reservation(&reservation("r5", "s1", 60, 110), None)
         .await
         .unwrap();
     let mine = store.reservations_of("u1", 10).await.unwrap();
@@ -1409,16 +1412,16 @@ async fn no_shows_release_their_spot(h: &Harness) {
         .await
         .unwrap();
     store
-        .create_reservation(&reservation("early", "s1", 60, 120))
+        .create_reservation(&reservation("early", "s1", 60, 120), None)
         .await
         .unwrap();
     store
-        .create_reservation(&reservation("late", "s2", 200, 260))
+        .create_reservation(&reservation("late", "s2", 200, 260), None)
         .await
         .unwrap();
     let mut checked_in = reservation("in", "s3", 60, 120);
     checked_in.state = ReservationState::CheckedIn;
-    store.create_reservation(&checked_in).await.unwrap();
+    store.create_reservation(&checked_in, None).await.unwrap();
     // At minute 90 with a 30-minute grace, reservations that started by minute 60 are due.
     let marked = store.mark_no_shows(t(60 * 60), t(90 * 60)).await.unwrap();
     let ids: Vec<&str> = marked.iter().map(|r| r.id.as_str()).collect();
@@ -1434,7 +1437,7 @@ async fn no_shows_release_their_spot(h: &Harness) {
     );
     // Its spot can be booked again for the rest of its time.
     store
-        .create_reservation(&reservation("walk-in", "s1", 90, 120))
+        .create_reservation(&reservation("walk-in", "s1", 90, 120), None)
         .await
         .unwrap();
     assert_eq!(
@@ -1520,6 +1523,132 @@ async fn idempotency_keys(h: &Harness) {
     assert_eq!(begin("k1", 9).await, IdempotencyBegin::Started, "forgotten");
 }
 
+async fn holding_spans_are_where_and_when(h: &Harness) {
+    let store = h.store();
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    for (id, spot_id, from, to) in [
+        ("a", "s1", 60, 120),
+        ("b", "s1", 120, 180),
+        ("c", "s2", 100, 400),
+        ("gone", "s3", 100, 200),
+    ] {
+        store
+            .create_reservation(&reservation(id, spot_id, from, to), None)
+            .await
+            .unwrap();
+    }
+    store
+        .transition_reservation(
+            "gone",
+            &[ReservationState::Confirmed],
+            ReservationState::Cancelled,
+            t(1),
+        )
+        .await
+        .unwrap();
+    let mut spans = store
+        .holding_spans(&lot("garage-a"), None, t(110 * 60), t(130 * 60))
+        .await
+        .unwrap();
+    spans.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(
+        spans,
+        vec![
+            HoldingSpan {
+                id: "a".into(),
+                spot: spot("s1"),
+                starts_at: t(60 * 60),
+                ends_at: t(120 * 60)
+            },
+            HoldingSpan {
+                id: "b".into(),
+                spot: spot("s1"),
+                starts_at: t(120 * 60),
+                ends_at: t(180 * 60)
+            },
+            HoldingSpan {
+                id: "c".into(),
+                spot: spot("s2"),
+                starts_at: t(100 * 60),
+                ends_at: t(400 * 60)
+            },
+        ]
+    );
+    // One spot; the window's ends are exclusive like the bookings'.
+    let one: Vec<String> = store
+        .holding_spans(&lot("garage-a"), Some(&spot("s1")), t(0), t(120 * 60))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(one, ["a"]);
+    assert!(
+        store
+            .holding_spans(&lot("garage-b"), None, t(0), t(1_000 * 60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_reservation_and_its_answer_are_one_write(h: &Harness) {
+    let store = h.store();
+    let scope = "POST /api/v1/reservations";
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    for key in ["k1", "k2"] {
+        assert_eq!(
+            store
+                .begin_idempotent("u1", key, scope, &[1; 32], t(0))
+                .await
+                .unwrap(),
+            IdempotencyBegin::Started
+        );
+    }
+    let answer = |key| IdempotentAnswer {
+        user_id: "u1",
+        key,
+        status: 201,
+        body: "{\"id\":\"r1\"}",
+        at: t(1),
+    };
+    store
+        .create_reservation(&reservation("r1", "s1", 60, 120), Some(answer("k1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .begin_idempotent("u1", "k1", scope, &[1; 32], t(2))
+            .await
+            .unwrap(),
+        IdempotencyBegin::Replay {
+            status: 201,
+            body: "{\"id\":\"r1\"}".into()
+        }
+    );
+    // A conflict writes neither the row nor the answer.
+    assert!(matches!(
+        store
+            .create_reservation(&reservation("r2", "s1", 90, 150), Some(answer("k2")))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.reservation("r2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .begin_idempotent("u1", "k2", scope, &[1; 32], t(2))
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight
+    );
+}
+
 fn parking(
     id: &str,
     plate_key: Option<&str>,
@@ -1600,7 +1729,7 @@ async fn parking_sessions_check_reservations_in_and_out(h: &Harness) {
         .await
         .unwrap();
     store
-        .create_reservation(&reservation("res-1", "s1", 10, 70))
+        .create_reservation(&reservation("res-1", "s1", 10, 70), None)
         .await
         .unwrap();
     assert_eq!(
@@ -1750,7 +1879,7 @@ async fn one_open_session_per_plate_and_reservation(h: &Harness) {
         .unwrap();
     let mut cancelled = reservation("res-c", "s9", 0, 60);
     cancelled.state = ReservationState::Cancelled;
-    store.create_reservation(&cancelled).await.unwrap();
+    store.create_reservation(&cancelled, None).await.unwrap();
     assert!(matches!(
         store
             .open_parking_session(&parking("f", Some("ZZ9"), Some("res-c"), 60), t(60))

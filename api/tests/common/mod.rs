@@ -62,6 +62,7 @@ pub async fn server(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Se
         gates: None,
         reservation_rules: parkd_core::reservation::TimeRules::default(),
         reservation_metrics: parkd_api::reservations::metrics(&registry).unwrap(),
+        book: Default::default(),
         registry,
         readiness: Arc::new(Vec::new()),
         live: Arc::new(live),

@@ -323,7 +323,11 @@ impl AccountStore for PostgresStore {
             "SELECT {VEHICLE_COLUMNS} FROM vehicles WHERE user_id = $1
              ORDER BY created_at, vehicle_id"
         );
-        let rows = client.query(&sql, &[&user_id]).await.map_err(pg_err)?;
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let rows = client
+            .query(&statement, &[&user_id])
+            .await
+            .map_err(pg_err)?;
         rows.iter().map(vehicle_from).collect()
     }
 

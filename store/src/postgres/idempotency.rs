@@ -18,10 +18,16 @@ impl IdempotencyStore for PostgresStore {
         at: DateTime<Utc>,
     ) -> StoreResult<IdempotencyBegin> {
         let client = self.client().await?;
-        let inserted = client
-            .execute(
+        let claim = client
+            .prepare_cached(
                 "INSERT INTO idempotency_keys (user_id, key, scope, request_sha256, created_at)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(pg_err)?;
+        let inserted = client
+            .execute(
+                &claim,
                 &[&user_id, &key, &scope, &request_sha256.as_slice(), &at],
             )
             .await
@@ -66,10 +72,16 @@ impl IdempotencyStore for PostgresStore {
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         let client = self.client().await?;
-        client
-            .execute(
+        let statement = client
+            .prepare_cached(
                 "UPDATE idempotency_keys SET status = $3, response = $4, completed_at = $5
                  WHERE user_id = $1 AND key = $2",
+            )
+            .await
+            .map_err(pg_err)?;
+        client
+            .execute(
+                &statement,
                 &[&user_id, &key, &i32::from(status), &body, &at],
             )
             .await

@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 
 use super::{PostgresStore, col, pg_err};
 use crate::common::{parse_id, parse_reservation_state, parse_vehicle_type};
-use crate::{ReservationRow, ReservationStore, StoreResult};
+use crate::{HoldingSpan, IdempotentAnswer, ReservationRow, ReservationStore, StoreResult};
 
 const COLUMNS: &str = "reservation_id, code, user_id, vehicle_id, plate_key, vehicle_type, \
                        lot_id, spot_id, starts_at, ends_at, state, created_at, updated_at";
@@ -47,48 +47,79 @@ async fn lock_spot(
     lot: &LotId,
     spot: &SpotId,
 ) -> StoreResult<()> {
-    let key = format!("reservation-spot/{lot}/{spot}");
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&key],
-    )
-    .await
-    .map_err(pg_err)?;
+    let statement = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .await
+        .map_err(pg_err)?;
+    tx.execute(&statement, &[&spot_lock_key(lot, spot)])
+        .await
+        .map_err(pg_err)?;
     Ok(())
+}
+
+/// The advisory lock's key of one spot (hashed by the server).
+fn spot_lock_key(lot: &LotId, spot: &SpotId) -> String {
+    format!("reservation-spot/{lot}/{spot}")
 }
 
 #[async_trait]
 impl ReservationStore for PostgresStore {
-    async fn create_reservation(&self, r: &ReservationRow) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let sql = format!(
-            "INSERT INTO reservations ({COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        );
+    async fn create_reservation(
+        &self,
+        r: &ReservationRow,
+        answer: Option<IdempotentAnswer<'_>>,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        // One statement, so one round trip and one transaction: the spot's advisory lock
+        // (taken while producing the row, so before the constraint's check), the row, and the
+        // idempotent answer (only if the row went in; on a conflict the statement fails whole).
+        let values = "SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, \
+                      $7::text, $8::text, $9::timestamptz, $10::timestamptz, $11::text, \
+                      $12::timestamptz, $13::timestamptz \
+                      FROM (SELECT pg_advisory_xact_lock(hashtextextended($14, 0))) AS spot_lock";
+        let key = spot_lock_key(&r.lot, &r.spot);
+        let vehicle_type = r.vehicle_type.as_str();
+        let (lot, spot, state) = (r.lot.as_str(), r.spot.as_str(), r.state.as_str());
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &r.id,
+            &r.code,
+            &r.user_id,
+            &r.vehicle_id,
+            &r.plate_key,
+            &vehicle_type,
+            &lot,
+            &spot,
+            &r.starts_at,
+            &r.ends_at,
+            &state,
+            &r.created_at,
+            &r.updated_at,
+            &key,
+        ];
+        let status;
+        let sql = match &answer {
+            None => format!("INSERT INTO reservations ({COLUMNS}) {values}"),
+            Some(answer) => {
+                status = i32::from(answer.status);
+                params.extend_from_slice(&[
+                    &answer.user_id,
+                    &answer.key,
+                    &status,
+                    &answer.body,
+                    &answer.at,
+                ]);
+                format!(
+                    "WITH made AS (INSERT INTO reservations ({COLUMNS}) {values} \
+                     RETURNING reservation_id) \
+                     UPDATE idempotency_keys \
+                     SET status = $17, response = $18, completed_at = $19 \
+                     WHERE user_id = $15 AND key = $16 AND EXISTS (SELECT 1 FROM made)"
+                )
+            }
+        };
         let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        lock_spot(&tx, &r.lot, &r.spot).await?;
-        tx.execute(
-            &statement,
-            &[
-                &r.id,
-                &r.code,
-                &r.user_id,
-                &r.vehicle_id,
-                &r.plate_key,
-                &r.vehicle_type.as_str(),
-                &r.lot.as_str(),
-                &r.spot.as_str(),
-                &r.starts_at,
-                &r.ends_at,
-                &r.state.as_str(),
-                &r.created_at,
-                &r.updated_at,
-            ],
-        )
-        .await
-        .map_err(pg_err)?;
-        tx.commit().await.map_err(pg_err)
+        client.execute(&statement, &params).await.map_err(pg_err)?;
+        Ok(())
     }
 
     async fn reservation(&self, id: &str) -> StoreResult<Option<ReservationRow>> {
@@ -142,6 +173,57 @@ impl ReservationStore for PostgresStore {
             .await
             .map_err(pg_err)?;
         rows.iter().map(row_from).collect()
+    }
+
+    async fn holding_spans(
+        &self,
+        lot: &LotId,
+        spot: Option<&SpotId>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<HoldingSpan>> {
+        const T: &str = "reservations";
+        let client = self.client().await?;
+        // Both forms match the exclusion constraint's index (lot, spot, range).
+        let rows = match spot {
+            Some(spot) => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT reservation_id, spot_id, starts_at, ends_at FROM reservations
+                         WHERE lot_id = $1 AND spot_id = $2
+                           AND state IN ('requested', 'confirmed', 'checked_in')
+                           AND tstzrange(starts_at, ends_at, '[)') && tstzrange($3, $4, '[)')",
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                client
+                    .query(&statement, &[&lot.as_str(), &spot.as_str(), &from, &to])
+                    .await
+            }
+            None => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT reservation_id, spot_id, starts_at, ends_at FROM reservations
+                         WHERE lot_id = $1
+                           AND state IN ('requested', 'confirmed', 'checked_in')
+                           AND tstzrange(starts_at, ends_at, '[)') && tstzrange($2, $3, '[)')",
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                client.query(&statement, &[&lot.as_str(), &from, &to]).await
+            }
+        }
+        .map_err(pg_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(HoldingSpan {
+                    id: col(row, 0, T)?,
+                    spot: parse_id(T, "spot_id", col(row, 1, T)?, SpotId::parse)?,
+                    starts_at: col(row, 2, T)?,
+                    ends_at: col(row, 3, T)?,
+                })
+            })
+            .collect()
     }
 
     async fn transition_reservation(

@@ -9,7 +9,9 @@ use rusqlite::{Row, TransactionBehavior, params};
 
 use super::{SqliteStore, col, from_micros, query_rows, sq_err};
 use crate::common::{parse_id, parse_reservation_state, parse_vehicle_type};
-use crate::{ReservationRow, ReservationStore, StoreError, StoreResult};
+use crate::{
+    HoldingSpan, IdempotentAnswer, ReservationRow, ReservationStore, StoreError, StoreResult,
+};
 
 const COLUMNS: &str = "reservation_id, code, user_id, vehicle_id, plate_key, vehicle_type, \
                        lot_id, spot_id, starts_at, ends_at, state, created_at, updated_at";
@@ -81,8 +83,21 @@ fn refuse_overlap(
 
 #[async_trait]
 impl ReservationStore for SqliteStore {
-    async fn create_reservation(&self, reservation: &ReservationRow) -> StoreResult<()> {
+    async fn create_reservation(
+        &self,
+        reservation: &ReservationRow,
+        answer: Option<IdempotentAnswer<'_>>,
+    ) -> StoreResult<()> {
         let r = reservation.clone();
+        let answer = answer.map(|a| {
+            (
+                a.user_id.to_owned(),
+                a.key.to_owned(),
+                i64::from(a.status),
+                a.body.to_owned(),
+                a.at.timestamp_micros(),
+            )
+        });
         self.write(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -113,6 +128,14 @@ impl ReservationStore for SqliteStore {
                     ])
                 })
                 .map_err(sq_err)?;
+            if let Some((user_id, key, status, body, at)) = answer {
+                tx.prepare_cached(
+                    "UPDATE idempotency_keys SET status = ?3, response = ?4, completed_at = ?5
+                     WHERE user_id = ?1 AND key = ?2",
+                )
+                .and_then(|mut s| s.execute(params![user_id, key, status, body, at]))
+                .map_err(sq_err)?;
+            }
             tx.commit().map_err(sq_err)
         })
         .await
@@ -165,6 +188,44 @@ impl ReservationStore for SqliteStore {
                 conn,
                 &sql,
                 params![lot.as_str(), from.timestamp_micros(), to.timestamp_micros()],
+            )
+        })
+        .await
+    }
+
+    async fn holding_spans(
+        &self,
+        lot: &LotId,
+        spot: Option<&SpotId>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<HoldingSpan>> {
+        const T: &str = "reservations";
+        let lot = lot.clone();
+        let spot = spot.cloned();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT reservation_id, spot_id, starts_at, ends_at FROM reservations
+                 WHERE lot_id = ?1 AND (?2 IS NULL OR spot_id = ?2) AND state IN {HOLDING}
+                   AND starts_at < ?4 AND ?3 < ends_at"
+            );
+            query_rows(
+                conn,
+                &sql,
+                params![
+                    lot.as_str(),
+                    spot.as_ref().map(SpotId::as_str),
+                    from.timestamp_micros(),
+                    to.timestamp_micros()
+                ],
+                |row| {
+                    Ok(HoldingSpan {
+                        id: col(row, 0, T)?,
+                        spot: parse_id(T, "spot_id", &col::<String>(row, 1, T)?, SpotId::parse)?,
+                        starts_at: from_micros(col(row, 2, T)?, T)?,
+                        ends_at: from_micros(col(row, 3, T)?, T)?,
+                    })
+                },
             )
         })
         .await
