@@ -10,6 +10,7 @@
 //! - [`allocation`]: the rule that picks a spot for a reservation (fit, scarcity, best fit on
 //!   each spot's timeline, walk);
 //! - [`reservation`]: reservation states, their moves, and the rules on times;
+//! - [`tariff`]: tariffs and the exact pricing of stays, reservations, no-shows and refunds;
 //! - [`topic`]: the MQTT topic grammar (`parking/v1/...`) and the per-device topic ACL;
 //! - [`payload`]: codecs for every device payload, with the size limit and typed errors;
 //! - [`dedup`]: the per-device sequence window that drops duplicates and replays;
@@ -25,6 +26,7 @@ pub mod gate;
 pub mod ids;
 pub mod payload;
 pub mod reservation;
+pub mod tariff;
 pub mod throttle;
 pub mod topic;
 pub mod vehicle;
