@@ -273,6 +273,7 @@ impl parkd_store::IdempotencyStore for TimedStore {
 }
 
 parkd_store::forward_gate_store!(impl[] for TimedStore, inner);
+parkd_store::forward_payment_store!(impl[] for TimedStore, inner);
 
 #[async_trait]
 impl Store for TimedStore {

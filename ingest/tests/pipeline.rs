@@ -439,6 +439,7 @@ impl<S: Store> parkd_store::IdempotencyStore for Flaky<S> {
 }
 
 parkd_store::forward_gate_store!(impl[S: Store] for Flaky<S>, inner);
+parkd_store::forward_payment_store!(impl[S: Store] for Flaky<S>, inner);
 
 #[async_trait]
 impl<S: Store> Store for Flaky<S> {

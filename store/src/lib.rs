@@ -20,6 +20,7 @@ use parkd_core::account::{Email, Plate, Role, VehicleProfile};
 use parkd_core::garage::Lot;
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 use parkd_core::reservation::ReservationState;
+use parkd_core::tariff::Currency;
 use parkd_core::vehicle::VehicleType;
 
 mod common;
@@ -53,6 +54,20 @@ pub enum StoreError {
     /// A uniqueness or foreign-key rule refused the write.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A refund would take a payment's refunded amount above what it captured (a payment
+    /// that has not succeeded has captured nothing). Nothing was written. Distinct from
+    /// [`StoreError::Conflict`] so that the API can tell the customer how much is left.
+    #[error(
+        "refund of {requested_minor} refused: payment {payment_id} has {refundable_minor} left to refund"
+    )]
+    RefundExceedsCapture {
+        /// The payment.
+        payment_id: String,
+        /// The refund asked for, in minor units.
+        requested_minor: i64,
+        /// What the payment had left to refund when the refund was refused.
+        refundable_minor: i64,
+    },
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
@@ -734,6 +749,469 @@ pub trait IdempotencyStore: Send + Sync {
     async fn purge_idempotent(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
+/// A lot's tariff, as stored: the JSON text the caller validated with
+/// `parkd_core::tariff::Tariff::from_json`, kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TariffRow {
+    /// The lot.
+    pub lot: LotId,
+    /// The tariff document (JSON).
+    pub tariff_json: String,
+    /// 1 for the first tariff of the lot, then +1 per replacement.
+    pub version: i64,
+    /// When it was last replaced.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a payment pays for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentPurpose {
+    /// A reservation, in advance (`reservation_id` is set).
+    Reservation,
+    /// A parking session, at exit, from the app or a pay station (`session_id` is set).
+    Exit,
+    /// The fee of a reservation that was never used (`reservation_id` is set); its ledger
+    /// entry is a `no_show_fee`.
+    NoShowFee,
+}
+
+impl PaymentPurpose {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentPurpose::Reservation => "reservation",
+            PaymentPurpose::Exit => "exit",
+            PaymentPurpose::NoShowFee => "no_show_fee",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(raw: &str) -> Option<PaymentPurpose> {
+        match raw {
+            "reservation" => Some(PaymentPurpose::Reservation),
+            "exit" => Some(PaymentPurpose::Exit),
+            "no_show_fee" => Some(PaymentPurpose::NoShowFee),
+            _ => None,
+        }
+    }
+}
+
+/// Where a payment stands. `Succeeded` is terminal in the store and reached only through
+/// [`PaymentStore::settle_payment`], which writes the ledger entry with it. "Refunded" is not
+/// a status: it is `amount_refunded_minor` of a succeeded payment (see
+/// [`PaymentRow::fully_refunded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentStatus {
+    /// Recorded, the provider not yet asked (or not yet confirmed).
+    Created,
+    /// The customer must act (3-D Secure).
+    RequiresAction,
+    /// The provider is working on it.
+    Processing,
+    /// Paid; the charge is in the ledger.
+    Succeeded,
+    /// Declined; another attempt may follow.
+    Failed,
+    /// Cancelled; nothing was charged.
+    Cancelled,
+    /// The provider's outcome is unknown (timeout, 5xx): the reconciler will find out.
+    PendingUnknown,
+}
+
+impl PaymentStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [PaymentStatus; 7] = [
+        PaymentStatus::Created,
+        PaymentStatus::RequiresAction,
+        PaymentStatus::Processing,
+        PaymentStatus::Succeeded,
+        PaymentStatus::Failed,
+        PaymentStatus::Cancelled,
+        PaymentStatus::PendingUnknown,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Created => "created",
+            PaymentStatus::RequiresAction => "requires_action",
+            PaymentStatus::Processing => "processing",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Cancelled => "cancelled",
+            PaymentStatus::PendingUnknown => "pending_unknown",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(raw: &str) -> Option<PaymentStatus> {
+        PaymentStatus::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// Whether the outcome is still open (what [`PaymentStore::payments_pending`] returns).
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::Created
+                | PaymentStatus::RequiresAction
+                | PaymentStatus::Processing
+                | PaymentStatus::PendingUnknown
+        )
+    }
+}
+
+/// The card behind a payment, as far as parkd may know it: the provider's token, the brand
+/// and the last four digits. Never a card number: the schema refuses a token with a run of 13
+/// digits and last four digits that are not exactly four digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRef {
+    /// The provider's payment-method token (`pm_...`, `tok_test_...`).
+    pub token: String,
+    /// The network, lower case (`visa`, `mastercard`, `unknown`...).
+    pub brand: String,
+    /// The last four digits.
+    pub last4: String,
+}
+
+/// A payment, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRow {
+    /// Random id; also the base of the provider idempotency key, so a retry of the same
+    /// payment reaches the same provider intent.
+    pub id: String,
+    /// The payer, when known (a pay-station payment of a drive-up session has none).
+    pub user_id: Option<String>,
+    /// The reservation paid for (purposes `reservation` and `no_show_fee`).
+    pub reservation_id: Option<String>,
+    /// The parking session paid for (purpose `exit`).
+    pub session_id: Option<String>,
+    /// The lot whose revenue this is.
+    pub lot: LotId,
+    /// What it pays for.
+    pub purpose: PaymentPurpose,
+    /// The amount, in minor units, more than zero.
+    pub amount_minor: i64,
+    /// The currency (upper case).
+    pub currency: Currency,
+    /// The provider's name (`test`, `stripe`).
+    pub provider: String,
+    /// The provider's intent id, once it has one; unique per provider.
+    pub provider_intent_id: Option<String>,
+    /// Where it stands.
+    pub status: PaymentStatus,
+    /// Why it failed (a stable decline reason), when it did.
+    pub failure_reason: Option<String>,
+    /// The card, once the provider named it.
+    pub method: Option<CardRef>,
+    /// Refunded or being refunded (pending refunds count), in minor units.
+    pub amount_refunded_minor: i64,
+    /// The quote the amount came from (`parkd_core::tariff::Quote` as JSON).
+    pub quote_json: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PaymentRow {
+    /// What is left to refund: nothing unless succeeded.
+    pub fn refundable_minor(&self) -> i64 {
+        if self.status == PaymentStatus::Succeeded {
+            self.amount_minor - self.amount_refunded_minor
+        } else {
+            0
+        }
+    }
+
+    /// Whether everything charged is refunded (or being refunded).
+    pub fn fully_refunded(&self) -> bool {
+        self.status == PaymentStatus::Succeeded && self.amount_refunded_minor >= self.amount_minor
+    }
+}
+
+/// What the provider told us with a status change; `None` fields keep the stored value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentUpdate {
+    /// The provider's intent id (set once: a stored id is never replaced).
+    pub provider_intent_id: Option<String>,
+    /// Why it failed; replaces the stored reason (so `None` clears it on a new attempt).
+    pub failure_reason: Option<String>,
+    /// The card, when the provider named it.
+    pub method: Option<CardRef>,
+}
+
+/// Where a refund stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefundStatus {
+    /// Asked for (or about to be); its amount is reserved on the payment.
+    Pending,
+    /// Done; the negative ledger entry is written.
+    Succeeded,
+    /// Failed or cancelled; the reserved amount went back to the payment.
+    Failed,
+}
+
+impl RefundStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(raw: &str) -> Option<RefundStatus> {
+        match raw {
+            "pending" => Some(RefundStatus::Pending),
+            "succeeded" => Some(RefundStatus::Succeeded),
+            "failed" => Some(RefundStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A refund of (part of) a succeeded payment, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRow {
+    /// Random id; also the base of the provider idempotency key of the refund.
+    pub id: String,
+    /// The payment refunded.
+    pub payment_id: String,
+    /// How much, in minor units, more than zero.
+    pub amount_minor: i64,
+    /// The payment's currency.
+    pub currency: Currency,
+    /// The provider's name.
+    pub provider: String,
+    /// The provider's refund id, once known; unique per provider.
+    pub provider_refund_id: Option<String>,
+    /// Where it stands.
+    pub status: RefundStatus,
+    /// Why (free text, e.g. `requested_by_customer`, `cancelled_reservation`).
+    pub reason: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a ledger entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LedgerKind {
+    /// A payment captured (positive).
+    Charge,
+    /// Money given back (negative).
+    Refund,
+    /// A no-show fee captured (positive).
+    NoShowFee,
+    /// A correction by staff (either sign, never zero).
+    Adjustment,
+}
+
+impl LedgerKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Charge => "charge",
+            LedgerKind::Refund => "refund",
+            LedgerKind::NoShowFee => "no_show_fee",
+            LedgerKind::Adjustment => "adjustment",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(raw: &str) -> Option<LedgerKind> {
+        match raw {
+            "charge" => Some(LedgerKind::Charge),
+            "refund" => Some(LedgerKind::Refund),
+            "no_show_fee" => Some(LedgerKind::NoShowFee),
+            "adjustment" => Some(LedgerKind::Adjustment),
+            _ => None,
+        }
+    }
+}
+
+/// One money movement. The ledger is append-only (the database refuses UPDATE and DELETE)
+/// and no retention touches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Append order, assigned by the database.
+    pub seq: i64,
+    /// When the money moved.
+    pub at: DateTime<Utc>,
+    /// The lot whose revenue it is.
+    pub lot: LotId,
+    /// What it is.
+    pub kind: LedgerKind,
+    /// Signed, in minor units: charges and fees positive, refunds negative.
+    pub amount_minor: i64,
+    /// The currency (upper case).
+    pub currency: Currency,
+    /// The payment (every kind but an adjustment has one).
+    pub payment_id: Option<String>,
+    /// The refund, for a refund entry.
+    pub refund_id: Option<String>,
+    /// The reservation, if any.
+    pub reservation_id: Option<String>,
+    /// The parking session, if any.
+    pub session_id: Option<String>,
+    /// The payer, if known.
+    pub user_id: Option<String>,
+    /// Free text.
+    pub memo: String,
+}
+
+/// A correction written to the ledger by staff (a goodwill credit, a chargeback, a cash
+/// difference at a pay station).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAdjustment {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The lot.
+    pub lot: LotId,
+    /// Signed, never zero.
+    pub amount_minor: i64,
+    /// The currency.
+    pub currency: Currency,
+    /// The payment it corrects, if any.
+    pub payment_id: Option<String>,
+    /// The reservation, if any.
+    pub reservation_id: Option<String>,
+    /// The parking session, if any.
+    pub session_id: Option<String>,
+    /// The customer, if any.
+    pub user_id: Option<String>,
+    /// Why (required in practice: say who and why).
+    pub memo: String,
+}
+
+/// Tariffs, payments, refunds, the money ledger and webhook de-duplication.
+///
+/// The ledger and the payments never disagree: the charge entry is written in the same
+/// transaction as the move to succeeded ([`settle_payment`](Self::settle_payment)), the
+/// refund entry in the same transaction as the refund's success, and refunds are checked
+/// against the captured amount atomically, however many run at once.
+#[async_trait]
+pub trait PaymentStore: Send + Sync {
+    /// Creates or replaces a lot's tariff (validated by the caller); returns its new version
+    /// (1, then +1 per replacement). [`StoreError::Conflict`] if the lot does not exist.
+    async fn put_tariff(
+        &self,
+        lot: &LotId,
+        tariff_json: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+    /// A lot's tariff.
+    async fn tariff(&self, lot: &LotId) -> StoreResult<Option<TariffRow>>;
+    /// Records a new payment. It may not start succeeded or refunded (that goes through
+    /// [`settle_payment`](Self::settle_payment) and [`record_refund`](Self::record_refund));
+    /// [`StoreError::Conflict`] for a taken id or provider intent id, an unknown user,
+    /// reservation or session, or such a start.
+    async fn create_payment(&self, payment: &PaymentRow) -> StoreResult<()>;
+    /// One payment.
+    async fn payment(&self, id: &str) -> StoreResult<Option<PaymentRow>>;
+    /// The payment with this provider intent id (webhooks name intents).
+    async fn payment_by_intent(
+        &self,
+        provider: &str,
+        intent_id: &str,
+    ) -> StoreResult<Option<PaymentRow>>;
+    /// A reservation's payments, oldest first.
+    async fn payments_of_reservation(&self, reservation_id: &str) -> StoreResult<Vec<PaymentRow>>;
+    /// A parking session's payments, oldest first.
+    async fn payments_of_session(&self, session_id: &str) -> StoreResult<Vec<PaymentRow>>;
+    /// Payments whose outcome is open ([`PaymentStatus::is_pending`]) and unchanged since
+    /// before `older_than`, least recently changed first, at most `limit`: the reconciler's
+    /// work list.
+    async fn payments_pending(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<PaymentRow>>;
+    /// Moves a payment to `to` if it is in one of `from` (compare-and-set), applying
+    /// `update`; `false` if it was not. A succeeded payment never moves, and `to` may not be
+    /// `Succeeded` ([`StoreError::Conflict`]: use [`settle_payment`](Self::settle_payment)).
+    async fn update_payment_status(
+        &self,
+        id: &str,
+        from: &[PaymentStatus],
+        to: PaymentStatus,
+        update: &PaymentUpdate,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Moves a payment from one of `from` to succeeded, applying `update`, and appends its
+    /// charge (or no-show fee) to the ledger, in one transaction; `false` (and nothing
+    /// written) if it was not in `from` or already succeeded.
+    async fn settle_payment(
+        &self,
+        id: &str,
+        from: &[PaymentStatus],
+        update: &PaymentUpdate,
+        at: DateTime<Utc>,
+        memo: &str,
+    ) -> StoreResult<bool>;
+    /// Records a refund of a succeeded payment, `Pending` (before asking the provider) or
+    /// `Succeeded` (the provider already said so: the negative ledger entry, dated the
+    /// refund's `updated_at`, is appended in the same transaction). The payment's refunded amount grows by the refund's in the same
+    /// transaction, with the check in the database: [`StoreError::RefundExceedsCapture`] (and
+    /// nothing written) if that would pass the captured amount, also under concurrency.
+    /// [`StoreError::Conflict`] for an unknown payment, another currency, a taken id or a
+    /// `Failed` refund.
+    async fn record_refund(&self, refund: &RefundRow, memo: &str) -> StoreResult<()>;
+    /// Ends a pending refund: `succeeded` appends its negative ledger entry, otherwise its
+    /// amount goes back to the payment's refundable amount; in one transaction. `false` if it
+    /// was not pending.
+    async fn complete_refund(
+        &self,
+        id: &str,
+        succeeded: bool,
+        provider_refund_id: Option<&str>,
+        at: DateTime<Utc>,
+        memo: &str,
+    ) -> StoreResult<bool>;
+    /// One refund.
+    async fn refund(&self, id: &str) -> StoreResult<Option<RefundRow>>;
+    /// A payment's refunds, oldest first.
+    async fn refunds_of_payment(&self, payment_id: &str) -> StoreResult<Vec<RefundRow>>;
+    /// Refunds pending since before `older_than`, oldest change first, at most `limit`.
+    async fn refunds_pending(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<RefundRow>>;
+    /// Appends an adjustment to the ledger; returns its `seq`.
+    async fn record_adjustment(&self, adjustment: &NewAdjustment) -> StoreResult<i64>;
+    /// The ledger entries with `at` in `[from, to)`, of one lot or all, in append order
+    /// (`seq`), after `after_seq` if given, at most `limit`: page through a period by passing
+    /// the last `seq` seen.
+    async fn ledger_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        lot: Option<&LotId>,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerEntry>>;
+    /// The ledger's sum per currency over `[from, to)`, of one lot or all, by currency code:
+    /// revenue net of refunds.
+    async fn revenue_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        lot: Option<&LotId>,
+    ) -> StoreResult<Vec<(Currency, i64)>>;
+    /// Records a provider's webhook event id; `true` the first time, `false` for a
+    /// redelivery (insert-if-absent, atomic).
+    async fn record_webhook_event(
+        &self,
+        provider: &str,
+        event_id: &str,
+        received_at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+}
+
 #[async_trait]
 pub trait Store:
     DeviceStore
@@ -743,6 +1221,7 @@ pub trait Store:
     + ReservationStore
     + IdempotencyStore
     + GateStore
+    + PaymentStore
     + std::fmt::Debug
 {
     /// `"sqlite"` or `"postgres"`.
@@ -988,6 +1467,165 @@ macro_rules! forward_gate_store {
             ) -> $crate::StoreResult<Vec<$crate::ParkingSession>> {
                 self.$field
                     .parking_sessions_between(lot, from, to, limit)
+                    .await
+            }
+        }
+    };
+}
+
+/// Implements [`PaymentStore`] for a wrapper by forwarding every call to one of its fields,
+/// like [`forward_gate_store!`]: `forward_payment_store!(impl[S: Store] for Wrapper<S>, inner);`.
+#[macro_export]
+macro_rules! forward_payment_store {
+    (impl[$($generics:tt)*] for $ty:ty, $field:ident) => {
+        #[::async_trait::async_trait]
+        impl<$($generics)*> $crate::PaymentStore for $ty {
+            async fn put_tariff(
+                &self,
+                lot: &::parkd_core::ids::LotId,
+                tariff_json: &str,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<i64> {
+                self.$field.put_tariff(lot, tariff_json, at).await
+            }
+            async fn tariff(
+                &self,
+                lot: &::parkd_core::ids::LotId,
+            ) -> $crate::StoreResult<Option<$crate::TariffRow>> {
+                self.$field.tariff(lot).await
+            }
+            async fn create_payment(
+                &self,
+                payment: &$crate::PaymentRow,
+            ) -> $crate::StoreResult<()> {
+                self.$field.create_payment(payment).await
+            }
+            async fn payment(
+                &self,
+                id: &str,
+            ) -> $crate::StoreResult<Option<$crate::PaymentRow>> {
+                self.$field.payment(id).await
+            }
+            async fn payment_by_intent(
+                &self,
+                provider: &str,
+                intent_id: &str,
+            ) -> $crate::StoreResult<Option<$crate::PaymentRow>> {
+                self.$field.payment_by_intent(provider, intent_id).await
+            }
+            async fn payments_of_reservation(
+                &self,
+                reservation_id: &str,
+            ) -> $crate::StoreResult<Vec<$crate::PaymentRow>> {
+                self.$field.payments_of_reservation(reservation_id).await
+            }
+            async fn payments_of_session(
+                &self,
+                session_id: &str,
+            ) -> $crate::StoreResult<Vec<$crate::PaymentRow>> {
+                self.$field.payments_of_session(session_id).await
+            }
+            async fn payments_pending(
+                &self,
+                older_than: ::chrono::DateTime<::chrono::Utc>,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::PaymentRow>> {
+                self.$field.payments_pending(older_than, limit).await
+            }
+            async fn update_payment_status(
+                &self,
+                id: &str,
+                from: &[$crate::PaymentStatus],
+                to: $crate::PaymentStatus,
+                update: &$crate::PaymentUpdate,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<bool> {
+                self.$field
+                    .update_payment_status(id, from, to, update, at)
+                    .await
+            }
+            async fn settle_payment(
+                &self,
+                id: &str,
+                from: &[$crate::PaymentStatus],
+                update: &$crate::PaymentUpdate,
+                at: ::chrono::DateTime<::chrono::Utc>,
+                memo: &str,
+            ) -> $crate::StoreResult<bool> {
+                self.$field.settle_payment(id, from, update, at, memo).await
+            }
+            async fn record_refund(
+                &self,
+                refund: &$crate::RefundRow,
+                memo: &str,
+            ) -> $crate::StoreResult<()> {
+                self.$field.record_refund(refund, memo).await
+            }
+            async fn complete_refund(
+                &self,
+                id: &str,
+                succeeded: bool,
+                provider_refund_id: Option<&str>,
+                at: ::chrono::DateTime<::chrono::Utc>,
+                memo: &str,
+            ) -> $crate::StoreResult<bool> {
+                self.$field
+                    .complete_refund(id, succeeded, provider_refund_id, at, memo)
+                    .await
+            }
+            async fn refund(
+                &self,
+                id: &str,
+            ) -> $crate::StoreResult<Option<$crate::RefundRow>> {
+                self.$field.refund(id).await
+            }
+            async fn refunds_of_payment(
+                &self,
+                payment_id: &str,
+            ) -> $crate::StoreResult<Vec<$crate::RefundRow>> {
+                self.$field.refunds_of_payment(payment_id).await
+            }
+            async fn refunds_pending(
+                &self,
+                older_than: ::chrono::DateTime<::chrono::Utc>,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::RefundRow>> {
+                self.$field.refunds_pending(older_than, limit).await
+            }
+            async fn record_adjustment(
+                &self,
+                adjustment: &$crate::NewAdjustment,
+            ) -> $crate::StoreResult<i64> {
+                self.$field.record_adjustment(adjustment).await
+            }
+            async fn ledger_between(
+                &self,
+                from: ::chrono::DateTime<::chrono::Utc>,
+                to: ::chrono::DateTime<::chrono::Utc>,
+                lot: Option<&::parkd_core::ids::LotId>,
+                after_seq: Option<i64>,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::LedgerEntry>> {
+                self.$field
+                    .ledger_between(from, to, lot, after_seq, limit)
+                    .await
+            }
+            async fn revenue_between(
+                &self,
+                from: ::chrono::DateTime<::chrono::Utc>,
+                to: ::chrono::DateTime<::chrono::Utc>,
+                lot: Option<&::parkd_core::ids::LotId>,
+            ) -> $crate::StoreResult<Vec<(::parkd_core::tariff::Currency, i64)>> {
+                self.$field.revenue_between(from, to, lot).await
+            }
+            async fn record_webhook_event(
+                &self,
+                provider: &str,
+                event_id: &str,
+                received_at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<bool> {
+                self.$field
+                    .record_webhook_event(provider, event_id, received_at)
                     .await
             }
         }

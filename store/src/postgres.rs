@@ -83,11 +83,17 @@ const MIGRATIONS: &[Migration] = &[
         name: "operator_actions",
         sql: include_str!("../../sql/postgres/0009_operator_actions.sql"),
     },
+    Migration {
+        version: 10,
+        name: "payments",
+        sql: include_str!("../../sql/postgres/0010_payments.sql"),
+    },
 ];
 
 mod accounts;
 mod gates;
 mod idempotency;
+mod payments;
 mod reservations;
 
 /// Hypertables, compression, retention and the hourly continuous aggregate.

@@ -72,11 +72,17 @@ const MIGRATIONS: &[Migration] = &[
         name: "operator_actions",
         sql: include_str!("../../sql/sqlite/0008_operator_actions.sql"),
     },
+    Migration {
+        version: 9,
+        name: "payments",
+        sql: include_str!("../../sql/sqlite/0009_payments.sql"),
+    },
 ];
 
 mod accounts;
 mod gates;
 mod idempotency;
+mod payments;
 mod reservations;
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

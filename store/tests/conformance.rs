@@ -15,13 +15,16 @@ use parkd_core::account::{Email, Plate, Role, VehicleClass, VehicleProfile};
 use parkd_core::garage::{Lot, demo_garage};
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 use parkd_core::reservation::ReservationState;
+use parkd_core::tariff::Currency;
 use parkd_core::vehicle::VehicleType;
+use parkd_store::CardRef;
 use parkd_store::postgres::PostgresStore;
 use parkd_store::{
     Device, DeviceBinding, DeviceStatusRow, HeartbeatRow, HoldingSpan, IdempotencyBegin,
-    IdempotentAnswer, OperatorAction, ParkingSession, ReservationRow, SessionRow, SpotLatest,
-    SpotReading, StatusChange, Store, StoreConfig, StoreError, TelemetryBatch, User, VehicleRow,
-    testing,
+    IdempotentAnswer, LedgerKind, NewAdjustment, OperatorAction, ParkingSession, PaymentPurpose,
+    PaymentRow, PaymentStatus, PaymentUpdate, RefundRow, RefundStatus, ReservationRow, SessionRow,
+    SpotLatest, SpotReading, StatusChange, Store, StoreConfig, StoreError, TelemetryBatch, User,
+    VehicleRow, testing,
 };
 
 macro_rules! conformance {
@@ -81,6 +84,15 @@ conformance!(
     idempotency_keys,
     holding_spans_are_where_and_when,
     a_reservation_and_its_answer_are_one_write,
+    tariffs_are_versioned_per_lot,
+    payments_round_trip_and_compare_and_set,
+    settling_writes_exactly_one_ledger_row,
+    concurrent_refunds_never_exceed_the_capture,
+    pending_refunds_reserve_and_failed_ones_give_back,
+    ledger_refuses_update_and_delete,
+    webhook_events_are_recorded_once,
+    revenue_per_currency_and_ledger_pages,
+    retention_leaves_the_ledger_alone,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1929,5 +1941,917 @@ async fn operator_actions_are_an_audit_trail(h: &Harness) {
             .record_operator_action(&action("e", 50, "garage-a", "delete_everything"))
             .await
             .is_err()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Tariffs, payments, refunds and the ledger.
+
+const TARIFF: &str = r#"{"currency": "EUR", "unit_minutes": 15, "grace_minutes": 15,
+    "rates": {"base": {"per_hour": 250}, "daily_max": 2000}}"#;
+
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+
+fn card() -> CardRef {
+    CardRef {
+        token: "tok_test_ok".into(),
+        brand: "visa".into(),
+        last4: "4242".into(),
+    }
+}
+
+/// A payment for reservation `r1` (made by [`payments_fixture`]) in garage-a.
+fn payment(id: &str, amount_minor: i64, currency: &str) -> PaymentRow {
+    PaymentRow {
+        id: id.into(),
+        user_id: Some("u1".into()),
+        reservation_id: Some("r1".into()),
+        session_id: None,
+        lot: lot("garage-a"),
+        purpose: PaymentPurpose::Reservation,
+        amount_minor,
+        currency: Currency::parse(currency).unwrap(),
+        provider: "test".into(),
+        provider_intent_id: None,
+        status: PaymentStatus::Created,
+        failure_reason: None,
+        method: None,
+        amount_refunded_minor: 0,
+        quote_json: format!(r#"{{"currency":"{currency}","total":{amount_minor},"lines":[]}}"#),
+        created_at: t(10),
+        updated_at: t(10),
+    }
+}
+
+fn refund(id: &str, payment_id: &str, amount_minor: i64, status: RefundStatus) -> RefundRow {
+    RefundRow {
+        id: id.into(),
+        payment_id: payment_id.into(),
+        amount_minor,
+        currency: eur(),
+        provider: "test".into(),
+        provider_refund_id: None,
+        status,
+        reason: "requested_by_customer".into(),
+        created_at: t(100),
+        updated_at: t(100),
+    }
+}
+
+/// User `u1`, reservation `r1` and open parking session `p1` (garage-a).
+async fn payments_fixture(h: &Harness) {
+    let store = h.store();
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_reservation(&reservation("r1", "s1", 100, 200), None)
+        .await
+        .unwrap();
+    store
+        .open_parking_session(&parking("p1", Some("BAB123"), None, 50), t(50))
+        .await
+        .unwrap();
+}
+
+/// Creates a payment and settles it at `t(secs)`.
+async fn settled(h: &Harness, p: PaymentRow, secs: i64) {
+    let id = p.id.clone();
+    h.store().create_payment(&p).await.unwrap();
+    assert!(
+        h.store()
+            .settle_payment(
+                &id,
+                &[PaymentStatus::Created],
+                &PaymentUpdate::default(),
+                t(secs),
+                "paid"
+            )
+            .await
+            .unwrap()
+    );
+}
+
+async fn ledger_sum(h: &Harness, payment_id: &str) -> i64 {
+    h.query_i64(&format!(
+        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM ledger_entries \
+         WHERE payment_id = '{payment_id}'"
+    ))
+    .await
+}
+
+async fn tariffs_are_versioned_per_lot(h: &Harness) {
+    let store = h.store();
+    assert_eq!(store.tariff(&lot("garage-a")).await.unwrap(), None);
+    // A tariff belongs to a lot that exists.
+    assert!(matches!(
+        store.put_tariff(&lot("garage-a"), TARIFF, t(0)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.put_lot(&garage("garage-a")).await.unwrap();
+    assert_eq!(
+        store
+            .put_tariff(&lot("garage-a"), TARIFF, t(1))
+            .await
+            .unwrap(),
+        1
+    );
+    let other = TARIFF.replace("250", "300");
+    assert_eq!(
+        store
+            .put_tariff(&lot("garage-a"), &other, t(2))
+            .await
+            .unwrap(),
+        2
+    );
+    let row = store.tariff(&lot("garage-a")).await.unwrap().unwrap();
+    assert_eq!(row.lot, lot("garage-a"));
+    assert_eq!(row.tariff_json, other, "kept verbatim");
+    assert_eq!((row.version, row.updated_at), (2, t(2)));
+    // Not JSON: refused by the schema, the stored tariff unchanged.
+    assert!(
+        store
+            .put_tariff(&lot("garage-a"), "{not json", t(3))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .tariff(&lot("garage-a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    // Deleting the lot deletes its tariff.
+    assert!(store.delete_lot(&lot("garage-a")).await.unwrap());
+    assert_eq!(store.tariff(&lot("garage-a")).await.unwrap(), None);
+}
+
+async fn payments_round_trip_and_compare_and_set(h: &Harness) {
+    payments_fixture(h).await;
+    let store = h.store();
+    let p = payment("pay-1", 1_250, "EUR");
+    store.create_payment(&p).await.unwrap();
+    assert_eq!(store.payment("pay-1").await.unwrap(), Some(p.clone()));
+    assert_eq!(store.payment("nope").await.unwrap(), None);
+    assert!(matches!(
+        store.create_payment(&p).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // An exit payment of the session, by a driver without an account.
+    let exit = PaymentRow {
+        id: "pay-exit".into(),
+        user_id: None,
+        reservation_id: None,
+        session_id: Some("p1".into()),
+        purpose: PaymentPurpose::Exit,
+        ..payment("pay-exit", 500, "EUR")
+    };
+    store.create_payment(&exit).await.unwrap();
+    assert_eq!(
+        store.payments_of_session("p1").await.unwrap(),
+        vec![exit.clone()]
+    );
+    assert_eq!(
+        store.payments_of_reservation("r1").await.unwrap(),
+        vec![p.clone()]
+    );
+    // Unknown reservation, missing link, may not start succeeded.
+    let unknown = PaymentRow {
+        reservation_id: Some("r-unknown".into()),
+        ..payment("pay-2", 100, "EUR")
+    };
+    assert!(matches!(
+        store.create_payment(&unknown).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let unlinked = PaymentRow {
+        reservation_id: None,
+        ..payment("pay-3", 100, "EUR")
+    };
+    assert!(store.create_payment(&unlinked).await.is_err());
+    let born_paid = PaymentRow {
+        status: PaymentStatus::Succeeded,
+        ..payment("pay-4", 100, "EUR")
+    };
+    assert!(matches!(
+        store.create_payment(&born_paid).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // The schema refuses a zero amount, a lower-case currency and a card number as token.
+    assert!(
+        store
+            .create_payment(&payment("pay-5", 0, "EUR"))
+            .await
+            .is_err()
+    );
+    let mut lower = payment("pay-6", 100, "EUR");
+    let at = match h.raw {
+        Raw::Sqlite { .. } => "0",
+        Raw::Postgres { .. } => "'2026-03-01T12:00:00Z'",
+    };
+    let insert = |currency: &str| {
+        format!(
+            "INSERT INTO payments (payment_id, lot_id, purpose, amount_minor, currency, provider,
+                 status, quote, created_at, updated_at, reservation_id)
+             VALUES ('pay-raw-{currency}', 'garage-a', 'reservation', 100, '{currency}', 'test',
+                 'created', '{{}}', {at}, {at}, 'r1')"
+        )
+    };
+    // The raw insert works with an upper-case currency, and not with Stripe's lower case.
+    h.execute(&insert("EUR")).await.unwrap();
+    let err = h.execute(&insert("eur")).await.unwrap_err();
+    assert!(err.to_lowercase().contains("check"), "{err}");
+    assert!(
+        store
+            .update_payment_status(
+                "pay-raw-EUR",
+                &[PaymentStatus::Created],
+                PaymentStatus::Cancelled,
+                &PaymentUpdate::default(),
+                t(1)
+            )
+            .await
+            .unwrap()
+    );
+    lower.method = Some(CardRef {
+        token: "tok_4242424242424242".into(),
+        ..card()
+    });
+    assert!(store.create_payment(&lower).await.is_err());
+    assert_eq!(store.payment("pay-6").await.unwrap(), None);
+
+    // Compare-and-set moves.
+    let with_intent = PaymentUpdate {
+        provider_intent_id: Some("pi_1".into()),
+        failure_reason: None,
+        method: Some(card()),
+    };
+    assert!(
+        store
+            .update_payment_status(
+                "pay-1",
+                &[PaymentStatus::Created],
+                PaymentStatus::RequiresAction,
+                &with_intent,
+                t(20)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_payment_status(
+                "pay-1",
+                &[PaymentStatus::Created],
+                PaymentStatus::Failed,
+                &PaymentUpdate::default(),
+                t(21)
+            )
+            .await
+            .unwrap(),
+        "no longer created"
+    );
+    assert!(
+        !store
+            .update_payment_status(
+                "nope",
+                &[PaymentStatus::Created],
+                PaymentStatus::Failed,
+                &PaymentUpdate::default(),
+                t(21)
+            )
+            .await
+            .unwrap()
+    );
+    let declined = PaymentUpdate {
+        failure_reason: Some("insufficient_funds".into()),
+        ..PaymentUpdate::default()
+    };
+    assert!(
+        store
+            .update_payment_status(
+                "pay-1",
+                &[PaymentStatus::RequiresAction, PaymentStatus::Processing],
+                PaymentStatus::Failed,
+                &declined,
+                t(22)
+            )
+            .await
+            .unwrap()
+    );
+    let got = store
+        .payment_by_intent("test", "pi_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.id, "pay-1");
+    assert_eq!(got.status, PaymentStatus::Failed);
+    assert_eq!(got.failure_reason.as_deref(), Some("insufficient_funds"));
+    assert_eq!(got.method, Some(card()), "kept when an update names none");
+    assert_eq!(got.updated_at, t(22));
+    assert_eq!(
+        store.payment_by_intent("stripe", "pi_1").await.unwrap(),
+        None
+    );
+    // Succeeded only through settle_payment.
+    assert!(matches!(
+        store
+            .update_payment_status(
+                "pay-1",
+                &[PaymentStatus::Failed],
+                PaymentStatus::Succeeded,
+                &PaymentUpdate::default(),
+                t(23)
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // The provider intent id is unique per provider.
+    let mut twin = payment("pay-7", 100, "EUR");
+    twin.provider_intent_id = Some("pi_1".into());
+    assert!(matches!(
+        store.create_payment(&twin).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // The reconciler's list: open outcomes not touched since the cut-off, oldest first.
+    assert!(
+        store
+            .update_payment_status(
+                "pay-exit",
+                &[PaymentStatus::Created],
+                PaymentStatus::PendingUnknown,
+                &PaymentUpdate::default(),
+                t(15)
+            )
+            .await
+            .unwrap()
+    );
+    let pending = store.payments_pending(t(30), 10).await.unwrap();
+    let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["pay-exit"], "failed is not pending");
+    assert!(store.payments_pending(t(15), 10).await.unwrap().is_empty());
+    // A failed payment may be retried (failure reason cleared).
+    assert!(
+        store
+            .update_payment_status(
+                "pay-1",
+                &[PaymentStatus::Failed],
+                PaymentStatus::Processing,
+                &PaymentUpdate::default(),
+                t(40)
+            )
+            .await
+            .unwrap()
+    );
+    let got = store.payment("pay-1").await.unwrap().unwrap();
+    assert_eq!(got.failure_reason, None);
+    assert_eq!(got.provider_intent_id.as_deref(), Some("pi_1"));
+    assert_eq!(store.payments_pending(t(50), 1).await.unwrap().len(), 1);
+    assert_eq!(store.payments_pending(t(50), 10).await.unwrap().len(), 2);
+}
+
+async fn settling_writes_exactly_one_ledger_row(h: &Harness) {
+    payments_fixture(h).await;
+    let store = h.store();
+    store
+        .create_payment(&payment("pay-1", 1_250, "EUR"))
+        .await
+        .unwrap();
+    let from = [
+        PaymentStatus::Created,
+        PaymentStatus::Processing,
+        PaymentStatus::Succeeded,
+    ];
+    let update = PaymentUpdate {
+        provider_intent_id: Some("pi_9".into()),
+        failure_reason: None,
+        method: Some(card()),
+    };
+    assert!(
+        store
+            .settle_payment("pay-1", &from, &update, t(30), "reservation r1")
+            .await
+            .unwrap()
+    );
+    // A second settle (a webhook after our own answer) writes nothing.
+    assert!(
+        !store
+            .settle_payment("pay-1", &from, &update, t(31), "again")
+            .await
+            .unwrap()
+    );
+    let entries = store
+        .ledger_between(t(0), t(1_000), None, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!(e.kind, LedgerKind::Charge);
+    assert_eq!((e.amount_minor, &e.currency), (1_250, &eur()));
+    assert_eq!(e.at, t(30));
+    assert_eq!(e.lot, lot("garage-a"));
+    assert_eq!(e.payment_id.as_deref(), Some("pay-1"));
+    assert_eq!(e.reservation_id.as_deref(), Some("r1"));
+    assert_eq!(e.user_id.as_deref(), Some("u1"));
+    assert_eq!(
+        (e.refund_id.as_deref(), e.session_id.as_deref()),
+        (None, None)
+    );
+    assert_eq!(e.memo, "reservation r1");
+    let paid = store.payment("pay-1").await.unwrap().unwrap();
+    assert_eq!(paid.status, PaymentStatus::Succeeded);
+    assert_eq!(paid.provider_intent_id.as_deref(), Some("pi_9"));
+    assert_eq!(paid.method, Some(card()));
+    // Succeeded is terminal: no status move, and the ledger agrees.
+    assert!(
+        !store
+            .update_payment_status(
+                "pay-1",
+                &PaymentStatus::ALL,
+                PaymentStatus::Cancelled,
+                &PaymentUpdate::default(),
+                t(32)
+            )
+            .await
+            .unwrap()
+    );
+    // Settling from a status the payment is not in writes nothing either.
+    store
+        .create_payment(&payment("pay-2", 700, "EUR"))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .settle_payment(
+                "pay-2",
+                &[PaymentStatus::Processing],
+                &PaymentUpdate::default(),
+                t(33),
+                ""
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(h.query_i64("SELECT count(*) FROM ledger_entries").await, 1);
+    // Many settles at once: one ledger row.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .settle_payment(
+                    "pay-2",
+                    &[PaymentStatus::Created],
+                    &PaymentUpdate::default(),
+                    t(40 + i),
+                    "",
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        wins += usize::from(task.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(ledger_sum(h, "pay-2").await, 700);
+    assert_eq!(h.query_i64("SELECT count(*) FROM ledger_entries").await, 2);
+    // A no-show fee payment lands as a no_show_fee entry.
+    let fee = PaymentRow {
+        purpose: PaymentPurpose::NoShowFee,
+        ..payment("pay-fee", 300, "EUR")
+    };
+    settled(h, fee, 60).await;
+    let entries = store
+        .ledger_between(t(60), t(61), None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].kind, LedgerKind::NoShowFee);
+}
+
+async fn concurrent_refunds_never_exceed_the_capture(h: &Harness) {
+    payments_fixture(h).await;
+    let store = h.store();
+    // Nothing captured yet: nothing to refund.
+    store
+        .create_payment(&payment("pay-1", 1_000, "EUR"))
+        .await
+        .unwrap();
+    match store
+        .record_refund(
+            &refund("rf-early", "pay-1", 10, RefundStatus::Succeeded),
+            "",
+        )
+        .await
+    {
+        Err(StoreError::RefundExceedsCapture {
+            refundable_minor, ..
+        }) => assert_eq!(refundable_minor, 0),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store
+            .record_refund(&refund("rf-x", "nope", 10, RefundStatus::Pending), "")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store
+            .settle_payment(
+                "pay-1",
+                &[PaymentStatus::Created],
+                &PaymentUpdate::default(),
+                t(50),
+                ""
+            )
+            .await
+            .unwrap()
+    );
+    // Another currency is refused.
+    let mut usd = refund("rf-usd", "pay-1", 10, RefundStatus::Succeeded);
+    usd.currency = Currency::parse("USD").unwrap();
+    assert!(matches!(
+        store.record_refund(&usd, "").await,
+        Err(StoreError::Conflict(_))
+    ));
+    // 50 partial refunds of 30 race: 33 fit (990), 17 are refused.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = refund(&format!("rf-{i}"), "pay-1", 30, RefundStatus::Succeeded);
+            match store.record_refund(&r, "partial").await {
+                Ok(()) => true,
+                Err(StoreError::RefundExceedsCapture {
+                    refundable_minor, ..
+                }) => {
+                    assert!(refundable_minor < 30, "{refundable_minor}");
+                    false
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(accepted, 33);
+    let paid = store.payment("pay-1").await.unwrap().unwrap();
+    assert_eq!(paid.amount_refunded_minor, 990);
+    assert_eq!(paid.refundable_minor(), 10);
+    assert_eq!(store.refunds_of_payment("pay-1").await.unwrap().len(), 33);
+    // The ledger: the charge minus the refunds, one entry per refund.
+    assert_eq!(ledger_sum(h, "pay-1").await, 10);
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM ledger_entries WHERE kind = 'refund'")
+            .await,
+        33
+    );
+    // The rest, exactly, is still refundable; then nothing is.
+    store
+        .record_refund(&refund("rf-last", "pay-1", 10, RefundStatus::Succeeded), "")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .payment("pay-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .fully_refunded()
+    );
+    assert!(matches!(
+        store
+            .record_refund(&refund("rf-more", "pay-1", 1, RefundStatus::Pending), "")
+            .await,
+        Err(StoreError::RefundExceedsCapture { .. })
+    ));
+    assert_eq!(ledger_sum(h, "pay-1").await, 0);
+    let entries = store
+        .ledger_between(t(0), t(1_000), None, None, 100)
+        .await
+        .unwrap();
+    let refund_entry = entries
+        .iter()
+        .find(|e| e.refund_id.as_deref() == Some("rf-last"))
+        .unwrap();
+    assert_eq!(refund_entry.kind, LedgerKind::Refund);
+    assert_eq!(refund_entry.amount_minor, -10);
+    assert_eq!(refund_entry.reservation_id.as_deref(), Some("r1"));
+}
+
+async fn pending_refunds_reserve_and_failed_ones_give_back(h: &Harness) {
+    payments_fixture(h).await;
+    let store = h.store();
+    settled(h, payment("pay-1", 1_000, "EUR"), 50).await;
+    store
+        .record_refund(&refund("rf-1", "pay-1", 600, RefundStatus::Pending), "")
+        .await
+        .unwrap();
+    // Pending counts: 600 of 1000 are reserved, no ledger entry yet.
+    assert!(matches!(
+        store
+            .record_refund(&refund("rf-2", "pay-1", 500, RefundStatus::Pending), "")
+            .await,
+        Err(StoreError::RefundExceedsCapture {
+            refundable_minor: 400,
+            ..
+        })
+    ));
+    assert_eq!(ledger_sum(h, "pay-1").await, 1_000);
+    assert_eq!(
+        store.refunds_pending(t(101), 10).await.unwrap(),
+        vec![refund("rf-1", "pay-1", 600, RefundStatus::Pending)]
+    );
+    // The provider failed it: the 600 come back, nothing in the ledger.
+    assert!(
+        store
+            .complete_refund("rf-1", false, Some("re_1"), t(200), "")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_refund("rf-1", true, None, t(201), "")
+            .await
+            .unwrap(),
+        "no longer pending"
+    );
+    let r1 = store.refund("rf-1").await.unwrap().unwrap();
+    assert_eq!(r1.status, RefundStatus::Failed);
+    assert_eq!(r1.provider_refund_id.as_deref(), Some("re_1"));
+    assert_eq!(
+        store
+            .payment("pay-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .amount_refunded_minor,
+        0
+    );
+    assert_eq!(ledger_sum(h, "pay-1").await, 1_000);
+    // A pending refund that succeeds writes its entry then.
+    store
+        .record_refund(&refund("rf-2", "pay-1", 500, RefundStatus::Pending), "")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .complete_refund("rf-2", true, Some("re_2"), t(300), "cancelled early")
+            .await
+            .unwrap()
+    );
+    assert_eq!(ledger_sum(h, "pay-1").await, 500);
+    assert!(
+        store
+            .refunds_pending(t(1_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let entry = store
+        .ledger_between(t(300), t(301), None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(entry.len(), 1);
+    assert_eq!(
+        (entry[0].amount_minor, entry[0].memo.as_str()),
+        (-500, "cancelled early")
+    );
+    // A refund may not be recorded as failed from the start.
+    assert!(matches!(
+        store
+            .record_refund(&refund("rf-3", "pay-1", 1, RefundStatus::Failed), "")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn ledger_refuses_update_and_delete(h: &Harness) {
+    payments_fixture(h).await;
+    settled(h, payment("pay-1", 1_000, "EUR"), 50).await;
+    let count = "SELECT count(*) FROM ledger_entries";
+    assert_eq!(h.query_i64(count).await, 1);
+    let err = h
+        .execute("UPDATE ledger_entries SET amount_minor = 1")
+        .await
+        .unwrap_err();
+    assert!(err.contains("append-only"), "{err}");
+    let err = h.execute("DELETE FROM ledger_entries").await.unwrap_err();
+    assert!(err.contains("append-only"), "{err}");
+    if let Raw::Postgres { .. } = h.raw {
+        let err = h.execute("TRUNCATE ledger_entries").await.unwrap_err();
+        assert!(err.contains("append-only"), "{err}");
+    }
+    assert_eq!(h.query_i64(count).await, 1);
+    assert_eq!(
+        h.query_i64("SELECT amount_minor FROM ledger_entries").await,
+        1_000
+    );
+    // Nor can a payment with ledger entries be deleted from under them.
+    assert!(
+        h.execute("DELETE FROM payments WHERE payment_id = 'pay-1'")
+            .await
+            .is_err()
+    );
+    // Appending still works.
+    let seq = h
+        .store()
+        .record_adjustment(&NewAdjustment {
+            at: t(60),
+            lot: lot("garage-a"),
+            amount_minor: -50,
+            currency: eur(),
+            payment_id: Some("pay-1".into()),
+            reservation_id: None,
+            session_id: None,
+            user_id: None,
+            memo: "goodwill, op-1".into(),
+        })
+        .await
+        .unwrap();
+    assert!(seq > 0);
+    assert_eq!(h.query_i64(count).await, 2);
+}
+
+async fn webhook_events_are_recorded_once(h: &Harness) {
+    let store = h.store();
+    assert!(
+        store
+            .record_webhook_event("stripe", "evt_1", t(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_webhook_event("stripe", "evt_1", t(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_webhook_event("test", "evt_1", t(5))
+            .await
+            .unwrap(),
+        "per provider"
+    );
+    // Redeliveries racing each other: exactly one first time.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .record_webhook_event("stripe", "evt_2", t(9))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut first = 0;
+    for task in tasks {
+        first += usize::from(task.await.unwrap());
+    }
+    assert_eq!(first, 1);
+    assert_eq!(h.query_i64("SELECT count(*) FROM webhook_events").await, 3);
+}
+
+async fn revenue_per_currency_and_ledger_pages(h: &Harness) {
+    payments_fixture(h).await;
+    let store = h.store();
+    settled(h, payment("eur-1", 1_000, "EUR"), 100).await;
+    settled(h, payment("eur-2", 250, "EUR"), 200).await;
+    let usd = PaymentRow {
+        lot: lot("garage-b"),
+        ..payment("usd-1", 900, "USD")
+    };
+    settled(h, usd, 300).await;
+    store
+        .record_refund(&refund("rf-1", "eur-1", 400, RefundStatus::Succeeded), "")
+        .await
+        .unwrap();
+    let mut usd_refund = refund("rf-2", "usd-1", 100, RefundStatus::Succeeded);
+    usd_refund.currency = Currency::parse("USD").unwrap();
+    usd_refund.updated_at = t(400);
+    store.record_refund(&usd_refund, "").await.unwrap();
+    store
+        .record_adjustment(&NewAdjustment {
+            at: t(500),
+            lot: lot("garage-a"),
+            amount_minor: 25,
+            currency: eur(),
+            payment_id: None,
+            reservation_id: None,
+            session_id: None,
+            user_id: None,
+            memo: "cash difference".into(),
+        })
+        .await
+        .unwrap();
+    // A zero adjustment is refused by the schema.
+    assert!(
+        store
+            .record_adjustment(&NewAdjustment {
+                at: t(500),
+                lot: lot("garage-a"),
+                amount_minor: 0,
+                currency: eur(),
+                payment_id: None,
+                reservation_id: None,
+                session_id: None,
+                user_id: None,
+                memo: String::new(),
+            })
+            .await
+            .is_err()
+    );
+    let usd = Currency::parse("USD").unwrap();
+    assert_eq!(
+        store.revenue_between(t(0), t(1_000), None).await.unwrap(),
+        vec![(eur(), 1_000 + 250 - 400 + 25), (usd.clone(), 800)]
+    );
+    assert_eq!(
+        store
+            .revenue_between(t(0), t(1_000), Some(&lot("garage-b")))
+            .await
+            .unwrap(),
+        vec![(usd.clone(), 800)]
+    );
+    // Half-open periods: [100, 300) holds both EUR charges and the EUR refund (at t(100)).
+    assert_eq!(
+        store.revenue_between(t(100), t(300), None).await.unwrap(),
+        vec![(eur(), 850)]
+    );
+    assert!(
+        store
+            .revenue_between(t(2_000), t(3_000), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Paging through a period in append order.
+    let all = store
+        .ledger_between(t(0), t(1_000), None, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let first = store
+        .ledger_between(t(0), t(1_000), None, None, 4)
+        .await
+        .unwrap();
+    let rest = store
+        .ledger_between(t(0), t(1_000), None, Some(first[3].seq), 4)
+        .await
+        .unwrap();
+    assert_eq!([first, rest].concat(), all);
+    let of_b = store
+        .ledger_between(t(0), t(1_000), Some(&lot("garage-b")), None, 100)
+        .await
+        .unwrap();
+    let kinds: Vec<(LedgerKind, i64)> = of_b.iter().map(|e| (e.kind, e.amount_minor)).collect();
+    assert_eq!(
+        kinds,
+        [(LedgerKind::Charge, 900), (LedgerKind::Refund, -100)]
+    );
+}
+
+async fn retention_leaves_the_ledger_alone(h: &Harness) {
+    payments_fixture(h).await;
+    let store = h.store();
+    let day = 86_400;
+    // A payment six years ago, and old telemetry.
+    let mut old = payment("pay-old", 800, "EUR");
+    old.created_at = t(-6 * 365 * day);
+    old.updated_at = old.created_at;
+    settled(h, old, -6 * 365 * day).await;
+    store
+        .record_webhook_event("stripe", "evt_old", t(-6 * 365 * day))
+        .await
+        .unwrap();
+    store
+        .write_batch(&readings_only(vec![reading("a1", -40 * day, true)]))
+        .await
+        .unwrap();
+    let deleted = store.enforce_retention(t(0)).await.unwrap();
+    if !store.timescale() {
+        assert_eq!(deleted, 1, "the telemetry went");
+    }
+    assert_eq!(h.query_i64("SELECT count(*) FROM ledger_entries").await, 1);
+    assert_eq!(h.query_i64("SELECT count(*) FROM payments").await, 1);
+    assert_eq!(h.query_i64("SELECT count(*) FROM webhook_events").await, 1);
+    assert_eq!(
+        store
+            .revenue_between(t(-7 * 365 * day), t(0), None)
+            .await
+            .unwrap(),
+        vec![(eur(), 800)]
     );
 }
