@@ -14,6 +14,8 @@
 //! - `reservations`: N concurrent drivers creating reservations through the HTTP API
 //!   (PostgreSQL or SQLite), then a check over the whole table for double bookings.
 //! - `logins`: N concurrent clients logging in again and again with production Argon2id.
+//! - `gates`: 50 barrier gates over MQTT at 1 request/s each (entries, exits, refusals) with the
+//!   sensor fleet reporting where the cars park, on PostgreSQL: publish → command latency.
 //!
 //! Each prints a Markdown report and can write it to a file (`--out`). See `bench/README.md`.
 
@@ -21,6 +23,7 @@ mod availability;
 mod cpu;
 mod demo;
 mod drivers;
+mod gates;
 mod hist;
 mod http1;
 mod ingest;
@@ -48,7 +51,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The parkd benchmark harness (ingest throughput and latency; demo start-up; live occupancy;
-/// reservations and logins).
+/// reservations and logins; gate latency).
 #[derive(Debug, Parser)]
 #[command(name = "parkd-bench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -72,6 +75,8 @@ enum Command {
     Reservations(ReservationsArgs),
     /// Concurrent logins with production Argon2id parameters.
     Logins(LoginsArgs),
+    /// Gate request publish → command receipt latency, 50 gates at 1 request/s, PostgreSQL.
+    Gates(GatesArgs),
     /// (Internal, used by `scale`) import a demo garage and register its sensors.
     #[command(hide = true)]
     SeedLot(SeedLotArgs),
@@ -441,6 +446,102 @@ pub(crate) struct LoginsArgs {
     pub(crate) allow_debug: bool,
 }
 
+/// The gate latency benchmark.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GatesArgs {
+    /// PostgreSQL server to create the fresh benchmark database on (dropped after). Without
+    /// it, libpq's PG* environment as `pg_virtualenv` sets it. Never printed.
+    #[arg(long, env = "PARKD_BENCH_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Gates in all (MQTT clients, each a registered gate with its own secret).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) gates: usize,
+    /// Of those, entry gates; the others are exit gates [default: half].
+    #[arg(long)]
+    pub(crate) entry_gates: Option<usize>,
+    /// Requests per second of each gate (on average: the gap between two requests is drawn
+    /// uniformly within ±`--jitter` of its mean).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) rate: f64,
+    /// Relative jitter of the gap between two requests of a gate (0.5: 0.5 to 1.5 mean gaps).
+    #[arg(long, default_value_t = 0.5)]
+    pub(crate) jitter: f64,
+    /// Spots of the lot (the demo garage's layout, 100 per level; one sensor each).
+    #[arg(long, default_value_t = 300)]
+    pub(crate) spots: u32,
+    /// Measured time, after the warm-up.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Gates running before the measured window.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Share of entry requests by a driver who booked through the REST API.
+    #[arg(long, default_value_t = 0.12)]
+    pub(crate) reserved_share: f64,
+    /// Share of those drivers who show the reservation's code (the others are recognised by
+    /// their plate).
+    #[arg(long, default_value_t = 0.5)]
+    pub(crate) code_share: f64,
+    /// Share of entry requests showing a code no reservation has.
+    #[arg(long, default_value_t = 0.04)]
+    pub(crate) unknown_code_share: f64,
+    /// Share of admitted cars that park elsewhere than assigned (the platform reconciles).
+    #[arg(long, default_value_t = 0.05)]
+    pub(crate) elsewhere_share: f64,
+    /// Shortest stay of a car in its spot (real time).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) stay_min: Duration,
+    /// Longest stay of a car in its spot (real time; uniform between the two).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) stay_max: Duration,
+    /// Driver accounts made through the API for the reservations.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) drivers: usize,
+    /// Vehicles per driver account (parkd allows 20).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) vehicles_per_driver: usize,
+    /// Reservations kept booked ahead of the cars that come on them.
+    #[arg(long, default_value_t = 6)]
+    pub(crate) booked_ahead: usize,
+    /// A gate asks again (same request id) after this long without an answer.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) request_timeout: Duration,
+    /// Requests per car and gate (the first and the repeats), as a real gate.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) attempts: u32,
+    /// No probe gate (one more gate, 1 request/s of an invalid payload, answered `bad_request`
+    /// without the database: the broker and queue share of the latency).
+    #[arg(long)]
+    pub(crate) no_probe: bool,
+    /// parkd's PostgreSQL pool size, `database.pool_size` [default: parkd's, 8].
+    #[arg(long)]
+    pub(crate) pool_size: Option<usize>,
+    /// Worker threads of parkd's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) parkd_threads: usize,
+    /// Worker threads of the load runtime (gates, sensors, cars, drivers).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) load_threads: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Under `bench/prio.sh`, leave a local PostgreSQL's processes at their own scheduler
+    /// priority instead of giving them the benchmark's.
+    #[arg(long)]
+    pub(crate) leave_postgres_priority: bool,
+    /// Experiment: `synchronous_commit = off` for the bench database (a commit returns before
+    /// its WAL is flushed): the gate path without waiting for the disk. Not parkd as shipped;
+    /// the report says so.
+    #[arg(long)]
+    pub(crate) experiment_async_commit: bool,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Run even in a debug build.
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
+}
+
 /// `seed-lot`: `demo_garage(lot, levels, per_level)` into the SQLite store of `data_dir`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SeedLotArgs {
@@ -515,6 +616,11 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Logins(args)) => {
             check_profile(args.allow_debug)?;
             let markdown = logins::run(&args)?;
+            emit(&markdown, args.out.as_ref())
+        }
+        Some(Command::Gates(args)) => {
+            check_profile(args.allow_debug)?;
+            let markdown = gates::run(&args)?;
             emit(&markdown, args.out.as_ref())
         }
         Some(Command::SeedLot(args)) => scale::seed_lot(&args),
