@@ -1072,6 +1072,9 @@ impl GateService {
             .find(|s| s.assigned_spot.as_ref() == Some(spot))
         {
             self.store.set_sensed_spot(&session.id, spot).await?;
+            // The car is in: the hold has done its job. Kept, it would show the spot as held
+            // once the car leaves, until the next sweep.
+            self.engine.set_held(lot, spot, false, at);
             self.metrics.arrivals.with_label_values(&["assigned"]).inc();
             return Ok(());
         }

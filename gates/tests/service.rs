@@ -499,6 +499,11 @@ async fn arrivals_confirm_or_reconcile_the_session(g: &Garage) {
         .unwrap()
         .unwrap();
     assert_eq!(session_a.sensed_spot, Some(spot_a.clone()));
+    assert_eq!(g.state_of(&spot_a), SpotState::Occupied);
+    // When it leaves, the spot is free at once (its hold ended when the car was seen).
+    g.engine.apply(&lot_id(), &spot_a, false, g.now());
+    assert_eq!(g.state_of(&spot_a), SpotState::Free);
+    g.engine.apply(&lot_id(), &spot_a, true, g.now());
 
     // The second parks in the large bay instead: reconciled, its assigned spot released.
     g.engine.apply(&lot_id(), &spot(4), true, g.now());
