@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod problem;
 mod rendered;
 pub mod reservations;
+pub mod tariffs;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -141,6 +142,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(auth::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(reservations::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(gates::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
+        .merge(tariffs::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

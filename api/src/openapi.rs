@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
-use crate::{auth, gates, live, reservations, web};
+use crate::{auth, gates, live, reservations, tariffs, web};
 
 /// The document: every route of [`crate::router`].
 #[derive(Debug, OpenApi)]
@@ -67,6 +67,9 @@ use crate::{auth, gates, live, reservations, web};
         gates::sessions,
         gates::check_in,
         gates::check_out,
+        tariffs::get_tariff,
+        tariffs::put_tariff,
+        tariffs::quote,
         web::index,
         web::file,
     ),
@@ -79,6 +82,7 @@ use crate::{auth, gates, live, reservations, web};
         (name = "admin", description = "Account administration (admin role)"),
         (name = "reservations", description = "Reservations"),
         (name = "gates", description = "Gates, emergencies and parking sessions (operator role)"),
+        (name = "tariffs", description = "Tariffs and price quotes"),
         (name = "web", description = "The drivers' live map (not part of the API)"),
     )
 )]

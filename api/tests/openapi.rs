@@ -17,6 +17,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("auth.rs", include_str!("../src/auth.rs")),
     ("reservations.rs", include_str!("../src/reservations.rs")),
     ("gates.rs", include_str!("../src/gates.rs")),
+    ("tariffs.rs", include_str!("../src/tariffs.rs")),
     ("web.rs", include_str!("../src/web.rs")),
 ];
 
