@@ -280,13 +280,8 @@ impl GateService {
     /// Restores the emergencies still active from the audit trail (after a restart).
     /// Returns the lots in emergency mode.
     pub async fn restore(&self) -> Result<Vec<(LotId, Emergency)>, StoreError> {
-        let actions = self.store.operator_actions(None, 10_000).await?;
-        let mut seen = std::collections::HashSet::new();
-        // Newest first: the first emergency action of a lot says whether it is on.
-        for action in actions {
-            if !action.action.starts_with("emergency_") || !seen.insert(action.lot.clone()) {
-                continue;
-            }
+        // Each lot's newest emergency action says whether its emergency is on.
+        for action in self.store.latest_emergency_actions().await? {
             if action.action == "emergency_start" {
                 self.emergencies.insert(
                     action.lot.clone(),

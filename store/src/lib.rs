@@ -693,6 +693,9 @@ pub trait GateStore: Send + Sync {
         lot: Option<&LotId>,
         limit: u32,
     ) -> StoreResult<Vec<OperatorAction>>;
+    /// Each lot's newest `emergency_start` or `emergency_end` action (whether an emergency is
+    /// on), however many other actions came after it.
+    async fn latest_emergency_actions(&self) -> StoreResult<Vec<OperatorAction>>;
     /// A lot's sessions that entered in `[from, to)`, newest first, at most `limit`.
     async fn parking_sessions_between(
         &self,
@@ -1450,6 +1453,11 @@ macro_rules! forward_gate_store {
                 action: &$crate::OperatorAction,
             ) -> $crate::StoreResult<()> {
                 self.$field.record_operator_action(action).await
+            }
+            async fn latest_emergency_actions(
+                &self,
+            ) -> $crate::StoreResult<Vec<$crate::OperatorAction>> {
+                self.$field.latest_emergency_actions().await
             }
             async fn operator_actions(
                 &self,

@@ -1927,6 +1927,37 @@ async fn operator_actions_are_an_audit_trail(h: &Harness) {
         .record_operator_action(&action("d", 40, "garage-a", "emergency_end"))
         .await
         .unwrap();
+    // Each lot's newest emergency action, however many other actions follow it.
+    for n in 0..25 {
+        store
+            .record_operator_action(&action(
+                &format!("open-{n}"),
+                50 + n,
+                "garage-b",
+                "gate_open",
+            ))
+            .await
+            .unwrap();
+    }
+    store
+        .record_operator_action(&action("only-opens", 90, "garage-c", "gate_open"))
+        .await
+        .unwrap();
+    let mut latest: Vec<(String, String)> = store
+        .latest_emergency_actions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.lot.to_string(), a.id))
+        .collect();
+    latest.sort();
+    assert_eq!(
+        latest,
+        [
+            ("garage-a".to_owned(), "d".to_owned()),
+            ("garage-b".to_owned(), "c".to_owned())
+        ]
+    );
     let of_a = store
         .operator_actions(Some(&lot("garage-a")), 10)
         .await

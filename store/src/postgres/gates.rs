@@ -281,7 +281,6 @@ impl GateStore for PostgresStore {
         lot: Option<&LotId>,
         limit: u32,
     ) -> StoreResult<Vec<OperatorAction>> {
-        const T: &str = "operator_actions";
         let client = self.client().await?;
         let rows = client
             .query(
@@ -292,21 +291,22 @@ impl GateStore for PostgresStore {
             )
             .await
             .map_err(pg_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok(OperatorAction {
-                    id: col(row, 0, T)?,
-                    at: col(row, 1, T)?,
-                    user_id: col(row, 2, T)?,
-                    lot: parse_id(T, "lot_id", col(row, 3, T)?, LotId::parse)?,
-                    gate: col::<Option<&str>>(row, 4, T)?
-                        .map(|raw| parse_id(T, "gate_id", raw, GateId::parse))
-                        .transpose()?,
-                    action: col(row, 5, T)?,
-                    reason: col(row, 6, T)?,
-                })
-            })
-            .collect()
+        rows.iter().map(action_from).collect()
+    }
+
+    async fn latest_emergency_actions(&self) -> StoreResult<Vec<OperatorAction>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (lot_id) action_id, at, user_id, lot_id, gate_id, action, reason
+                 FROM operator_actions
+                 WHERE action IN ('emergency_start', 'emergency_end')
+                 ORDER BY lot_id, seq DESC",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(action_from).collect()
     }
 
     async fn parking_sessions_between(
@@ -323,4 +323,20 @@ impl GateStore for PostgresStore {
         )
         .await
     }
+}
+
+/// One row of `operator_actions` (action_id, at, user_id, lot_id, gate_id, action, reason).
+fn action_from(row: &tokio_postgres::Row) -> StoreResult<OperatorAction> {
+    const T: &str = "operator_actions";
+    Ok(OperatorAction {
+        id: col(row, 0, T)?,
+        at: col(row, 1, T)?,
+        user_id: col(row, 2, T)?,
+        lot: parse_id(T, "lot_id", col(row, 3, T)?, LotId::parse)?,
+        gate: col::<Option<&str>>(row, 4, T)?
+            .map(|raw| parse_id(T, "gate_id", raw, GateId::parse))
+            .transpose()?,
+        action: col(row, 5, T)?,
+        reason: col(row, 6, T)?,
+    })
 }

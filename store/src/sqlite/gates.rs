@@ -314,26 +314,29 @@ impl GateStore for SqliteStore {
     ) -> StoreResult<Vec<OperatorAction>> {
         let lot = lot.map(ToString::to_string);
         self.read(move |conn| {
-            const T: &str = "operator_actions";
             query_rows(
                 conn,
                 "SELECT action_id, at, user_id, lot_id, gate_id, action, reason
                  FROM operator_actions WHERE (?1 IS NULL OR lot_id = ?1)
                  ORDER BY seq DESC LIMIT ?2",
                 params![lot, i64::from(limit)],
-                |row| {
-                    Ok(OperatorAction {
-                        id: col(row, 0, T)?,
-                        at: from_micros(col(row, 1, T)?, T)?,
-                        user_id: col(row, 2, T)?,
-                        lot: parse_id(T, "lot_id", &col::<String>(row, 3, T)?, LotId::parse)?,
-                        gate: col::<Option<String>>(row, 4, T)?
-                            .map(|raw| parse_id(T, "gate_id", &raw, GateId::parse))
-                            .transpose()?,
-                        action: col(row, 5, T)?,
-                        reason: col(row, 6, T)?,
-                    })
-                },
+                action_from,
+            )
+        })
+        .await
+    }
+
+    async fn latest_emergency_actions(&self) -> StoreResult<Vec<OperatorAction>> {
+        self.read(move |conn| {
+            query_rows(
+                conn,
+                "SELECT action_id, at, user_id, lot_id, gate_id, action, reason
+                 FROM operator_actions AS a
+                 WHERE seq = (SELECT max(seq) FROM operator_actions AS b
+                              WHERE b.lot_id = a.lot_id
+                                AND b.action IN ('emergency_start', 'emergency_end'))",
+                [],
+                action_from,
             )
         })
         .await
@@ -366,4 +369,20 @@ impl GateStore for SqliteStore {
         })
         .await
     }
+}
+
+/// One row of `operator_actions` (action_id, at, user_id, lot_id, gate_id, action, reason).
+fn action_from(row: &rusqlite::Row<'_>) -> StoreResult<OperatorAction> {
+    const T: &str = "operator_actions";
+    Ok(OperatorAction {
+        id: col(row, 0, T)?,
+        at: from_micros(col(row, 1, T)?, T)?,
+        user_id: col(row, 2, T)?,
+        lot: parse_id(T, "lot_id", &col::<String>(row, 3, T)?, LotId::parse)?,
+        gate: col::<Option<String>>(row, 4, T)?
+            .map(|raw| parse_id(T, "gate_id", &raw, GateId::parse))
+            .transpose()?,
+        action: col(row, 5, T)?,
+        reason: col(row, 6, T)?,
+    })
 }
