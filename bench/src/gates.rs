@@ -2377,37 +2377,6 @@ fn ms2(us: f64) -> String {
     format!("{:.2}", us / 1000.0)
 }
 
-fn percentiles(s: &Summary) -> String {
-    format!(
-        "{} / {} / {} / {} / {}",
-        ms2(s.p50),
-        ms2(s.p90),
-        ms2(s.p99),
-        ms2(s.p999),
-        ms2(s.max)
-    )
-}
-
-fn kind_counts(lot: &Lot) -> String {
-    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for spot in &lot.spots {
-        let name = match spot.kind {
-            SpotKind::Standard => "standard",
-            SpotKind::Compact => "compact",
-            SpotKind::Large => "large",
-            SpotKind::Ev => "EV",
-            SpotKind::Accessible => "accessible",
-            SpotKind::Motorcycle => "motorcycle",
-        };
-        *counts.entry(name).or_default() += 1;
-    }
-    counts
-        .iter()
-        .map(|(name, n)| format!("{n} {name}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn mix_text(mix: &[(VehicleType, f64)]) -> String {
     mix.iter()
         .map(|(vehicle, weight)| format!("{:.0} % {vehicle}", weight * 100.0))
@@ -2541,7 +2510,7 @@ fn render(
         lot.id,
         lot.spots.len(),
         lot.levels.len(),
-        kind_counts(lot)
+        crate::report::kind_counts(lot)
     );
     let _ = writeln!(
         out,
@@ -2802,7 +2771,7 @@ fn render(
         "| **all** | {} | {:.1} | {} |",
         thousands(all.count),
         all.count as f64 / window_s,
-        percentiles(&all)
+        all.ms_row(2)
     );
     for class in CLASSES {
         if let Some(h) = s.classes.get(class) {
@@ -2812,7 +2781,7 @@ fn render(
                 "| {class} | {} | {:.1} | {} |",
                 thousands(k.count),
                 k.count as f64 / window_s,
-                percentiles(&k)
+                k.ms_row(2)
             );
         }
     }
@@ -2823,7 +2792,7 @@ fn render(
             "| probe (`bad_request`, no database; not in \"all\") | {} | {:.1} | {} |",
             thousands(p.count),
             p.count as f64 / window_s,
-            percentiles(&p)
+            p.ms_row(2)
         );
     }
     let _ = writeln!(
@@ -2845,7 +2814,7 @@ fn render(
             out,
             "| {direction} | {action} | `{reason}` | {} | {} |",
             thousands(k.count),
-            percentiles(&k)
+            k.ms_row(2)
         );
     }
 

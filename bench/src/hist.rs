@@ -21,6 +21,16 @@ pub(crate) struct Summary {
     pub(crate) max: f64,
 }
 
+impl Summary {
+    /// `p50 / p90 / p99 / p99.9 / max` in milliseconds with `decimals` decimals, as the
+    /// reports' tables print them.
+    pub(crate) fn ms_row(&self, decimals: usize) -> String {
+        [self.p50, self.p90, self.p99, self.p999, self.max]
+            .map(|us| format!("{:.decimals$}", us / 1000.0))
+            .join(" / ")
+    }
+}
+
 /// The histogram.
 #[derive(Debug, Clone)]
 pub(crate) struct Histogram {
@@ -120,6 +130,20 @@ impl Histogram {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ms_row_prints_the_five_figures_in_milliseconds() {
+        let s = super::Summary {
+            count: 3,
+            p50: 1_500.0,
+            p90: 2_000.0,
+            p99: 12_345.0,
+            p999: 20_000.0,
+            max: 30_000.0,
+        };
+        assert_eq!(s.ms_row(2), "1.50 / 2.00 / 12.35 / 20.00 / 30.00");
+        assert_eq!(s.ms_row(0), "2 / 2 / 12 / 20 / 30");
+    }
+
     use super::{Histogram, index, midpoint};
 
     #[test]

@@ -25,7 +25,7 @@ use parkd::app::{Mode, RunningApp};
 
 use crate::cpu::{CpuSnapshot, CpuUsage};
 use crate::drivers::{self, StoreSetup};
-use crate::hist::{Histogram, Summary};
+use crate::hist::Histogram;
 use crate::http1::Connection;
 use crate::machine::RunHeader;
 use crate::report::thousands;
@@ -342,17 +342,6 @@ fn ms(us: f64) -> String {
     format!("{:.0}", us / 1000.0)
 }
 
-fn percentiles(s: &Summary) -> String {
-    format!(
-        "{} / {} / {} / {} / {}",
-        ms(s.p50),
-        ms(s.p90),
-        ms(s.p99),
-        ms(s.p999),
-        ms(s.max)
-    )
-}
-
 fn phase_row(out: &mut String, name: &str, p: &Phase) {
     let s = p.stats.all.summary();
     let per_s = s.count as f64 / p.window_s;
@@ -362,7 +351,7 @@ fn phase_row(out: &mut String, name: &str, p: &Phase) {
         "| {name} | {} | {} | {per_s:.1} | {} | {:.0} | {parkd:.2} | {:.2} | {} | {:.0} |",
         p.clients,
         thousands(s.count),
-        percentiles(&s),
+        s.ms_row(0),
         p.server_mean_us / 1000.0,
         p.cpu.cores("loadgen"),
         p.cpu

@@ -437,6 +437,24 @@ fn render_run(out: &mut String, run: &RunResult) {
     let _ = writeln!(out);
 }
 
+/// How many spots of each kind a lot has, e.g. `30 EV, 7 accessible, 191 standard`.
+pub(crate) fn kind_counts(lot: &parkd_core::garage::Lot) -> String {
+    use parkd_core::vehicle::SpotKind;
+    let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for spot in &lot.spots {
+        let name = match spot.kind {
+            SpotKind::Ev => "EV",
+            other => other.as_str(),
+        };
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::thousands;

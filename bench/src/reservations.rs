@@ -32,13 +32,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use parkd::app::{Mode, RunningApp};
 use parkd_core::allocation::{Candidate, Interval, Policy, Request, Timeline, allocate};
 use parkd_core::garage::Lot;
-use parkd_core::vehicle::SpotKind;
 use parkd_store::Store;
 use tokio_postgres::NoTls;
 
 use crate::cpu::{CpuSnapshot, CpuUsage};
 use crate::drivers::{self, Rng, StoreSetup, VehicleSpec};
-use crate::hist::{Histogram, Summary};
+use crate::hist::Histogram;
 use crate::http1::Connection;
 use crate::machine::RunHeader;
 use crate::report::thousands;
@@ -1263,37 +1262,6 @@ fn ms2(us: f64) -> String {
     format!("{:.2}", us / 1000.0)
 }
 
-fn percentiles(s: &Summary) -> String {
-    format!(
-        "{} / {} / {} / {} / {}",
-        ms2(s.p50),
-        ms2(s.p90),
-        ms2(s.p99),
-        ms2(s.p999),
-        ms2(s.max)
-    )
-}
-
-fn kind_counts(lot: &Lot) -> String {
-    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for spot in &lot.spots {
-        let name = match spot.kind {
-            SpotKind::Standard => "standard",
-            SpotKind::Compact => "compact",
-            SpotKind::Large => "large",
-            SpotKind::Ev => "EV",
-            SpotKind::Accessible => "accessible",
-            SpotKind::Motorcycle => "motorcycle",
-        };
-        *counts.entry(name).or_default() += 1;
-    }
-    counts
-        .iter()
-        .map(|(name, n)| format!("{n} {name}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn vehicle_mix(clients: usize) -> String {
     let mut counts: Vec<(&'static str, usize)> = Vec::new();
     for i in 0..clients {
@@ -1357,7 +1325,7 @@ fn render(
         lot.id,
         lot.spots.len(),
         lot.levels.len(),
-        kind_counts(lot),
+        crate::report::kind_counts(lot),
         config.reservations.max_advance_days,
         config.reservations.min_duration_min,
         config.reservations.max_duration_h
@@ -1509,7 +1477,7 @@ fn render(
         "| all | | {} | {} | {} |",
         thousands(all.count),
         thousands(answers_per_s.round() as u64),
-        percentiles(&all)
+        all.ms_row(2)
     );
     for ((status, kind), outcome) in &c.outcomes {
         let _ = writeln!(
@@ -1517,7 +1485,7 @@ fn render(
             "| {status} | {kind} | {} | {} | {} |",
             thousands(outcome.count),
             thousands((outcome.count as f64 / r.window_s).round() as u64),
-            percentiles(&outcome.hist.summary())
+            outcome.hist.summary().ms_row(2)
         );
     }
     if c.errors > 0 || c.errors_all > 0 {
