@@ -1,8 +1,14 @@
 //! rumqttd 0.20, embedded.
 //!
 //! The router runs on its own thread (rumqttd's design; it has no shutdown, it ends with the
-//! process). The TCP server runs as a task on our runtime, reading through [`GuardedV4`], and
-//! is aborted at shutdown. Consumers inside the process use local links, drained on a
+//! process). The TCP server runs on a runtime of its own, reading through [`GuardedV4`], and
+//! is aborted at shutdown: rumqttd makes blocking channel calls inside its async connection
+//! tasks (a new connection waits for the router's acknowledgement with a blocking `recv`), which
+//! on the platform's runtime would stall the API, the gates and ingest whenever the router is
+//! slow to answer (seen in the end-to-end test: both workers parked in `RemoteLink::new`).
+//! It listens on a loopback port only: clients connect to parkd's
+//! front door ([`crate::front`]), which relays to it and works around two ways in which
+//! rumqttd 0.20 lets one device's hang-up take every later connection down. Consumers inside the process use local links, drained on a
 //! dedicated thread each, because link calls are blocking channel operations.
 //!
 //! Router sizing: rumqttd 0.20 keeps one in-memory log per subscription filter (not per
@@ -20,10 +26,12 @@ use std::time::{Duration, Instant};
 use parkd_core::clock::Clock;
 use rumqttd::local::LinkBuilder;
 use rumqttd::{ConnectionSettings, LinkType, Notification, RouterConfig, Server, ServerSettings};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, CredentialSource, Sessions};
+use crate::front::{Front, FrontSettings};
 use crate::guard::{GuardShared, GuardedV4};
 use crate::metrics::BrokerMetrics;
 use crate::{BrokerError, InboundMessage, MessageSink};
@@ -35,8 +43,8 @@ pub struct EmbeddedSettings {
     pub listen: SocketAddr,
     /// Whether clients without credentials are admitted.
     pub allow_anonymous: bool,
-    /// Concurrent connections the router makes room for. Keep far above need: rumqttd 0.20
-    /// mishandles a refusal at this limit.
+    /// Concurrent client connections; more are closed on accept by the front door (the router
+    /// itself is sized above this, because rumqttd 0.20 mishandles a refusal at its limit).
     pub max_connections: usize,
     /// Largest MQTT packet accepted, in bytes.
     pub max_packet_size: usize,
@@ -71,9 +79,22 @@ type LinkParts = (rumqttd::local::LinkTx, rumqttd::local::LinkRx);
 /// A running embedded broker.
 pub struct EmbeddedBroker {
     local_addr: SocketAddr,
+    front: Front,
     server: JoinHandle<()>,
+    /// rumqttd's own runtime (see the module notes); taken and shut down on drop.
+    runtime: Option<tokio::runtime::Runtime>,
     new_link: RouterSender,
     metrics: BrokerMetrics,
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Does not wait (the broker may be dropped on an async worker): rumqttd's tasks are
+            // dropped at their next await.
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for EmbeddedBroker {
@@ -84,12 +105,16 @@ impl std::fmt::Debug for EmbeddedBroker {
     }
 }
 
-/// Finds a concrete port for `addr` when it asks for port 0. rumqttd binds its listener itself
+/// Worker threads of rumqttd's runtime. Connection tasks mostly wait on sockets; more than one
+/// keeps a connection stuck in a blocking call from holding up the others.
+const SERVER_THREADS: usize = 2;
+
+/// Room in the router for the process's own local links, above the client limit.
+const LOCAL_LINK_HEADROOM: usize = 1024;
+
+/// Finds a concrete loopback port for rumqttd's listener. rumqttd binds its listener itself
 /// and does not report the port, so a free one is reserved and released just before; the start
 /// then checks that rumqttd did get it.
-///
-/// For a fixed port it checks that the port is free, so that "something listens there" can
-/// afterwards be taken as "rumqttd listens there" (another broker on 1883 would otherwise pass).
 fn concrete_addr(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
     let probe = StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
     probe
@@ -115,9 +140,20 @@ impl EmbeddedBroker {
                 "segment_size must be at least 1024".into(),
             ));
         }
-        let listen = concrete_addr(settings.listen)?;
+        let public =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = public.local_addr().map_err(|source| BrokerError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let listen = concrete_addr(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let router_config = RouterConfig {
-            max_connections: settings.max_connections,
+            max_connections: settings.max_connections.saturating_add(LOCAL_LINK_HEADROOM),
             max_outgoing_packet_count: 200,
             max_segment_size: settings.segment_size,
             max_segment_count: settings.segment_count,
@@ -159,7 +195,13 @@ impl EmbeddedBroker {
         let guard = GuardShared::new(sessions, settings.allow_anonymous, metrics.clone());
         let protocol = GuardedV4::new(Arc::new(guard));
         let mut server = Server::new(server_settings, router_tx.clone(), protocol);
-        let server = tokio::spawn(async move {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(SERVER_THREADS)
+            .thread_name("mqtt-server")
+            .enable_all()
+            .build()
+            .map_err(|error| BrokerError::Settings(format!("mqtt server runtime: {error}")))?;
+        let server = runtime.spawn(async move {
             if let Err(error) = server.start(LinkType::Remote).await {
                 tracing::error!(%error, "mqtt server stopped");
             }
@@ -173,7 +215,16 @@ impl EmbeddedBroker {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tracing::info!(%listen, allow_anonymous = settings.allow_anonymous, "mqtt broker listening");
+        let front = Front::start(
+            public,
+            FrontSettings {
+                upstream: listen,
+                max_connections: settings.max_connections,
+                answer_wait: settings.connect_timeout + Duration::from_secs(10),
+            },
+            metrics.clone(),
+        );
+        tracing::info!(listen = %local_addr, allow_anonymous = settings.allow_anonymous, "mqtt broker listening");
 
         let new_link: RouterSender = Arc::new(move |name: &str| {
             let (tx, rx, _connack) = LinkBuilder::new(name, router_tx.clone())
@@ -183,8 +234,10 @@ impl EmbeddedBroker {
             Ok((tx, rx))
         });
         Ok(EmbeddedBroker {
-            local_addr: listen,
+            local_addr,
+            front,
             server,
+            runtime: Some(runtime),
             new_link,
             metrics,
         })
@@ -195,9 +248,9 @@ impl EmbeddedBroker {
         self.local_addr
     }
 
-    /// Whether the TCP server is still running.
+    /// Whether the TCP server and its front door are still running.
     pub fn is_running(&self) -> bool {
-        !self.server.is_finished()
+        !self.server.is_finished() && self.front.is_running()
     }
 
     /// Subscribes an in-process consumer to `filters`. Messages are handed to `sink` from a
@@ -243,9 +296,15 @@ impl EmbeddedBroker {
         Ok(LocalPublisher { tx, _rx: rx })
     }
 
-    /// Stops accepting MQTT connections.
+    /// Stops accepting MQTT connections and closes the clients' connections.
     pub fn shutdown(&self) {
+        self.front.shutdown();
         self.server.abort();
+    }
+
+    /// Waits until every client connection has been closed (after [`EmbeddedBroker::shutdown`]).
+    pub async fn closed(&self) {
+        self.front.closed().await;
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod embedded;
 pub mod external;
+mod front;
 pub mod guard;
 pub mod metrics;
 

@@ -69,6 +69,14 @@ fn sensor(spot: &str, secret: &str) -> DeviceCredential {
     }
 }
 
+/// Sensors `s1` (spot 1) and `s2` (spot 2) of lot `g1`.
+fn two_sensors() -> HashMap<String, DeviceCredential> {
+    let mut devices = HashMap::new();
+    devices.insert("s1".to_owned(), sensor("1", "secret-one"));
+    devices.insert("s2".to_owned(), sensor("2", "secret-two"));
+    devices
+}
+
 struct Harness {
     broker: EmbeddedBroker,
     sink: Arc<Collect>,
@@ -77,9 +85,7 @@ struct Harness {
 }
 
 async fn start(allow_anonymous: bool) -> Harness {
-    let mut devices = HashMap::new();
-    devices.insert("s1".to_owned(), sensor("1", "secret-one"));
-    devices.insert("s2".to_owned(), sensor("2", "secret-two"));
+    let devices = two_sensors();
     let metrics = BrokerMetrics::new(&Registry::new()).unwrap();
     let settings = EmbeddedSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -445,4 +451,174 @@ async fn a_taken_port_is_a_clear_error() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("cannot listen"), "{error}");
+}
+
+/// A registry that answers slowly, like one behind a busy database.
+#[derive(Debug)]
+struct Slow(Registry_, Duration);
+
+#[async_trait]
+impl CredentialSource for Slow {
+    async fn credential(&self, device: &DeviceId) -> Result<Option<DeviceCredential>, String> {
+        tokio::time::sleep(self.1).await;
+        self.0.credential(device).await
+    }
+}
+
+/// An MQTT 3.1.1 CONNECT with a username and password (clean session).
+fn connect_frame(client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    let mut packet = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0xC2, 0x00, 0x3C];
+    for field in [client_id, username, password] {
+        packet.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
+        packet.extend_from_slice(field.as_bytes());
+    }
+    let mut frame = vec![0x10, u8::try_from(packet.len()).unwrap()];
+    frame.extend_from_slice(&packet);
+    frame
+}
+
+/// rumqttd 0.20 keeps a will handler per client id and forgets to remove it when the CONNACK
+/// cannot be written (the device hung up while its login was checked); the next CONNECT with
+/// that id then panics while holding the handlers' lock, and every later connection panics on
+/// the poisoned lock: an MQTT outage caused by one flaky device. The front door in front of
+/// rumqttd keeps its side of the socket open until rumqttd has answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_hangs_up_during_login_does_not_take_the_broker_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let devices = two_sensors();
+    let metrics = BrokerMetrics::new(&Registry::new()).unwrap();
+    let settings = EmbeddedSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..EmbeddedSettings::default()
+    };
+    let source = Slow(Registry_(devices), Duration::from_millis(300));
+    let broker = EmbeddedBroker::start(settings, Arc::new(source), metrics.clone())
+        .await
+        .unwrap();
+    let port = broker.local_addr().port();
+
+    for _ in 0..2 {
+        // Log in, then hang up hard (RST) while the registry is still being asked.
+        let mut flaky = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        flaky
+            .write_all(&connect_frame("s1", "s1", "secret-one"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        flaky.set_zero_linger().unwrap();
+        drop(flaky);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The same device comes back, and another one connects: both are answered.
+    for (id, secret) in [
+        ("s1", "secret-one"),
+        ("s2", "secret-two"),
+        ("s1", "secret-one"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(&connect_frame(id, id, secret))
+            .await
+            .unwrap();
+        let mut connack = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut connack))
+            .await
+            .expect("a CONNACK within 5 s")
+            .unwrap_or_else(|error| panic!("{id} was not answered: {error}"));
+        assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "{id} admitted");
+    }
+    assert!(
+        mosquitto_pub(
+            port,
+            &[
+                "-i",
+                "s2",
+                "-u",
+                "s2",
+                "-P",
+                "secret-two",
+                "-t",
+                "parking/v1/g1/spots/2/state",
+                "-m",
+                r#"{"occupied":true}"#
+            ]
+        )
+        .await
+    );
+    broker.shutdown();
+}
+
+/// The front door turns connections above the limit away itself (rumqttd's router would leak
+/// state on such a refusal), counts them, and admits again once a client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_above_the_limit_are_turned_away_and_counted() {
+    let metrics = BrokerMetrics::new(&Registry::new()).unwrap();
+    let settings = EmbeddedSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        allow_anonymous: true,
+        max_connections: 2,
+        ..EmbeddedSettings::default()
+    };
+    let broker = EmbeddedBroker::start(settings, Arc::new(Registry_::default()), metrics.clone())
+        .await
+        .unwrap();
+    let port = broker.local_addr().port();
+    let refused = || {
+        metrics
+            .connections_refused
+            .with_label_values(&["too_many_connections"])
+            .get()
+    };
+    let first = admitted_eventually(port, "a").await;
+    drop(admitted_eventually(port, "b").await);
+    // `b` has left (its place frees once the relay sees it go); `a` stays: one more fits.
+    let _second = admitted_eventually(port, "c").await;
+    let before = refused();
+    assert!(try_connect(port, "d").await.is_none(), "over the limit");
+    assert_eq!(refused(), before + 1);
+    drop(first);
+    let _again = admitted_eventually(port, "e").await;
+    broker.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), broker.closed())
+        .await
+        .expect("every relayed connection closed at shutdown");
+}
+
+/// Connects anonymously; the stream if a CONNACK came back.
+async fn try_connect(port: u16, client_id: &str) -> Option<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream.write_all(&anonymous_connect(client_id)).await.ok()?;
+    let mut answer = [0u8; 4];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+        .await
+        .expect("an answer or a close within 5 s");
+    (read.is_ok() && answer == [0x20, 0x02, 0x00, 0x00]).then_some(stream)
+}
+
+/// Connects, retrying while a departing client's place is still being given back.
+async fn admitted_eventually(port: u16, client_id: &str) -> tokio::net::TcpStream {
+    for _ in 0..100 {
+        if let Some(stream) = try_connect(port, client_id).await {
+            return stream;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{client_id} was never admitted");
+}
+
+fn anonymous_connect(client_id: &str) -> Vec<u8> {
+    let mut packet = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C];
+    packet.extend_from_slice(&u16::try_from(client_id.len()).unwrap().to_be_bytes());
+    packet.extend_from_slice(client_id.as_bytes());
+    let mut frame = vec![0x10, u8::try_from(packet.len()).unwrap()];
+    frame.extend_from_slice(&packet);
+    frame
 }

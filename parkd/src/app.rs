@@ -620,6 +620,12 @@ impl RunningApp {
         }
         if let BrokerHandle::Embedded(broker) = self.broker.as_ref() {
             broker.shutdown();
+            if tokio::time::timeout(Duration::from_secs(5), broker.closed())
+                .await
+                .is_err()
+            {
+                tracing::warn!("mqtt client connections still closing after 5 s");
+            }
         }
         self.link_stop.cancel();
         for link in [self.link, self.gate_link].into_iter().flatten() {

@@ -172,7 +172,7 @@ pub struct MqttConfig {
     pub listen: SocketAddr,
     /// Admit clients without credentials. Unset: allowed in `demo`, refused in `serve`.
     pub allow_anonymous: Option<bool>,
-    /// Connections the embedded router makes room for (keep far above need).
+    /// Device connections at once; more are closed on accept and counted.
     pub max_connections: usize,
     /// Largest MQTT packet, in bytes.
     pub max_packet_size: usize,

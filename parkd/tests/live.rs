@@ -34,7 +34,18 @@ fn config(dir: &std::path::Path) -> ParkdConfig {
     config
 }
 
+/// Every step is bounded, so a hang fails with the step's name instead of the suite's timeout.
+async fn step<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within 30 s"))
+}
+
 async fn http_json(addr: SocketAddr, path: &str) -> Value {
+    step(&format!("GET {path}"), http_json_unbounded(addr, path)).await
+}
+
+async fn http_json_unbounded(addr: SocketAddr, path: &str) -> Value {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -100,7 +111,9 @@ async fn a_sensor_message_reaches_websocket_clients_rest_and_guidance_signs() {
         .await
         .unwrap();
     drop(store);
-    let app = RunningApp::start(config, Mode::Demo).await.unwrap();
+    let app = step("start", RunningApp::start(config, Mode::Demo))
+        .await
+        .unwrap();
     let http = app.http_addr();
     let mqtt = app.mqtt_addr().unwrap().port();
 
@@ -109,7 +122,9 @@ async fn a_sensor_message_reaches_websocket_clients_rest_and_guidance_signs() {
     assert_eq!(lots["lots"][0]["spots"], 300);
 
     let url = format!("ws://{http}/api/v1/live?lot=demo-garage");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut ws, _) = step("websocket connect", tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap();
     let snapshot = next_json(&mut ws).await;
     assert_eq!(snapshot["type"], "snapshot");
 
@@ -157,13 +172,16 @@ async fn a_sensor_message_reaches_websocket_clients_rest_and_guidance_signs() {
     );
 
     // Guidance signs: the retained counts, delivered to a subscriber that comes later.
-    let output = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &mqtt.to_string()])
-        .args(["-t", "parking/v1/demo-garage/availability", "-C", "1"])
-        .args(["-W", "10"])
-        .output()
-        .await
-        .unwrap();
+    let output = step(
+        "mosquitto_sub",
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &mqtt.to_string()])
+            .args(["-t", "parking/v1/demo-garage/availability", "-C", "1"])
+            .args(["-W", "10"])
+            .output(),
+    )
+    .await
+    .unwrap();
     let retained: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     assert_eq!(retained["lot"], "demo-garage", "{retained}");
     assert_eq!(retained["total"]["spots"], 300);
@@ -179,13 +197,17 @@ async fn a_sensor_message_reaches_websocket_clients_rest_and_guidance_signs() {
     .await;
     let mut counted = false;
     for _ in 0..200 {
-        let mut metrics = String::new();
-        let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        stream.read_to_string(&mut metrics).await.unwrap();
+        let metrics = step("GET /metrics", async {
+            let mut metrics = String::new();
+            let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            stream.read_to_string(&mut metrics).await.unwrap();
+            metrics
+        })
+        .await;
         if metrics.contains(r#"parkd_occupancy_rejected_total{reason="unknown_spot"} 1"#) {
             counted = true;
             break;
@@ -195,10 +217,12 @@ async fn a_sensor_message_reaches_websocket_clients_rest_and_guidance_signs() {
     assert!(counted, "the unknown spot was counted");
 
     // A lot imported while the server runs is served within the reload period.
-    store
-        .put_lot(&demo_garage(LotId::parse("annex").unwrap(), 1, 20))
-        .await
-        .unwrap();
+    step(
+        "put_lot",
+        store.put_lot(&demo_garage(LotId::parse("annex").unwrap(), 1, 20)),
+    )
+    .await
+    .unwrap();
     let mut found = false;
     for _ in 0..100 {
         let lot = http_json(http, "/api/v1/lots/annex/availability").await;
@@ -209,5 +233,5 @@ async fn a_sensor_message_reaches_websocket_clients_rest_and_guidance_signs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(found, "the imported lot is served");
-    app.shutdown().await.unwrap();
+    step("shutdown", app.shutdown()).await.unwrap();
 }
