@@ -15,6 +15,7 @@ pub mod book;
 pub mod gates;
 pub mod live;
 pub mod openapi;
+pub mod payments;
 pub mod problem;
 mod rendered;
 pub mod reservations;
@@ -65,6 +66,8 @@ pub struct ApiState {
     pub http_metrics: HttpMetrics,
     /// The gates (operators' routes answer 503 without).
     pub gates: Option<gates::GatesApi>,
+    /// Payments (their routes answer 503 without).
+    pub payments: Option<payments::PaymentsApi>,
 }
 
 /// `parkd_http_requests_total{route,method,status}` and the duration histogram.
@@ -143,6 +146,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(reservations::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(gates::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(tariffs::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
+        .merge(payments::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -344,6 +348,7 @@ mod tests {
             live: Arc::new(live),
             accounts: Arc::new(accounts),
             gates: None,
+            payments: None,
         });
         (router, dir)
     }

@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
-use crate::{auth, gates, live, reservations, tariffs, web};
+use crate::{auth, gates, live, payments, reservations, tariffs, web};
 
 /// The document: every route of [`crate::router`].
 #[derive(Debug, OpenApi)]
@@ -70,6 +70,12 @@ use crate::{auth, gates, live, reservations, tariffs, web};
         tariffs::get_tariff,
         tariffs::put_tariff,
         tariffs::quote,
+        payments::reservation_quote,
+        payments::pay_reservation,
+        payments::session_bill,
+        payments::pay_session,
+        payments::receipt,
+        payments::confirm,
         web::index,
         web::file,
     ),
@@ -83,6 +89,7 @@ use crate::{auth, gates, live, reservations, tariffs, web};
         (name = "reservations", description = "Reservations"),
         (name = "gates", description = "Gates, emergencies and parking sessions (operator role)"),
         (name = "tariffs", description = "Tariffs and price quotes"),
+        (name = "payments", description = "Paying reservations in advance and stays at exit; receipts (docs/payments.md)"),
         (name = "web", description = "The drivers' live map (not part of the API)"),
     )
 )]

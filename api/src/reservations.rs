@@ -170,7 +170,7 @@ fn random_id() -> String {
 }
 
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
     let bad = |detail: &str| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -194,13 +194,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
 }
 
 /// The answer of a create, as sent and as recorded for replays.
-struct Answer {
-    status: StatusCode,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn problem(problem: &Problem) -> Answer {
+    pub(crate) fn problem(problem: &Problem) -> Answer {
         Answer {
             status: StatusCode::from_u16(problem.status)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -208,7 +208,7 @@ impl Answer {
         }
     }
 
-    fn into_response(self, replayed: bool) -> Response {
+    pub(crate) fn into_response(self, replayed: bool) -> Response {
         let content_type = if self.status.is_success() {
             "application/json"
         } else {
@@ -226,6 +226,41 @@ impl Answer {
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
         response
+    }
+}
+
+/// Claims an `Idempotency-Key` for a request: `None` to go on, or the answer to send now (a
+/// replay of the first answer); a key still running or used for another request is a problem.
+pub(crate) async fn claim(
+    store: &dyn parkd_store::Store,
+    user_id: &str,
+    key: &str,
+    scope: &str,
+    request_sha256: &[u8; 32],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Response>, Problem> {
+    match store
+        .begin_idempotent(user_id, key, scope, request_sha256, now)
+        .await
+        .map_err(Problem::internal)?
+    {
+        IdempotencyBegin::Started => Ok(None),
+        IdempotencyBegin::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok(Some(Answer { status, body }.into_response(true)))
+        }
+        IdempotencyBegin::InFlight => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "request-in-flight",
+            "Request in flight",
+        )
+        .with_detail("a request with this Idempotency-Key is still running; retry shortly")),
+        IdempotencyBegin::Mismatch => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+        )
+        .with_detail("this Idempotency-Key was used for a different request")),
     }
 }
 
@@ -259,32 +294,17 @@ async fn create(
     let now = accounts.now();
     let canonical = serde_json::to_vec(&body).map_err(Problem::internal)?;
     let hash: [u8; 32] = Sha256::digest(&canonical).into();
-    match store
-        .begin_idempotent(&caller.user.id, &key, CREATE_SCOPE, &hash, now)
-        .await
-        .map_err(Problem::internal)?
+    if let Some(replay) = claim(
+        store.as_ref(),
+        &caller.user.id,
+        &key,
+        CREATE_SCOPE,
+        &hash,
+        now,
+    )
+    .await?
     {
-        IdempotencyBegin::Started => {}
-        IdempotencyBegin::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            return Ok(Answer { status, body }.into_response(true));
-        }
-        IdempotencyBegin::InFlight => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "request-in-flight",
-                "Request in flight",
-            )
-            .with_detail("a request with this Idempotency-Key is still running; retry shortly"));
-        }
-        IdempotencyBegin::Mismatch => {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency-Key reused",
-            )
-            .with_detail("this Idempotency-Key was used for a different request"));
-        }
+        return Ok(replay);
     }
     let (answer, recorded) = match create_reservation(&state, &caller, &key, body, now).await {
         Ok(made) => (made, true),

@@ -87,6 +87,7 @@ async fn server_with(feed_capacity: usize, settings: LiveSettings) -> Server {
     let app = parkd_api::router(ApiState {
         http_metrics: HttpMetrics::new(&registry).unwrap(),
         gates: None,
+        payments: None,
         reservation_rules: parkd_core::reservation::TimeRules::default(),
         reservation_metrics: parkd_api::reservations::metrics(&registry).unwrap(),
         book: Default::default(),

@@ -37,7 +37,10 @@ use parkd_store::{
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use rand::RngCore;
 
+pub mod charge;
 pub mod mqtt;
+
+pub use charge::{Bill, ChargeError, ExitCharge, NoCharge, TariffCharge};
 
 use mqtt::CommandOut;
 
@@ -70,24 +73,6 @@ impl Default for GateSettings {
             arrival_timeout: Duration::minutes(20),
             default_vehicle: VehicleType::Car,
         }
-    }
-}
-
-/// What leaving costs. Until tariffs exist every lot is free; the payments work replaces
-/// [`NoCharge`] with the tariff and the ledger.
-pub trait ExitCharge: Send + Sync + std::fmt::Debug {
-    /// The amount still due (minor units, currency) for a session leaving at `at`; `None` if
-    /// nothing is due.
-    fn due(&self, session: &ParkingSession, at: DateTime<Utc>) -> Option<(i64, String)>;
-}
-
-/// Nothing is ever due.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoCharge;
-
-impl ExitCharge for NoCharge {
-    fn due(&self, _session: &ParkingSession, _at: DateTime<Utc>) -> Option<(i64, String)> {
-        None
     }
 }
 
@@ -248,6 +233,8 @@ const GATE_MISS_RELOAD: std::time::Duration = std::time::Duration::from_secs(1);
 enum Undecided {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Charge(#[from] ChargeError),
 }
 
 impl GateService {
@@ -936,10 +923,12 @@ impl GateService {
         now: DateTime<Utc>,
     ) -> Result<GateCommand, Undecided> {
         let lot = &session.lot;
-        if let Some((amount, currency)) = self.charge.due(&session, now) {
+        if let Some(bill) = self.charge.bill(&session, now).await?
+            && bill.due_minor > 0
+        {
             let mut command = GateCommand::deny(id, Reason::PaymentRequired, now);
-            command.amount_due = Some(amount);
-            command.currency = Some(currency);
+            command.amount_due = Some(bill.due_minor);
+            command.currency = Some(bill.currency);
             command.session = Some(session.id);
             return Ok(command);
         }
@@ -1006,6 +995,10 @@ impl GateService {
         let mut command = match self.entry(&model, None, Some(user_id), &request, now).await {
             Ok(command) => command,
             Err(Undecided::Store(error)) => return Err(error),
+            Err(Undecided::Charge(error)) => {
+                tracing::error!(%lot, %error, "check-in could not be decided");
+                GateCommand::deny(None, Reason::Unavailable, now)
+            }
         };
         command.request_id = None;
         Ok(command)
@@ -1014,9 +1007,14 @@ impl GateService {
     /// A driver checks out from the app: the exit rules for one session.
     pub async fn check_out(&self, session: ParkingSession) -> Result<GateCommand, StoreError> {
         let now = self.clock.now();
+        let lot = session.lot.clone();
         match self.leave(session, None, None, now).await {
             Ok(command) => Ok(command),
             Err(Undecided::Store(error)) => Err(error),
+            Err(Undecided::Charge(error)) => {
+                tracing::error!(%lot, %error, "check-out could not be billed");
+                Ok(GateCommand::deny(None, Reason::Unavailable, now))
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 use parkd_core::reservation::ReservationState;
 use parkd_core::vehicle::{SpotKind, VehicleType};
 use parkd_gates::mqtt::CommandOut;
-use parkd_gates::{GateMetrics, GateService, GateSettings, NoCharge, OperatorError};
+use parkd_gates::{GateMetrics, GateService, GateSettings, OperatorError, TariffCharge};
 use parkd_occupancy::{OccupancyEngine, SpotState};
 use parkd_store::{Device, DeviceBinding, ReservationRow, Store, User};
 
@@ -48,6 +48,7 @@ on_both_stores!(
     a_repeated_request_gets_the_first_answer,
     arrivals_confirm_or_reconcile_the_session,
     operators_open_by_hand_and_run_emergencies,
+    the_exit_opens_once_the_stay_is_paid,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -109,7 +110,11 @@ impl Garage {
             self.engine.clone(),
             self.clock.clone(),
             GateSettings::default(),
-            Arc::new(NoCharge),
+            Arc::new(TariffCharge::new(
+                self.store.clone(),
+                self.engine.clone(),
+                TariffCharge::DEFAULT_EXIT_GRACE,
+            )),
             GateMetrics::new(&prometheus::Registry::new()).unwrap(),
             self.sent.clone(),
         )
@@ -153,7 +158,12 @@ impl Garage {
             engine.clone(),
             clock.clone(),
             GateSettings::default(),
-            Arc::new(NoCharge),
+            // Without a stored tariff a lot is free: the tests that set none see no charge.
+            Arc::new(TariffCharge::new(
+                store.clone(),
+                engine.clone(),
+                TariffCharge::DEFAULT_EXIT_GRACE,
+            )),
             GateMetrics::new(&prometheus::Registry::new()).unwrap(),
             sent.clone(),
         );
@@ -609,4 +619,151 @@ async fn operators_open_by_hand_and_run_emergencies(g: &Garage) {
     assert_eq!(actions, ["emergency_end", "emergency_start", "gate_open"]);
     // After the end, a restarted service finds no emergency.
     assert!(g.restarted().restore().await.unwrap().is_empty());
+}
+
+/// Records a succeeded payment of `amount` for a stay, priced up to `to`, as the API does.
+async fn paid(
+    g: &Garage,
+    id: &str,
+    purpose: parkd_store::PaymentPurpose,
+    (reservation, session): (Option<&str>, Option<&str>),
+    amount: i64,
+    to: DateTime<Utc>,
+) {
+    let quote = serde_json::json!({"currency": "EUR", "from": t0(), "to": to,
+                                   "total": amount, "lines": []});
+    let row = parkd_store::PaymentRow {
+        id: id.into(),
+        user_id: None,
+        reservation_id: reservation.map(Into::into),
+        session_id: session.map(Into::into),
+        lot: lot_id(),
+        purpose,
+        amount_minor: amount,
+        currency: parkd_core::tariff::Currency::parse("EUR").unwrap(),
+        provider: "test".into(),
+        provider_intent_id: Some(format!("pi_{id}")),
+        status: parkd_store::PaymentStatus::Created,
+        failure_reason: None,
+        method: None,
+        amount_refunded_minor: 0,
+        quote_json: quote.to_string(),
+        created_at: g.now(),
+        updated_at: g.now(),
+    };
+    g.store.create_payment(&row).await.unwrap();
+    assert!(
+        g.store
+            .settle_payment(
+                id,
+                &[parkd_store::PaymentStatus::Created],
+                &parkd_store::PaymentUpdate::default(),
+                g.now(),
+                "paid",
+            )
+            .await
+            .unwrap()
+    );
+}
+
+async fn the_exit_opens_once_the_stay_is_paid(g: &Garage) {
+    // 2.50 an hour by the quarter hour, the first 15 minutes free.
+    let tariff = r#"{"currency": "EUR", "unit_minutes": 15, "grace_minutes": 15,
+                     "rates": {"base": {"per_hour": 250}}}"#;
+    g.store.put_tariff(&lot_id(), tariff, t0()).await.unwrap();
+
+    // Within the grace: nothing due.
+    let entry = g.entry("p-in-1", "PAY 1", None).await;
+    assert_eq!(entry.action, Action::Open);
+    g.clock.advance(Duration::minutes(10));
+    let free = g.exit("p-out-1", "PAY1").await;
+    assert_eq!(free.reason, Reason::NothingDue);
+
+    // Two hours: 8 quarter hours at 62.5 = 500 due; the barrier stays shut and says so.
+    let entry = g.entry("p-in-2", "PAY 2", None).await;
+    assert_eq!(entry.action, Action::Open);
+    g.clock.advance(Duration::hours(2));
+    let due = g.exit("p-out-2", "PAY2").await;
+    assert_eq!(
+        (due.action, due.reason),
+        (Action::Deny, Reason::PaymentRequired)
+    );
+    assert_eq!(due.amount_due, Some(500));
+    assert_eq!(due.currency.as_deref(), Some("EUR"));
+    let session = due.session.clone().unwrap();
+
+    // Paid in the app now; the car reaches the barrier 10 minutes later: it opens (the
+    // exit grace), and the session closes.
+    paid(
+        g,
+        "pay-s",
+        parkd_store::PaymentPurpose::Exit,
+        (None, Some(&session)),
+        500,
+        g.now(),
+    )
+    .await;
+    g.clock.advance(Duration::minutes(10));
+    let open = g.exit("p-out-3", "PAY2").await;
+    assert_eq!(
+        (open.action, open.reason),
+        (Action::Open, Reason::NothingDue)
+    );
+    assert!(
+        g.store
+            .parking_session(&session)
+            .await
+            .unwrap()
+            .unwrap()
+            .exited_at
+            .is_some()
+    );
+
+    // Paid, then lingered past the exit grace: the difference is due.
+    let entry = g.entry("p-in-3", "PAY 3", None).await;
+    assert_eq!(entry.action, Action::Open);
+    g.clock.advance(Duration::hours(1));
+    let due = g.exit("p-out-4", "PAY3").await;
+    assert_eq!(due.amount_due, Some(250));
+    let session = due.session.clone().unwrap();
+    paid(
+        g,
+        "pay-t",
+        parkd_store::PaymentPurpose::Exit,
+        (None, Some(&session)),
+        250,
+        g.now(),
+    )
+    .await;
+    g.clock.advance(Duration::minutes(40));
+    let more = g.exit("p-out-5", "PAY3").await;
+    assert_eq!(more.reason, Reason::PaymentRequired);
+    // 1 h 40 min = 7 started quarter hours = 437.5, rounded half up to 438; 250 paid.
+    assert_eq!(more.amount_due, Some(188));
+
+    // A reservation paid in advance leaves free within its period; past it, the overstay is due.
+    g.reservation("pre", 1, 300, 360).await;
+    g.clock.set(t0() + Duration::minutes(295));
+    let entry = g
+        .request(
+            "in-1",
+            serde_json::json!({"request_id": "p-in-4", "direction": "entry", "code": "CODEpre", "plate": "RES 9"}),
+        )
+        .await;
+    assert_eq!(entry.reason, Reason::Reservation);
+    paid(
+        g,
+        "pay-r",
+        parkd_store::PaymentPurpose::Reservation,
+        (Some("pre"), None),
+        250,
+        g.now(),
+    )
+    .await;
+    g.clock.set(t0() + Duration::minutes(350));
+    let within = g.exit("p-out-6", "RES9").await;
+    assert_eq!(
+        (within.action, within.reason),
+        (Action::Open, Reason::NothingDue)
+    );
 }

@@ -27,7 +27,7 @@ use parkd_core::clock::{Clock, SystemClock};
 use parkd_core::ids::LotId;
 use parkd_core::topic::{GATE_FILTER, SPOT_FILTER};
 use parkd_gates::mqtt::{CommandOut, EmbeddedCommands, GateSink, GateStates, Unpublished};
-use parkd_gates::{GateMetrics, GateService, NoCharge};
+use parkd_gates::{GateMetrics, GateService};
 use parkd_ingest::{DeviceIndex, Ingest, IngestMetrics, IngestSettings};
 use parkd_occupancy::OccupancyEngine;
 use parkd_store::{Store, StoreConfig};
@@ -348,12 +348,27 @@ impl RunningApp {
                     (None, None, out)
                 }
             };
+        let charge: Arc<dyn parkd_gates::ExitCharge> = Arc::new(parkd_gates::TariffCharge::new(
+            store.clone(),
+            engine.clone(),
+            parkd_gates::TariffCharge::DEFAULT_EXIT_GRACE,
+        ));
+        let provider = config
+            .payments
+            .build_provider(clock.clone())
+            .map_err(|error| anyhow::anyhow!("payments: {error}"))?;
+        if provider.name() == "test" && mode != Mode::Demo {
+            tracing::warn!(
+                "payments go to the built-in TEST provider: no money moves; set [payments] \
+                 provider = \"stripe\" for real payments (docs/payments.md)"
+            );
+        }
         let gates = Arc::new(GateService::new(
             store.clone(),
             engine.clone(),
             clock.clone(),
             config.gate_settings(),
-            Arc::new(NoCharge),
+            charge.clone(),
             GateMetrics::new(&registry)?,
             gate_out.clone(),
         ));
@@ -407,6 +422,11 @@ impl RunningApp {
             gates: Some(parkd_api::gates::GatesApi {
                 service: gates.clone(),
                 states: gate_states.clone(),
+            }),
+            payments: Some(parkd_api::payments::PaymentsApi {
+                provider,
+                charge,
+                metrics: parkd_api::payments::PaymentMetrics::new(&registry)?,
             }),
         };
         let app = parkd_api::router(api_state.clone());

@@ -112,6 +112,8 @@ pub struct ParkdConfig {
     pub reservations: ReservationsConfig,
     /// Barrier gates.
     pub gates: GatesConfig,
+    /// Payments: the provider (`test` or `stripe`) and its settings (docs/payments.md).
+    pub payments: parkd_payments::PaymentsConfig,
     /// Logging.
     pub log: LogConfig,
     /// The built-in simulator of `parkd demo`.
@@ -130,6 +132,7 @@ impl Default for ParkdConfig {
             auth: AuthConfig::default(),
             reservations: ReservationsConfig::default(),
             gates: GatesConfig::default(),
+            payments: parkd_payments::PaymentsConfig::default(),
             log: LogConfig::default(),
             demo: DemoConfig::default(),
         }
@@ -554,6 +557,9 @@ impl ParkdConfig {
         }
         if self.live.heartbeat_s == 0 || self.live.model_reload_s == 0 {
             return invalid("live.heartbeat_s and live.model_reload_s must be above zero");
+        }
+        if let Err(error) = self.payments.validate() {
+            return Err(ConfigError::Invalid(format!("payments: {error}")));
         }
         if self.live.debounce_ms > 3_600_000 {
             return invalid("live.debounce_ms must be at most one hour (3600000)");

@@ -35,6 +35,15 @@ pub fn start() -> DateTime<Utc> {
 }
 
 pub async fn server(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Server {
+    build(store, dir, false).await
+}
+
+/// A server that takes payments through the deterministic test provider.
+pub async fn with_payments(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Server {
+    build(store, dir, true).await
+}
+
+async fn build(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>, payments: bool) -> Server {
     let registry = Registry::new();
     let clock = Arc::new(ManualClock::new(start()));
     let settings = AuthSettings {
@@ -60,6 +69,15 @@ pub async fn server(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Se
     let state = ApiState {
         http_metrics: HttpMetrics::new(&registry).unwrap(),
         gates: None,
+        payments: payments.then(|| parkd_api::payments::PaymentsApi {
+            provider: Arc::new(parkd_payments::TestProvider::new(clock.clone())),
+            charge: Arc::new(parkd_gates::TariffCharge::new(
+                store.clone(),
+                engine.clone(),
+                parkd_gates::TariffCharge::DEFAULT_EXIT_GRACE,
+            )),
+            metrics: parkd_api::payments::PaymentMetrics::new(&registry).unwrap(),
+        }),
         reservation_rules: parkd_core::reservation::TimeRules::default(),
         reservation_metrics: parkd_api::reservations::metrics(&registry).unwrap(),
         book: Default::default(),

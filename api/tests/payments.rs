@@ -1,0 +1,422 @@
+//! Payments over real HTTP on both stores, with the deterministic test provider: paying a
+//! reservation in advance and a stay at exit, idempotency (serial and concurrent), shown
+//! amounts and currencies that no longer match, card data refused, declines, receipts, and
+//! the ledger.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use common::Server;
+use parkd_core::garage::demo_garage;
+use parkd_core::ids::LotId;
+use parkd_store::PaymentStatus;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "violet tram under lantern";
+
+/// 2.50 an hour by the quarter hour, 15 minutes free.
+const TARIFF: &str = r#"{"currency": "EUR", "unit_minutes": 15, "grace_minutes": 15,
+                         "rates": {"base": {"per_hour": 250}}}"#;
+
+fn now(s: &Server) -> DateTime<Utc> {
+    parkd_core::clock::Clock::now(s.clock.as_ref())
+}
+
+fn at(s: &Server, minutes: i64) -> String {
+    (now(s) + Duration::minutes(minutes)).to_rfc3339()
+}
+
+/// The garage with its tariff, and a driver with a car; returns the driver's token and car.
+async fn setup(s: &Server, email: &str) -> (String, String) {
+    let lot_id = LotId::parse("garage").unwrap();
+    if s.engine.model(&lot_id).is_none() {
+        let lot = demo_garage(lot_id.clone(), 1, 40);
+        s.store.put_lot(&lot).await.unwrap();
+        s.engine.install_lot(lot, now(s));
+        s.store.put_tariff(&lot_id, TARIFF, now(s)).await.unwrap();
+    }
+    s.register(email, PASSWORD).await;
+    let token = s.token(email, PASSWORD).await;
+    let vehicle = s
+        .post(
+            "/api/v1/me/vehicles",
+            Some(&token),
+            json!({"plate": format!("P-{}", email.len()), "class": "car"}),
+        )
+        .await;
+    assert_eq!(vehicle.status, 201, "{}", vehicle.body);
+    (token, vehicle.body["id"].as_str().unwrap().to_owned())
+}
+
+/// A two-hour reservation starting in an hour: 8 quarter hours at 62.5 = 500.
+async fn reserve(s: &Server, token: &str, vehicle: &str, key: &str) -> String {
+    let body = json!({"lot": "garage", "vehicle_id": vehicle,
+                      "starts_at": at(s, 60), "ends_at": at(s, 180)});
+    let made = s
+        .call_with(
+            "POST",
+            "/api/v1/reservations",
+            Some(token),
+            &[("Idempotency-Key", key)],
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    made.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn pay(s: &Server, token: &str, path: &str, key: &str, body: &Value) -> common::Reply {
+    s.call_with(
+        "POST",
+        path,
+        Some(token),
+        &[("Idempotency-Key", key)],
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+fn kind(reply: &common::Reply) -> String {
+    reply.body["type"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("https://parkd.dev/problems/")
+        .to_owned()
+}
+
+async fn revenue(s: &Server) -> Vec<(String, i64)> {
+    s.store
+        .revenue_between(now(s) - Duration::days(1), now(s) + Duration::days(1), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(c, v)| (c.as_str().to_owned(), v))
+        .collect()
+}
+
+async fn paying_a_reservation_in_advance(s: Server) {
+    let (token, car) = setup(&s, "ana@example.com").await;
+    let reservation = reserve(&s, &token, &car, "r-1").await;
+    let path = format!("/api/v1/reservations/{reservation}/payments");
+
+    let quote = s
+        .call(
+            "GET",
+            &format!("/api/v1/reservations/{reservation}/quote"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(quote.status, 200, "{}", quote.body);
+    assert_eq!(quote.body["due_minor"], 500);
+    assert_eq!(quote.body["quote"]["currency"], "EUR");
+
+    // What the customer was shown must still be what is due.
+    let stale = pay(
+        &s,
+        &token,
+        &path,
+        "p-1",
+        &json!({"payment_method": "tok_test_ok", "amount_minor": 450}),
+    )
+    .await;
+    assert_eq!(
+        (stale.status, kind(&stale).as_str()),
+        (409, "amount-mismatch")
+    );
+    let dollars = pay(
+        &s,
+        &token,
+        &path,
+        "p-2",
+        &json!({"payment_method": "tok_test_ok", "currency": "USD"}),
+    )
+    .await;
+    assert_eq!(
+        (dollars.status, kind(&dollars).as_str()),
+        (422, "currency-mismatch")
+    );
+
+    // Card data is refused before anything reads it, and counted.
+    for (key, body) in [
+        (
+            "p-3",
+            json!({"payment_method": "tok_test_ok", "card_number": "4242 4242 4242 4242"}),
+        ),
+        ("p-4", json!({"payment_method": "4242424242424242"})),
+        (
+            "p-5",
+            json!({"payment_method": "tok_test_ok", "cvc": "123"}),
+        ),
+    ] {
+        let refused = pay(&s, &token, &path, key, &body).await;
+        assert_eq!(
+            (refused.status, kind(&refused).as_str()),
+            (422, "card-data-refused"),
+            "{body}"
+        );
+        assert!(!refused.body.to_string().contains("4242424242424242"));
+    }
+    let refused = s
+        .state
+        .registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "parkd_payments_card_data_refused_total")
+        .map(|f| f.get_metric()[0].get_counter().get_value());
+    assert_eq!(refused, Some(3.0));
+
+    // A declined card: 402, recorded as failed, nothing in the ledger.
+    let declined = pay(
+        &s,
+        &token,
+        &path,
+        "p-6",
+        &json!({"payment_method": "tok_test_decline_insufficient_funds", "amount_minor": 500}),
+    )
+    .await;
+    assert_eq!(
+        (declined.status, kind(&declined).as_str()),
+        (402, "payment-declined")
+    );
+    assert!(revenue(&s).await.is_empty());
+
+    // Paid; the retry replays the answer and charges nothing more.
+    let body = json!({"payment_method": "tok_test_ok", "amount_minor": 500, "currency": "eur"});
+    let paid = pay(&s, &token, &path, "p-7", &body).await;
+    assert_eq!(paid.status, 201, "{}", paid.body);
+    assert_eq!(paid.body["status"], "succeeded");
+    assert_eq!(paid.body["amount_minor"], 500);
+    assert_eq!(paid.body["card_brand"], "visa");
+    assert_eq!(paid.body["card_last4"], "4242");
+    let replay = pay(&s, &token, &path, "p-7", &body).await;
+    assert_eq!(replay.status, 201);
+    assert_eq!(replay.body, paid.body);
+    assert!(replay.headers.contains("idempotent-replayed: true"));
+    let again = pay(&s, &token, &path, "p-8", &body).await;
+    assert_eq!((again.status, kind(&again).as_str()), (409, "nothing-due"));
+    assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 500)]);
+
+    // The receipt: the owner sees it, another driver does not.
+    let id = paid.body["id"].as_str().unwrap();
+    let receipt = s
+        .call("GET", &format!("/api/v1/payments/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(receipt.status, 200);
+    assert_eq!(receipt.body["quote"]["total"], 500);
+    let (other, _) = setup(&s, "bo@example.com").await;
+    let hidden = s
+        .call("GET", &format!("/api/v1/payments/{id}"), Some(&other), None)
+        .await;
+    assert_eq!(hidden.status, 404);
+    let not_theirs = pay(&s, &other, &path, "o-1", &body).await;
+    assert_eq!(not_theirs.status, 404);
+
+    // The stored row keeps the card's brand and last four, never more.
+    let row = s.store.payment(id).await.unwrap().unwrap();
+    let method = row.method.unwrap();
+    assert_eq!(
+        (method.brand.as_str(), method.last4.as_str()),
+        ("visa", "4242")
+    );
+    assert_eq!(method.token, "tok_test_ok");
+    s.stop.cancel();
+}
+
+/// Many clients send the same payment at once (a retrying app, a double tap): one charge.
+async fn concurrent_retries_charge_once(s: Server) {
+    let (token, car) = setup(&s, "cy@example.com").await;
+    let reservation = reserve(&s, &token, &car, "r-c").await;
+    let path = format!("/api/v1/reservations/{reservation}/payments");
+    let body = json!({"payment_method": "tok_test_ok"});
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let addr = s.addr;
+        let (token, path, body) = (token.clone(), path.clone(), body.to_string());
+        tasks.spawn(async move {
+            common::call_at(
+                addr,
+                "POST",
+                &path,
+                Some(&token),
+                &[("Idempotency-Key", "same-key")],
+                Some(&body),
+            )
+            .await
+            .status
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = tasks.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&201));
+    let payments = s.store.payments_of_reservation(&reservation).await.unwrap();
+    let succeeded = payments
+        .iter()
+        .filter(|p| p.status == PaymentStatus::Succeeded)
+        .count();
+    assert_eq!((payments.len(), succeeded), (1, 1), "{payments:?}");
+    assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 500)]);
+    s.stop.cancel();
+}
+
+/// A stay paid from the app before walking to the car: the bill, the payment, the grace.
+async fn paying_a_stay_at_exit(s: Server) {
+    let (token, _) = setup(&s, "di@example.com").await;
+    let user = s
+        .store
+        .user_by_email(&parkd_core::account::Email::parse("di@example.com").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let session = parkd_store::ParkingSession {
+        id: "stay-1".into(),
+        lot: LotId::parse("garage").unwrap(),
+        plate_key: Some("DI1".into()),
+        plate: Some("DI 1".into()),
+        vehicle_type: parkd_core::vehicle::VehicleType::Car,
+        reservation_id: None,
+        user_id: Some(user.id.clone()),
+        entry_gate: None,
+        assigned_spot: None,
+        sensed_spot: None,
+        entered_at: now(&s),
+        exit_gate: None,
+        exited_at: None,
+        overstay_s: None,
+    };
+    s.store
+        .open_parking_session(&session, now(&s))
+        .await
+        .unwrap();
+    s.clock.advance(Duration::minutes(90));
+    let bill = s
+        .call("GET", "/api/v1/sessions/stay-1/bill", Some(&token), None)
+        .await;
+    assert_eq!(bill.status, 200, "{}", bill.body);
+    // 90 minutes: 6 quarter hours at 62.5 = 375.
+    assert_eq!(bill.body["due_minor"], 375);
+    let paid = pay(
+        &s,
+        &token,
+        "/api/v1/sessions/stay-1/payments",
+        "s-1",
+        &json!({"payment_method": "tok_test_ok_mastercard", "amount_minor": 375}),
+    )
+    .await;
+    assert_eq!(paid.status, 201, "{}", paid.body);
+    assert_eq!(paid.body["card_brand"], "mastercard");
+    s.clock.advance(Duration::minutes(10));
+    let within = s
+        .call("GET", "/api/v1/sessions/stay-1/bill", Some(&token), None)
+        .await;
+    assert_eq!(
+        within.body["due_minor"], 0,
+        "the exit grace: {}",
+        within.body
+    );
+    s.clock.advance(Duration::minutes(20));
+    let later = s
+        .call("GET", "/api/v1/sessions/stay-1/bill", Some(&token), None)
+        .await;
+    // 2 hours in all: 500, 375 paid.
+    assert_eq!(later.body["due_minor"], 125, "{}", later.body);
+    assert_eq!(later.body["paid_minor"], 375);
+    let nothing = pay(
+        &s,
+        &token,
+        "/api/v1/sessions/stay-1/payments",
+        "s-2",
+        &json!({"payment_method": "tok_test_ok", "amount_minor": 375}),
+    )
+    .await;
+    assert_eq!(
+        (nothing.status, kind(&nothing).as_str()),
+        (409, "amount-mismatch")
+    );
+    s.stop.cancel();
+}
+
+/// A provider that charges but whose answer is lost: pending, never failed, never twice.
+async fn an_unknown_outcome_is_pending_not_failed(s: Server) {
+    let (token, car) = setup(&s, "ed@example.com").await;
+    let reservation = reserve(&s, &token, &car, "r-t").await;
+    let path = format!("/api/v1/reservations/{reservation}/payments");
+    let lost = pay(
+        &s,
+        &token,
+        &path,
+        "t-1",
+        &json!({"payment_method": "tok_test_timeout"}),
+    )
+    .await;
+    assert_eq!(lost.status, 202, "{}", lost.body);
+    assert_eq!(lost.body["status"], "pending_unknown");
+    let id = lost.body["id"].as_str().unwrap();
+    // Asking again (the app's "check status") finds the charge at the provider.
+    let row = s.store.payment(id).await.unwrap().unwrap();
+    assert_eq!(row.status, PaymentStatus::PendingUnknown);
+    assert!(revenue(&s).await.is_empty());
+    s.stop.cancel();
+}
+
+mod on_sqlite {
+    async fn server() -> super::Server {
+        let (store, dir) = parkd_store::testing::sqlite_store().await;
+        super::common::with_payments(std::sync::Arc::new(store), Some(dir)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paying_a_reservation_in_advance() {
+        super::paying_a_reservation_in_advance(server().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_retries_charge_once() {
+        super::concurrent_retries_charge_once(server().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paying_a_stay_at_exit() {
+        super::paying_a_stay_at_exit(server().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_outcome_is_pending_not_failed() {
+        super::an_unknown_outcome_is_pending_not_failed(server().await).await;
+    }
+}
+
+mod on_postgres {
+    async fn server() -> super::Server {
+        let store = parkd_store::testing::postgres_store().await;
+        super::common::with_payments(std::sync::Arc::new(store), None).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paying_a_reservation_in_advance() {
+        super::paying_a_reservation_in_advance(server().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_retries_charge_once() {
+        super::concurrent_retries_charge_once(server().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paying_a_stay_at_exit() {
+        super::paying_a_stay_at_exit(server().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_outcome_is_pending_not_failed() {
+        super::an_unknown_outcome_is_pending_not_failed(server().await).await;
+    }
+}
