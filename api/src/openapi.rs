@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
-use crate::{auth, gates, live, reservations, tariffs, web};
+use crate::{auth, gates, ledger, live, reservations, tariffs, web};
 
 /// The document: every route of [`crate::router`].
 #[derive(Debug, OpenApi)]
@@ -26,8 +26,8 @@ use crate::{auth, gates, live, reservations, tariffs, web};
         description = "Live parking occupancy, accounts and reservations. \
                        Guides: docs/ in the repository (docs/live.md for the WebSocket feed, \
                        docs/accounts.md for accounts and sessions, docs/reservations.md for \
-                       reservations). Errors are RFC 9457 problem details \
-                       (application/problem+json)."
+                       reservations, docs/payments.md for the ledger export). Errors are \
+                       RFC 9457 problem details (application/problem+json)."
     ),
     servers((url = "/", description = "This server")),
     paths(
@@ -70,6 +70,8 @@ use crate::{auth, gates, live, reservations, tariffs, web};
         tariffs::get_tariff,
         tariffs::put_tariff,
         tariffs::quote,
+        ledger::export_csv,
+        ledger::revenue,
         web::index,
         web::file,
     ),
@@ -83,6 +85,7 @@ use crate::{auth, gates, live, reservations, tariffs, web};
         (name = "reservations", description = "Reservations"),
         (name = "gates", description = "Gates, emergencies and parking sessions (operator role)"),
         (name = "tariffs", description = "Tariffs and price quotes"),
+        (name = "ledger", description = "The append-only money ledger: CSV export of a period and revenue per currency (operator role)"),
         (name = "web", description = "The drivers' live map (not part of the API)"),
     )
 )]

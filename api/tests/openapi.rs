@@ -18,6 +18,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("reservations.rs", include_str!("../src/reservations.rs")),
     ("gates.rs", include_str!("../src/gates.rs")),
     ("tariffs.rs", include_str!("../src/tariffs.rs")),
+    ("ledger.rs", include_str!("../src/ledger.rs")),
     ("web.rs", include_str!("../src/web.rs")),
 ];
 
