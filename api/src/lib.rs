@@ -7,12 +7,14 @@
 //!
 //! Routes: `/healthz` (the process answers), `/readyz` (every dependency is ready),
 //! `/metrics` (Prometheus text format), the live occupancy API under `/api/v1` ([`live`]),
-//! and the drivers' live map at `/` ([`web`]). Every response is counted and timed by route
+//! the operators' ledger export and revenue ([`ledger`]), and the drivers' live map at `/`
+//! ([`web`]). Every response is counted and timed by route
 //! template and status (`parkd_http_requests_total`, `parkd_http_request_duration_seconds`).
 
 pub mod auth;
 pub mod book;
 pub mod gates;
+pub mod ledger;
 pub mod live;
 pub mod openapi;
 pub mod payments;
@@ -147,6 +149,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(gates::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(tariffs::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(payments::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
+        .merge(ledger::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
-use crate::{auth, gates, live, payments, reservations, tariffs, web};
+use crate::{auth, gates, ledger, live, payments, reservations, tariffs, web};
 
 /// The document: every route of [`crate::router`].
 #[derive(Debug, OpenApi)]
@@ -26,8 +26,8 @@ use crate::{auth, gates, live, payments, reservations, tariffs, web};
         description = "Live parking occupancy, accounts and reservations. \
                        Guides: docs/ in the repository (docs/live.md for the WebSocket feed, \
                        docs/accounts.md for accounts and sessions, docs/reservations.md for \
-                       reservations). Errors are RFC 9457 problem details \
-                       (application/problem+json)."
+                       reservations, docs/payments.md for the ledger export). Errors are \
+                       RFC 9457 problem details (application/problem+json)."
     ),
     servers((url = "/", description = "This server")),
     paths(
@@ -76,6 +76,8 @@ use crate::{auth, gates, live, payments, reservations, tariffs, web};
         payments::pay_session,
         payments::receipt,
         payments::confirm,
+        ledger::export_csv,
+        ledger::revenue,
         web::index,
         web::file,
     ),
@@ -90,6 +92,7 @@ use crate::{auth, gates, live, payments, reservations, tariffs, web};
         (name = "gates", description = "Gates, emergencies and parking sessions (operator role)"),
         (name = "tariffs", description = "Tariffs and price quotes"),
         (name = "payments", description = "Paying reservations in advance and stays at exit; receipts (docs/payments.md)"),
+        (name = "ledger", description = "The append-only money ledger: CSV export of a period and revenue per currency (operator role)"),
         (name = "web", description = "The drivers' live map (not part of the API)"),
     )
 )]

@@ -120,6 +120,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: String,
     pub body: Value,
+    /// The body as received (de-chunked), for answers that are not JSON.
+    pub text: String,
 }
 
 impl Server {
@@ -222,5 +224,6 @@ pub async fn call_at(
         status: head[9..12].parse().unwrap(),
         headers: head.to_lowercase(),
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
+        text: body,
     }
 }
