@@ -960,3 +960,171 @@ async fn confirm(
     })
     .await
 }
+
+/// Why a reservation's prepayment goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefundCause {
+    /// The driver cancelled: the lot's cancellation policy
+    /// (`parkd_core::tariff::refund_on_cancel`): everything up to `free_until_hours_before`
+    /// the entry, then the policy's share, nothing from the entry on.
+    Cancelled,
+    /// The driver never came: the prepayment less the lot's no-show fee
+    /// (`parkd_core::tariff::no_show_fee`; none, flat, the reserved price or a share of it).
+    NoShow,
+}
+
+/// Refunds what a reservation's prepayments are owed for `cause`. Each refund is recorded
+/// pending (its amount reserved against the payment in the database, so no two refunds can
+/// pass the captured amount) before the provider is asked, under a key derived from the
+/// refund's id; an unknown answer leaves it pending. Returns the amount refunded or being
+/// refunded.
+pub(crate) async fn refund_reservation(
+    state: &ApiState,
+    reservation: &parkd_store::ReservationRow,
+    cause: RefundCause,
+) -> Result<i64, Problem> {
+    let Some(pay) = state.payments.as_ref() else {
+        return Ok(0);
+    };
+    let store = state.accounts.store();
+    let Some((tariff, _, _)) = crate::tariffs::tariff_of(state, &reservation.lot).await? else {
+        return Ok(0);
+    };
+    let now = state.accounts.now();
+    // What the no-show keeps, taken from the prepayments in order.
+    let mut fee_left = match cause {
+        RefundCause::Cancelled => 0,
+        RefundCause::NoShow => {
+            let Some(model) = state.live.engine().model(&reservation.lot) else {
+                return Ok(0);
+            };
+            let tz = model
+                .timezone
+                .parse::<chrono_tz::Tz>()
+                .map_err(|_| Problem::internal("unknown time zone"))?;
+            let kind = model
+                .spots
+                .iter()
+                .find(|s| s.id == reservation.spot)
+                .map_or(SpotKind::Standard, |s| s.kind);
+            parkd_core::tariff::no_show_fee(
+                &tariff,
+                tz,
+                ReservedPeriod {
+                    starts_at: reservation.starts_at,
+                    ends_at: reservation.ends_at,
+                },
+                Occupant::new(kind, reservation.vehicle_type),
+            )
+            .map_err(Problem::internal)?
+            .total
+            .0
+        }
+    };
+    let mut refunded = 0;
+    for payment in store
+        .payments_of_reservation(&reservation.id)
+        .await
+        .map_err(Problem::internal)?
+    {
+        if payment.purpose != PaymentPurpose::Reservation || payment.refundable_minor() <= 0 {
+            continue;
+        }
+        let amount = match cause {
+            RefundCause::Cancelled => {
+                parkd_core::tariff::refund_on_cancel(
+                    Money(payment.refundable_minor()),
+                    &tariff.cancellation,
+                    now,
+                    reservation.starts_at,
+                )
+                .map_err(Problem::internal)?
+                .0
+            }
+            RefundCause::NoShow => {
+                let kept = fee_left.min(payment.refundable_minor());
+                fee_left -= kept;
+                payment.refundable_minor() - kept
+            }
+        };
+        if amount <= 0 {
+            continue;
+        }
+        let Some(intent) = payment.provider_intent_id.as_deref() else {
+            continue;
+        };
+        let refund = RefundRow {
+            id: format!("re_{}", &random_id()[4..]),
+            payment_id: payment.id.clone(),
+            amount_minor: amount,
+            currency: payment.currency.clone(),
+            provider: payment.provider.clone(),
+            provider_refund_id: None,
+            status: parkd_store::RefundStatus::Pending,
+            reason: match cause {
+                RefundCause::Cancelled => "cancelled",
+                RefundCause::NoShow => "no_show",
+            }
+            .into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let memo = match cause {
+            RefundCause::Cancelled => format!("reservation {} cancelled", reservation.id),
+            RefundCause::NoShow => format!(
+                "reservation {} not used: prepayment less the no-show fee",
+                reservation.id
+            ),
+        };
+        match store.record_refund(&refund, &memo).await {
+            Ok(()) => {}
+            // Another refund took the rest meanwhile.
+            Err(parkd_store::StoreError::RefundExceedsCapture { .. }) => continue,
+            Err(error) => return Err(Problem::internal(error)),
+        }
+        let request = parkd_payments::RefundRequest {
+            intent_id: parkd_payments::IntentId::parse(intent).map_err(Problem::internal)?,
+            amount_minor: Some(u64::try_from(amount).map_err(Problem::internal)?),
+            idempotency_key: IdempotencyKey::parse(format!("parkd-{}", refund.id))
+                .map_err(Problem::internal)?,
+            reason: Some(parkd_payments::RefundReason::RequestedByCustomer),
+            metadata: Metadata::new()
+                .with("refund_id", refund.id.clone())
+                .map_err(Problem::internal)?,
+        };
+        let done = match pay.provider.refund(&request).await {
+            Ok(answer) => match answer.status {
+                parkd_payments::RefundStatus::Succeeded => Some((true, Some(answer.id))),
+                parkd_payments::RefundStatus::Failed | parkd_payments::RefundStatus::Cancelled => {
+                    Some((false, Some(answer.id)))
+                }
+                _ => None,
+            },
+            Err(error) if error.disposition() == parkd_payments::Disposition::Final => {
+                tracing::error!(refund = %refund.id, %error, "refund refused by the provider");
+                Some((false, None))
+            }
+            Err(error) => {
+                tracing::warn!(refund = %refund.id, %error, "refund outcome unknown; left pending");
+                None
+            }
+        };
+        if let Some((succeeded, provider_id)) = done {
+            store
+                .complete_refund(
+                    &refund.id,
+                    succeeded,
+                    provider_id.as_ref().map(|id| id.as_str()),
+                    state.accounts.now(),
+                    &memo,
+                )
+                .await
+                .map_err(Problem::internal)?;
+            if !succeeded {
+                continue;
+            }
+        }
+        refunded += amount;
+    }
+    Ok(refunded)
+}

@@ -95,6 +95,10 @@ struct ReservationOut<'a> {
     state: ReservationState,
     /// While not checked in: when it becomes a no-show.
     no_show_at: Option<DateTime<Utc>>,
+    /// On cancellation: refunded (or being refunded) by the lot's cancellation policy, in
+    /// minor units of the payment's currency (docs/payments.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refunded_minor: Option<i64>,
     /// When it was made.
     created_at: DateTime<Utc>,
     /// Last change.
@@ -117,6 +121,7 @@ fn out<'a>(r: &'a ReservationRow, rules: &TimeRules) -> ReservationOut<'a> {
             ReservationState::Requested | ReservationState::Confirmed
         )
         .then(|| rules.no_show_at(r.starts_at)),
+        refunded_minor: None,
         created_at: r.created_at,
         updated_at: r.updated_at,
     }
@@ -628,7 +633,24 @@ async fn cancel(
         .await
         .map_err(Problem::internal)?
         .ok_or_else(|| Problem::internal("a cancelled reservation vanished"))?;
-    Ok(Json(out(&row, &state.reservation_rules)).into_response())
+    // The cancellation stands whatever the refund does; a refund that failed to start is
+    // logged (its payment stays refundable, and an operator can refund it).
+    let refunded = match crate::payments::refund_reservation(
+        &state,
+        &row,
+        crate::payments::RefundCause::Cancelled,
+    )
+    .await
+    {
+        Ok(amount) => amount,
+        Err(problem) => {
+            tracing::error!(reservation = %row.id, ?problem, "refund on cancellation failed");
+            0
+        }
+    };
+    let mut answer = out(&row, &state.reservation_rules);
+    answer.refunded_minor = (refunded > 0).then_some(refunded);
+    Ok(Json(answer).into_response())
 }
 
 /// New times; an absent one is kept.
@@ -771,6 +793,13 @@ pub async fn sweep(
     for row in &no_shows {
         state.book.remove(&row.lot, &row.id);
         tracing::info!(reservation = %row.id, lot = %row.lot, spot = %row.spot, "no-show: spot released");
+        // A prepaid no-show gets back its prepayment less the lot's no-show fee.
+        if let Err(problem) =
+            crate::payments::refund_reservation(state, row, crate::payments::RefundCause::NoShow)
+                .await
+        {
+            tracing::error!(reservation = %row.id, ?problem, "no-show refund failed");
+        }
     }
     // Pick up what other paths (gates) and other instances changed; the holds below do not
     // depend on it.

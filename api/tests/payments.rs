@@ -16,9 +16,12 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "violet tram under lantern";
 
-/// 2.50 an hour by the quarter hour, 15 minutes free.
+/// 2.50 an hour by the quarter hour, 15 minutes free; cancelling up to 2 hours before the
+/// entry refunds everything, later half; a no-show costs 3.00.
 const TARIFF: &str = r#"{"currency": "EUR", "unit_minutes": 15, "grace_minutes": 15,
-                         "rates": {"base": {"per_hour": 250}}}"#;
+                         "rates": {"base": {"per_hour": 250}},
+                         "cancellation": {"free_until_hours_before": 2, "late_refund_bp": 5000},
+                         "no_show": {"flat": 300}}"#;
 
 fn now(s: &Server) -> DateTime<Utc> {
     parkd_core::clock::Clock::now(s.clock.as_ref())
@@ -222,6 +225,35 @@ async fn paying_a_reservation_in_advance(s: Server) {
         ("visa", "4242")
     );
     assert_eq!(method.token, "tok_test_ok");
+
+    // Cancelled an hour before the entry: half back, by the policy; once.
+    let cancelled = s
+        .call(
+            "POST",
+            &format!("/api/v1/reservations/{reservation}/cancel"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.body["state"], "cancelled");
+    assert_eq!(cancelled.body["refunded_minor"], 250);
+    let receipt = s
+        .call("GET", &format!("/api/v1/payments/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(receipt.body["amount_refunded_minor"], 250);
+    assert_eq!(receipt.body["refunds"][0]["status"], "succeeded");
+    assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 250)]);
+    let twice = s
+        .call(
+            "POST",
+            &format!("/api/v1/reservations/{reservation}/cancel"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(twice.status, 409);
+    assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 250)]);
     s.stop.cancel();
 }
 
@@ -367,10 +399,47 @@ async fn an_unknown_outcome_is_pending_not_failed(s: Server) {
     s.stop.cancel();
 }
 
+/// A prepaid reservation nobody used: the prepayment comes back less the no-show fee.
+async fn a_prepaid_no_show_keeps_only_the_fee(s: Server) {
+    let (token, car) = setup(&s, "fi@example.com").await;
+    let reservation = reserve(&s, &token, &car, "r-n").await;
+    let paid = pay(
+        &s,
+        &token,
+        &format!("/api/v1/reservations/{reservation}/payments"),
+        "n-1",
+        &json!({"payment_method": "tok_test_ok"}),
+    )
+    .await;
+    assert_eq!(paid.status, 201, "{}", paid.body);
+    // Past the entry and its grace: the sweep marks it a no-show.
+    s.clock.advance(Duration::hours(2));
+    let no_shows =
+        parkd_api::reservations::sweep(&s.state, Duration::minutes(15), &Default::default())
+            .await
+            .unwrap();
+    assert_eq!(no_shows.len(), 1);
+    let id = paid.body["id"].as_str().unwrap();
+    let row = s.store.payment(id).await.unwrap().unwrap();
+    assert_eq!(row.amount_refunded_minor, 200, "500 paid, 300 kept");
+    assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 300)]);
+    // A second sweep finds nothing more to do.
+    parkd_api::reservations::sweep(&s.state, Duration::minutes(15), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 300)]);
+    s.stop.cancel();
+}
+
 mod on_sqlite {
     async fn server() -> super::Server {
         let (store, dir) = parkd_store::testing::sqlite_store().await;
         super::common::with_payments(std::sync::Arc::new(store), Some(dir)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prepaid_no_show_keeps_only_the_fee() {
+        super::a_prepaid_no_show_keeps_only_the_fee(server().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,6 +467,11 @@ mod on_postgres {
     async fn server() -> super::Server {
         let store = parkd_store::testing::postgres_store().await;
         super::common::with_payments(std::sync::Arc::new(store), None).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prepaid_no_show_keeps_only_the_fee() {
+        super::a_prepaid_no_show_keeps_only_the_fee(server().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
