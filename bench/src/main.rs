@@ -30,6 +30,7 @@ mod ingest;
 mod live_ws;
 mod logins;
 mod machine;
+mod payments;
 mod pg;
 mod publish;
 mod report;
@@ -77,6 +78,8 @@ enum Command {
     Logins(LoginsArgs),
     /// Gate request publish → command receipt latency, 50 gates at 1 request/s, PostgreSQL.
     Gates(GatesArgs),
+    /// Pay at exit (exit request → pay → open) and concurrent payment retries, PostgreSQL.
+    Payments(PaymentsArgs),
     /// (Internal, used by `scale`) import a demo garage and register its sensors.
     #[command(hide = true)]
     SeedLot(SeedLotArgs),
@@ -225,6 +228,36 @@ pub(crate) struct DemoArgs {
     /// Give up on a run that is not ready after this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) ready_timeout: Duration,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Run even in a debug build of parkd-bench.
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
+}
+
+/// The payments benchmark.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PaymentsArgs {
+    /// PostgreSQL server to create the fresh benchmark database on (dropped after). Without
+    /// it, libpq's PG* environment as `pg_virtualenv` sets it. Never printed.
+    #[arg(long, env = "PARKD_BENCH_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Cars that pay at the exit.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) cars: usize,
+    /// Cars at the exit at once.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) concurrency: usize,
+    /// Reservations paid by concurrent retries.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) reservations: usize,
+    /// Identical requests at once per reservation.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) retries: usize,
+    /// Worker threads of parkd's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) parkd_threads: usize,
     /// Also write the Markdown report to this file.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
@@ -621,6 +654,11 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Gates(args)) => {
             check_profile(args.allow_debug)?;
             let markdown = gates::run(&args)?;
+            emit(&markdown, args.out.as_ref())
+        }
+        Some(Command::Payments(args)) => {
+            check_profile(args.allow_debug)?;
+            let markdown = payments::run(&args)?;
             emit(&markdown, args.out.as_ref())
         }
         Some(Command::SeedLot(args)) => scale::seed_lot(&args),
