@@ -7,7 +7,8 @@
 //!
 //! Routes: `/healthz` (the process answers), `/readyz` (every dependency is ready),
 //! `/metrics` (Prometheus text format), the live occupancy API under `/api/v1` ([`live`]),
-//! the operators' ledger export and revenue ([`ledger`]), and the drivers' live map at `/`
+//! the operators' ledger export and revenue ([`ledger`]), payments ([`payments`]) and Stripe's
+//! webhook ([`webhooks`]), and the drivers' live map at `/`
 //! ([`web`]). Every response is counted and timed by route
 //! template and status (`parkd_http_requests_total`, `parkd_http_request_duration_seconds`).
 
@@ -19,10 +20,12 @@ pub mod live;
 pub mod openapi;
 pub mod payments;
 pub mod problem;
+pub mod reconcile;
 mod rendered;
 pub mod reservations;
 pub mod tariffs;
 pub mod web;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,6 +152,11 @@ pub fn router(state: ApiState) -> Router {
         .merge(gates::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(tariffs::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(payments::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
+        .merge(
+            webhooks::routes().layer(axum::extract::DefaultBodyLimit::max(
+                webhooks::MAX_WEBHOOK_BODY,
+            )),
+        )
         .merge(ledger::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .merge(web::routes())
         .fallback(not_found)

@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
-use crate::{auth, gates, ledger, live, payments, reservations, tariffs, web};
+use crate::{auth, gates, ledger, live, payments, reservations, tariffs, web, webhooks};
 
 /// The document: every route of [`crate::router`].
 #[derive(Debug, OpenApi)]
@@ -76,6 +76,7 @@ use crate::{auth, gates, ledger, live, payments, reservations, tariffs, web};
         payments::pay_session,
         payments::receipt,
         payments::confirm,
+        webhooks::stripe_webhook,
         ledger::export_csv,
         ledger::revenue,
         web::index,

@@ -50,6 +50,8 @@ pub struct PaymentsApi {
     pub charge: Arc<dyn ExitCharge>,
     /// `parkd_payments_total{purpose,outcome}` and refused card data.
     pub metrics: PaymentMetrics,
+    /// Stripe's webhook endpoint (`None`: `POST /api/v1/payments/webhooks/stripe` answers 404).
+    pub webhook: Option<crate::webhooks::StripeWebhook>,
 }
 
 /// The payment counters.
@@ -649,6 +651,52 @@ const OPEN: [PaymentStatus; 5] = [
     PaymentStatus::Failed,
 ];
 
+/// A payment that cannot be turned into a provider request (its row was checked when it was
+/// created, so this is a bug or a corrupt row).
+#[derive(Debug, thiserror::Error)]
+#[error("payment {payment}: cannot build the provider request: {reason}")]
+pub(crate) struct IntentRequestError {
+    payment: String,
+    reason: String,
+}
+
+/// The provider request that creates and confirms a payment's intent: the one definition
+/// shared by [`charge`] and the reconciler, which re-sends it (same idempotency key, same
+/// parameters) when the first answer was lost, so the provider replays the original intent
+/// instead of charging again.
+pub(crate) fn create_intent_request(
+    row: &PaymentRow,
+    token: PaymentMethodToken,
+) -> Result<CreateIntent, IntentRequestError> {
+    let error = |reason: String| IntentRequestError {
+        payment: row.id.clone(),
+        reason,
+    };
+    let mut metadata = Metadata::new()
+        .with("payment_id", row.id.clone())
+        .map_err(|e| error(e.to_string()))?;
+    if let Some(r) = &row.reservation_id {
+        metadata = metadata
+            .with("reservation_id", r.clone())
+            .map_err(|e| error(e.to_string()))?;
+    }
+    if let Some(s) = &row.session_id {
+        metadata = metadata
+            .with("session_id", s.clone())
+            .map_err(|e| error(e.to_string()))?;
+    }
+    Ok(CreateIntent {
+        amount_minor: u64::try_from(row.amount_minor).map_err(|e| error(e.to_string()))?,
+        currency: parkd_payments::Currency::parse(&row.currency.as_str().to_ascii_lowercase())
+            .map_err(|e| error(e.to_string()))?,
+        idempotency_key: IdempotencyKey::parse(format!("parkd-{}-create", row.id))
+            .map_err(|e| error(e.to_string()))?,
+        metadata,
+        payment_method: Some(token),
+        confirm: true,
+    })
+}
+
 /// Records the payment, asks the provider, records the outcome; the answer to send.
 async fn charge(
     state: &ApiState,
@@ -669,29 +717,7 @@ async fn charge(
         .create_payment(&row)
         .await
         .map_err(Problem::internal)?;
-    let mut metadata = Metadata::new()
-        .with("payment_id", row.id.clone())
-        .map_err(Problem::internal)?;
-    if let Some(r) = &row.reservation_id {
-        metadata = metadata
-            .with("reservation_id", r.clone())
-            .map_err(Problem::internal)?;
-    }
-    if let Some(s) = &row.session_id {
-        metadata = metadata
-            .with("session_id", s.clone())
-            .map_err(Problem::internal)?;
-    }
-    let request = CreateIntent {
-        amount_minor: u64::try_from(row.amount_minor).map_err(Problem::internal)?,
-        currency: parkd_payments::Currency::parse(&row.currency.as_str().to_ascii_lowercase())
-            .map_err(Problem::internal)?,
-        idempotency_key: IdempotencyKey::parse(format!("parkd-{}-create", row.id))
-            .map_err(Problem::internal)?,
-        metadata,
-        payment_method: Some(token),
-        confirm: true,
-    };
+    let request = create_intent_request(&row, token).map_err(Problem::internal)?;
     let purpose = row.purpose.as_str();
     let answer = pay.provider.create_intent(&request).await;
     let now = state.accounts.now();
@@ -784,7 +810,7 @@ pub(crate) async fn apply_intent(
 }
 
 /// Records a provider error by its disposition: never "failed" on an unknown outcome.
-async fn apply_error(
+pub(crate) async fn apply_error(
     store: &dyn Store,
     id: &str,
     error: &ProviderError,

@@ -19,6 +19,8 @@ const SOURCES: &[(&str, &str)] = &[
     ("gates.rs", include_str!("../src/gates.rs")),
     ("tariffs.rs", include_str!("../src/tariffs.rs")),
     ("payments.rs", include_str!("../src/payments.rs")),
+    ("webhooks.rs", include_str!("../src/webhooks.rs")),
+    ("reconcile.rs", include_str!("../src/reconcile.rs")),
     ("ledger.rs", include_str!("../src/ledger.rs")),
     ("web.rs", include_str!("../src/web.rs")),
 ];

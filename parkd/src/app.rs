@@ -7,7 +7,7 @@
 //! 4. WebSocket clients get a 1001 close and their tasks end;
 //! 5. HTTP stops (so `/readyz` and `/metrics` answer until the data is safe);
 //! 6. background tasks (retention, store health, the occupancy ticker, model reload,
-//!    retained availability) stop.
+//!    retained availability, the payment reconciler) stop.
 //!
 //! Each step is owned by [`RunningApp`]; nothing is spawned without an owner.
 
@@ -363,6 +363,20 @@ impl RunningApp {
                  provider = \"stripe\" for real payments (docs/payments.md)"
             );
         }
+        // Payments: Stripe's webhook endpoint (provider "stripe" only) and the reconciler
+        // (spawned with the background tasks below).
+        let webhook = match config.payments.provider {
+            parkd_payments::ProviderKind::Stripe => Some(parkd_api::webhooks::StripeWebhook::new(
+                config.payments.stripe.webhook_secrets.clone(),
+                config.payments.stripe.webhook_tolerance(),
+                &registry,
+            )?),
+            parkd_payments::ProviderKind::Test => None,
+        };
+        let reconciler = (
+            provider.clone(),
+            parkd_api::reconcile::ReconcileMetrics::new(&registry)?,
+        );
         let gates = Arc::new(GateService::new(
             store.clone(),
             engine.clone(),
@@ -427,6 +441,7 @@ impl RunningApp {
                 provider,
                 charge,
                 metrics: parkd_api::payments::PaymentMetrics::new(&registry)?,
+                webhook,
             }),
         };
         let app = parkd_api::router(api_state.clone());
@@ -484,6 +499,16 @@ impl RunningApp {
             clock.clone(),
             lot_versions,
             Duration::from_secs(config.live.model_reload_s),
+            background_stop.clone(),
+        ));
+        // Open payments whose outcome never arrived: asked again every 30 s.
+        let (reconcile_provider, reconcile_metrics) = reconciler;
+        background.spawn(parkd_api::reconcile::run(
+            store.clone(),
+            reconcile_provider,
+            clock.clone(),
+            reconcile_metrics,
+            parkd_api::reconcile::RECONCILE_EVERY,
             background_stop.clone(),
         ));
         if let (BrokerHandle::Embedded(embedded), true) =

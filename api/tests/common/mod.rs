@@ -27,6 +27,8 @@ pub struct Server {
     pub stop: CancellationToken,
     pub state: ApiState,
     pub engine: Arc<OccupancyEngine>,
+    /// The test provider, when the server takes payments (to play the customer and Stripe).
+    pub provider: Option<Arc<parkd_payments::TestProvider>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -35,15 +37,34 @@ pub fn start() -> DateTime<Utc> {
 }
 
 pub async fn server(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Server {
-    build(store, dir, false).await
+    build(store, dir, false, None).await
 }
 
 /// A server that takes payments through the deterministic test provider.
 pub async fn with_payments(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Server {
-    build(store, dir, true).await
+    build(store, dir, true, None).await
 }
 
-async fn build(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>, payments: bool) -> Server {
+/// A server that takes payments through the test provider and accepts Stripe webhooks signed
+/// with any of `secrets` (with the default 300 s tolerance).
+pub async fn with_webhooks(
+    store: Arc<dyn Store>,
+    dir: Option<tempfile::TempDir>,
+    secrets: &[&str],
+) -> Server {
+    let secrets = secrets
+        .iter()
+        .map(|s| parkd_payments::Secret::new(*s))
+        .collect();
+    build(store, dir, true, Some(secrets)).await
+}
+
+async fn build(
+    store: Arc<dyn Store>,
+    dir: Option<tempfile::TempDir>,
+    payments: bool,
+    webhook_secrets: Option<Vec<parkd_payments::Secret>>,
+) -> Server {
     let registry = Registry::new();
     let clock = Arc::new(ManualClock::new(start()));
     let settings = AuthSettings {
@@ -66,18 +87,30 @@ async fn build(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>, payments: 
         &registry,
     )
     .unwrap();
+    let provider = payments.then(|| Arc::new(parkd_payments::TestProvider::new(clock.clone())));
+    let webhook = webhook_secrets.map(|secrets| {
+        parkd_api::webhooks::StripeWebhook::new(
+            secrets,
+            parkd_payments::webhook::DEFAULT_TOLERANCE,
+            &registry,
+        )
+        .unwrap()
+    });
     let state = ApiState {
         http_metrics: HttpMetrics::new(&registry).unwrap(),
         gates: None,
-        payments: payments.then(|| parkd_api::payments::PaymentsApi {
-            provider: Arc::new(parkd_payments::TestProvider::new(clock.clone())),
-            charge: Arc::new(parkd_gates::TariffCharge::new(
-                store.clone(),
-                engine.clone(),
-                parkd_gates::TariffCharge::DEFAULT_EXIT_GRACE,
-            )),
-            metrics: parkd_api::payments::PaymentMetrics::new(&registry).unwrap(),
-        }),
+        payments: provider
+            .clone()
+            .map(|provider| parkd_api::payments::PaymentsApi {
+                provider,
+                charge: Arc::new(parkd_gates::TariffCharge::new(
+                    store.clone(),
+                    engine.clone(),
+                    parkd_gates::TariffCharge::DEFAULT_EXIT_GRACE,
+                )),
+                metrics: parkd_api::payments::PaymentMetrics::new(&registry).unwrap(),
+                webhook,
+            }),
         reservation_rules: parkd_core::reservation::TimeRules::default(),
         reservation_metrics: parkd_api::reservations::metrics(&registry).unwrap(),
         book: Default::default(),
@@ -103,6 +136,7 @@ async fn build(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>, payments: 
         stop,
         state,
         engine,
+        provider,
         _dir: dir,
     }
 }

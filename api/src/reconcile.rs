@@ -1,0 +1,335 @@
+//! The payment reconciler: finds out what happened to payments whose outcome is still open,
+//! so a lost answer, a customer who never came back from 3-D Secure, or a webhook that never
+//! arrived does not leave a payment pending for ever.
+//!
+//! Every [`RECONCILE_EVERY`] (30 s) [`run`] takes the payments that are still open and have
+//! not changed for [`QUIET_PERIOD`] (10 s, so a request still in flight is left alone),
+//! at most [`BATCH`] of them, least recently changed first, and for each:
+//!
+//! - with a provider intent id: retrieves the intent and moves the payment to what the
+//!   provider says ([`crate::payments::apply_intent`]: a success settles it into the ledger,
+//!   once, in the same transaction);
+//! - `pending_unknown` without an intent id (the create call's answer was lost before the id
+//!   was known) and with a stored payment method: re-sends the very same create request, with
+//!   the same idempotency key (`parkd-{payment id}-create`) and parameters
+//!   ([`crate::payments::create_intent_request`]), so the provider replays the original
+//!   intent instead of charging again;
+//! - otherwise: nothing can be asked without risking a second charge; it is counted as
+//!   `unresolvable` and left for an operator (see docs/payments.md, "Reconciliation").
+//!
+//! A provider error leaves the payment as it is (it is retried the next round) and is
+//! counted. Refunds are not reconciled: the [`Provider`] trait has no way to retrieve a
+//! refund.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parkd_core::clock::Clock;
+use parkd_payments::{Disposition, IntentId, PaymentMethodToken, Provider, ProviderError};
+use parkd_store::{PaymentRow, PaymentStatus, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::payments::{apply_error, apply_intent, create_intent_request};
+
+/// How often [`run`] reconciles.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
+/// A payment is reconciled only once it has been unchanged this long: long enough for any
+/// request that is still talking to the provider (budget: 1.5 s) to have finished.
+pub const QUIET_PERIOD: Duration = Duration::from_secs(10);
+
+/// At most this many payments per round.
+pub const BATCH: u32 = 100;
+
+/// What one round did, one count per payment examined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Payments looked at.
+    pub examined: u32,
+    /// Now succeeded (and in the ledger).
+    pub succeeded: u32,
+    /// Now failed (declined).
+    pub failed: u32,
+    /// Now cancelled.
+    pub cancelled: u32,
+    /// Still open after asking the provider (`requires_action`, `processing`...).
+    pub pending: u32,
+    /// The provider did not answer or refused; left as it was, retried next round.
+    pub provider_errors: u32,
+    /// Nothing can be asked without risking a second charge (no intent id and no stored
+    /// payment method, another provider, a corrupt row); left for an operator.
+    pub unresolvable: u32,
+    /// The store failed while recording an answer; retried next round.
+    pub store_errors: u32,
+}
+
+impl ReconcileReport {
+    /// Whether any payment moved to a final status.
+    pub fn resolved(&self) -> u32 {
+        self.succeeded + self.failed + self.cancelled
+    }
+
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Succeeded => self.succeeded += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+            Outcome::Pending => self.pending += 1,
+            Outcome::ProviderError => self.provider_errors += 1,
+            Outcome::Unresolvable => self.unresolvable += 1,
+            Outcome::StoreError => self.store_errors += 1,
+        }
+    }
+}
+
+/// Why a round could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The work list could not be read.
+    #[error("reading the pending payments failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What happened to one payment (the `outcome` label of the metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+    Pending,
+    ProviderError,
+    Unresolvable,
+    StoreError,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 7] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::Cancelled,
+        Outcome::Pending,
+        Outcome::ProviderError,
+        Outcome::Unresolvable,
+        Outcome::StoreError,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Pending => "pending",
+            Outcome::ProviderError => "provider_error",
+            Outcome::Unresolvable => "unresolvable",
+            Outcome::StoreError => "store_error",
+        }
+    }
+
+    fn of(status: PaymentStatus) -> Outcome {
+        match status {
+            PaymentStatus::Succeeded => Outcome::Succeeded,
+            PaymentStatus::Failed => Outcome::Failed,
+            PaymentStatus::Cancelled => Outcome::Cancelled,
+            PaymentStatus::Created
+            | PaymentStatus::RequiresAction
+            | PaymentStatus::Processing
+            | PaymentStatus::PendingUnknown => Outcome::Pending,
+        }
+    }
+}
+
+/// `parkd_payments_reconciled_total{outcome}`: payments the reconciler examined, by what
+/// became of them.
+#[derive(Debug, Clone)]
+pub struct ReconcileMetrics {
+    outcomes: prometheus::IntCounterVec,
+}
+
+impl ReconcileMetrics {
+    /// Registers the counter (every outcome starts at zero).
+    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let outcomes = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "parkd_payments_reconciled_total",
+                "Open payments the reconciler examined, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(outcomes.clone()))?;
+        for outcome in Outcome::ALL {
+            outcomes.with_label_values(&[outcome.as_str()]);
+        }
+        Ok(Self { outcomes })
+    }
+
+    /// Adds a round's counts.
+    pub fn record(&self, report: &ReconcileReport) {
+        let counts = [
+            (Outcome::Succeeded, report.succeeded),
+            (Outcome::Failed, report.failed),
+            (Outcome::Cancelled, report.cancelled),
+            (Outcome::Pending, report.pending),
+            (Outcome::ProviderError, report.provider_errors),
+            (Outcome::Unresolvable, report.unresolvable),
+            (Outcome::StoreError, report.store_errors),
+        ];
+        for (outcome, count) in counts {
+            if count > 0 {
+                self.outcomes
+                    .with_label_values(&[outcome.as_str()])
+                    .inc_by(u64::from(count));
+            }
+        }
+    }
+}
+
+/// One round: the open payments unchanged since `now - QUIET_PERIOD`, at most `limit`,
+/// each resolved as the module doc says. Only a failure to read the work list is an error;
+/// what happened to each payment is in the report.
+pub async fn reconcile_once(
+    store: &dyn Store,
+    provider: &dyn Provider,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<ReconcileReport, ReconcileError> {
+    let quiet = chrono::Duration::from_std(QUIET_PERIOD).unwrap_or(chrono::Duration::MAX);
+    let pending = store.payments_pending(now - quiet, limit).await?;
+    let mut report = ReconcileReport::default();
+    for payment in &pending {
+        report.examined += 1;
+        report.count(reconcile_payment(store, provider, payment, now).await);
+    }
+    Ok(report)
+}
+
+async fn reconcile_payment(
+    store: &dyn Store,
+    provider: &dyn Provider,
+    payment: &PaymentRow,
+    now: DateTime<Utc>,
+) -> Outcome {
+    if payment.provider != provider.name() {
+        tracing::warn!(
+            payment = %payment.id,
+            provider = %payment.provider,
+            configured = provider.name(),
+            "open payment of another provider: cannot reconcile it"
+        );
+        return Outcome::Unresolvable;
+    }
+    match (&payment.provider_intent_id, payment.status, &payment.method) {
+        (Some(intent_id), _, _) => {
+            let intent_id = match IntentId::parse(intent_id.as_str()) {
+                Ok(id) => id,
+                Err(error) => {
+                    tracing::error!(payment = %payment.id, %error, "stored intent id is invalid");
+                    return Outcome::Unresolvable;
+                }
+            };
+            match provider.retrieve_intent(&intent_id).await {
+                Ok(intent) => applied(apply_intent(store, &payment.id, &intent, now).await),
+                Err(error) => provider_failed(payment, &error),
+            }
+        }
+        (None, PaymentStatus::PendingUnknown, Some(method)) => {
+            let request = PaymentMethodToken::parse(method.token.as_str())
+                .map_err(|e| e.to_string())
+                .and_then(|token| create_intent_request(payment, token).map_err(|e| e.to_string()));
+            let request = match request {
+                Ok(request) => request,
+                Err(error) => {
+                    tracing::error!(payment = %payment.id, %error, "cannot rebuild the create request");
+                    return Outcome::Unresolvable;
+                }
+            };
+            match provider.create_intent(&request).await {
+                Ok(intent) => applied(apply_intent(store, &payment.id, &intent, now).await),
+                // The provider's own answer about this very request: declined, or waiting for
+                // the customer. Recorded as the API records it.
+                Err(
+                    error @ (ProviderError::Declined { .. } | ProviderError::RequiresAction { .. }),
+                ) => applied(apply_error(store, &payment.id, &error, now).await),
+                // Anything else says nothing about the original request (it may have charged):
+                // the payment stays pending_unknown, never failed.
+                Err(error) => provider_failed(payment, &error),
+            }
+        }
+        _ => {
+            tracing::warn!(
+                payment = %payment.id,
+                status = payment.status.as_str(),
+                "open payment with no intent id and no stored payment method: nothing can be \
+                 asked without risking a second charge; resolve it by hand"
+            );
+            Outcome::Unresolvable
+        }
+    }
+}
+
+fn applied(result: Result<PaymentStatus, crate::Problem>) -> Outcome {
+    // A failure was logged with its cause by `Problem::internal`.
+    result.map_or(Outcome::StoreError, Outcome::of)
+}
+
+fn provider_failed(payment: &PaymentRow, error: &ProviderError) -> Outcome {
+    match error.disposition() {
+        Disposition::Final => tracing::error!(
+            payment = %payment.id,
+            code = error.code(),
+            %error,
+            "the provider refused a reconciliation request; left as it is"
+        ),
+        _ => tracing::warn!(
+            payment = %payment.id,
+            code = error.code(),
+            %error,
+            "the provider did not answer a reconciliation request; retrying next round"
+        ),
+    }
+    Outcome::ProviderError
+}
+
+/// Reconciles every `every` (the first round at once) until `stop`, with `clock`'s time;
+/// counts into `metrics`.
+pub async fn run(
+    store: Arc<dyn Store>,
+    provider: Arc<dyn Provider>,
+    clock: Arc<dyn Clock>,
+    metrics: ReconcileMetrics,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let round = reconcile_once(store.as_ref(), provider.as_ref(), clock.now(), BATCH);
+        // A round never outlives the stop: an unfinished payment is simply examined again
+        // next time (every step is idempotent).
+        let report = tokio::select! {
+            () = stop.cancelled() => return,
+            report = round => report,
+        };
+        match report {
+            Ok(report) => {
+                metrics.record(&report);
+                if report.examined > 0 {
+                    tracing::info!(
+                        examined = report.examined,
+                        resolved = report.resolved(),
+                        pending = report.pending,
+                        provider_errors = report.provider_errors,
+                        unresolvable = report.unresolvable,
+                        store_errors = report.store_errors,
+                        "payments reconciled"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "payment reconciliation failed"),
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The payment reconciler on both stores, with the deterministic test provider: payments left
+//! open (processing, waiting for the customer's action, an answer lost on the way back) are
+//! resolved by asking the provider, settled into the ledger exactly once, never charged twice;
+//! provider errors leave them as they are.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use common::Server;
+use parkd_api::reconcile::{BATCH, ReconcileMetrics, ReconcileReport, reconcile_once};
+use parkd_core::garage::demo_garage;
+use parkd_core::ids::LotId;
+use parkd_payments::{CreateIntent, IdempotencyKey, IntentId, Metadata, PaymentMethodToken};
+use parkd_store::{CardRef, PaymentPurpose, PaymentRow, PaymentStatus};
+use serde_json::json;
+
+const PASSWORD: &str = "violet tram under lantern";
+
+/// 2.50 an hour by the quarter hour, 15 minutes free.
+const TARIFF: &str = r#"{"currency": "EUR", "unit_minutes": 15, "grace_minutes": 15,
+                         "rates": {"base": {"per_hour": 250}}}"#;
+
+fn now(s: &Server) -> DateTime<Utc> {
+    parkd_core::clock::Clock::now(s.clock.as_ref())
+}
+
+/// The garage with its tariff, and a driver with a car; returns the driver's token.
+async fn setup(s: &Server, email: &str) -> String {
+    let lot_id = LotId::parse("garage").unwrap();
+    if s.engine.model(&lot_id).is_none() {
+        let lot = demo_garage(lot_id.clone(), 1, 40);
+        s.store.put_lot(&lot).await.unwrap();
+        s.engine.install_lot(lot, now(s));
+        s.store.put_tariff(&lot_id, TARIFF, now(s)).await.unwrap();
+    }
+    s.register(email, PASSWORD).await;
+    s.token(email, PASSWORD).await
+}
+
+/// A two-hour reservation starting in an hour (500 due); returns its id.
+async fn reserve(s: &Server, token: &str, key: &str) -> String {
+    let vehicle = s
+        .post(
+            "/api/v1/me/vehicles",
+            Some(token),
+            json!({"plate": format!("P-{key}"), "class": "car"}),
+        )
+        .await;
+    assert_eq!(vehicle.status, 201, "{}", vehicle.body);
+    let body = json!({"lot": "garage", "vehicle_id": vehicle.body["id"],
+                      "starts_at": (now(s) + Duration::minutes(60)).to_rfc3339(),
+                      "ends_at": (now(s) + Duration::minutes(180)).to_rfc3339()});
+    let made = s
+        .call_with(
+            "POST",
+            "/api/v1/reservations",
+            Some(token),
+            &[("Idempotency-Key", key)],
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    made.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Pays the reservation with `method`; returns the answer.
+async fn pay(s: &Server, token: &str, reservation: &str, method: &str) -> common::Reply {
+    s.call_with(
+        "POST",
+        &format!("/api/v1/reservations/{reservation}/payments"),
+        Some(token),
+        &[("Idempotency-Key", &format!("pay-{reservation}-{method}"))],
+        Some(&json!({"payment_method": method}).to_string()),
+    )
+    .await
+}
+
+fn provider(s: &Server) -> &parkd_payments::TestProvider {
+    s.provider.as_deref().unwrap()
+}
+
+async fn reconcile(s: &Server) -> ReconcileReport {
+    reconcile_once(s.store.as_ref(), provider(s), now(s), BATCH)
+        .await
+        .unwrap()
+}
+
+/// Lets the quiet period pass.
+fn later(s: &Server) {
+    s.clock.advance(Duration::seconds(11));
+}
+
+/// The ledger entries of a payment.
+async fn ledger_of(s: &Server, payment: &str) -> Vec<i64> {
+    s.store
+        .ledger_between(
+            now(s) - Duration::days(1),
+            now(s) + Duration::days(1),
+            None,
+            None,
+            1000,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.payment_id.as_deref() == Some(payment))
+        .map(|e| e.amount_minor)
+        .collect()
+}
+
+async fn status(s: &Server, id: &str) -> PaymentStatus {
+    s.store.payment(id).await.unwrap().unwrap().status
+}
+
+async fn intent_of(s: &Server, id: &str) -> IntentId {
+    let row = s.store.payment(id).await.unwrap().unwrap();
+    IntentId::parse(row.provider_intent_id.unwrap()).unwrap()
+}
+
+/// Processing at the provider, then finished: the reconciler sees it through, once.
+async fn processing_is_seen_through(s: Server) {
+    let token = setup(&s, "ana@example.com").await;
+    let reservation = reserve(&s, &token, "r-1").await;
+    let paid = pay(&s, &token, &reservation, "tok_test_processing").await;
+    assert_eq!(paid.status, 202, "{}", paid.body);
+    assert_eq!(paid.body["status"], "processing");
+    let id = paid.body["id"].as_str().unwrap().to_owned();
+
+    // Within the quiet period nothing is touched (the request may still be running).
+    assert_eq!(reconcile(&s).await, ReconcileReport::default());
+
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!((report.examined, report.pending), (1, 1), "{report:?}");
+    assert_eq!(status(&s, &id).await, PaymentStatus::Processing);
+
+    provider(&s)
+        .finish_processing(&intent_of(&s, &id).await, true)
+        .unwrap();
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
+    assert_eq!(status(&s, &id).await, PaymentStatus::Succeeded);
+    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+
+    later(&s);
+    assert_eq!(reconcile(&s).await, ReconcileReport::default());
+    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(provider(&s).charge_count(), 1);
+    s.stop.cancel();
+}
+
+/// 3-D Secure completed by the customer, but the app never came back to confirm.
+async fn a_completed_action_is_seen_through(s: Server) {
+    let token = setup(&s, "bo@example.com").await;
+    let reservation = reserve(&s, &token, "r-2").await;
+    let paid = pay(&s, &token, &reservation, "tok_test_requires_action").await;
+    assert_eq!(paid.status, 202, "{}", paid.body);
+    assert_eq!(paid.body["status"], "requires_action");
+    let id = paid.body["id"].as_str().unwrap().to_owned();
+
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!(report.pending, 1, "{report:?}");
+
+    provider(&s)
+        .complete_action(&intent_of(&s, &id).await, true)
+        .unwrap();
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!(report.succeeded, 1, "{report:?}");
+    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+
+    // The app's late confirmation finds it paid, and charges nothing more.
+    let confirmed = s
+        .call_with(
+            "POST",
+            &format!("/api/v1/payments/{id}/confirm"),
+            Some(&token),
+            &[("Idempotency-Key", "c-1")],
+            None,
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert_eq!(confirmed.body["status"], "succeeded");
+    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(provider(&s).charge_count(), 1);
+
+    // A failed action: the reconciler records the failure.
+    let reservation = reserve(&s, &token, "r-3").await;
+    let paid = pay(&s, &token, &reservation, "tok_test_requires_action").await;
+    let id = paid.body["id"].as_str().unwrap().to_owned();
+    provider(&s)
+        .complete_action(&intent_of(&s, &id).await, false)
+        .unwrap();
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(status(&s, &id).await, PaymentStatus::Failed);
+    assert!(ledger_of(&s, &id).await.is_empty());
+    s.stop.cancel();
+}
+
+/// The provider charged but the answer was lost before parkd learned the intent id. parkd
+/// does not store the payment method of such a payment (the schema keeps a token only with
+/// its brand and last four, which only the provider's answer gives), so nothing can be
+/// re-sent: it is left pending_unknown, counted unresolvable, never failed, never re-charged.
+async fn a_lost_answer_without_a_method_is_left_alone(s: Server) {
+    let token = setup(&s, "cy@example.com").await;
+    let reservation = reserve(&s, &token, "r-4").await;
+    let lost = pay(&s, &token, &reservation, "tok_test_timeout").await;
+    assert_eq!(lost.status, 202, "{}", lost.body);
+    assert_eq!(lost.body["status"], "pending_unknown");
+    let id = lost.body["id"].as_str().unwrap().to_owned();
+    let row = s.store.payment(&id).await.unwrap().unwrap();
+    assert_eq!((row.provider_intent_id, row.method), (None, None));
+
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!((report.examined, report.unresolvable), (1, 1), "{report:?}");
+    assert_eq!(status(&s, &id).await, PaymentStatus::PendingUnknown);
+    assert_eq!(provider(&s).charge_count(), 1);
+    assert!(ledger_of(&s, &id).await.is_empty());
+    s.stop.cancel();
+}
+
+/// The request parkd sends to create a payment's intent, built here independently of the API.
+fn create_request(row: &PaymentRow, method: &str) -> CreateIntent {
+    CreateIntent {
+        amount_minor: row.amount_minor as u64,
+        currency: parkd_payments::Currency::parse("eur").unwrap(),
+        idempotency_key: IdempotencyKey::parse(format!("parkd-{}-create", row.id)).unwrap(),
+        metadata: Metadata::new()
+            .with("payment_id", row.id.clone())
+            .unwrap()
+            .with("reservation_id", row.reservation_id.clone().unwrap())
+            .unwrap(),
+        payment_method: Some(PaymentMethodToken::parse(method).unwrap()),
+        confirm: true,
+    }
+}
+
+/// A lost answer of a payment whose method is stored: the reconciler re-sends the same create
+/// with the same key, the provider replays the original intent, the payment settles once.
+async fn a_lost_answer_with_a_method_is_resent_with_its_key(s: Server) {
+    let token = setup(&s, "di@example.com").await;
+    let reservation = reserve(&s, &token, "r-5").await;
+    let user = s.call("GET", "/api/v1/me", Some(&token), None).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = PaymentRow {
+        id: "pay_lost_with_method".into(),
+        user_id: Some(user),
+        reservation_id: Some(reservation),
+        session_id: None,
+        lot: LotId::parse("garage").unwrap(),
+        purpose: PaymentPurpose::Reservation,
+        amount_minor: 500,
+        currency: parkd_core::tariff::Currency::parse("EUR").unwrap(),
+        provider: "test".into(),
+        provider_intent_id: None,
+        status: PaymentStatus::PendingUnknown,
+        failure_reason: None,
+        method: Some(CardRef {
+            token: "tok_test_timeout".into(),
+            brand: "visa".into(),
+            last4: "0341".into(),
+        }),
+        amount_refunded_minor: 0,
+        quote_json: "{}".into(),
+        created_at: now(&s),
+        updated_at: now(&s),
+    };
+    s.store.create_payment(&row).await.unwrap();
+    // The first attempt: charged, answer lost.
+    let first = parkd_payments::Provider::create_intent(
+        provider(&s),
+        &create_request(&row, "tok_test_timeout"),
+    )
+    .await;
+    assert!(
+        matches!(first, Err(parkd_payments::ProviderError::Timeout { .. })),
+        "{first:?}"
+    );
+    assert_eq!(provider(&s).charge_count(), 1);
+
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
+    let settled = s.store.payment(&row.id).await.unwrap().unwrap();
+    assert_eq!(settled.status, PaymentStatus::Succeeded);
+    assert_eq!(
+        settled.provider_intent_id.as_deref(),
+        Some(provider(&s).charges()[0].intent_id.as_str())
+    );
+    assert_eq!(provider(&s).charge_count(), 1);
+    assert_eq!(ledger_of(&s, &row.id).await, vec![500]);
+
+    later(&s);
+    assert_eq!(reconcile(&s).await, ReconcileReport::default());
+    assert_eq!(ledger_of(&s, &row.id).await, vec![500]);
+
+    // Counted by outcome.
+    let metrics = ReconcileMetrics::new(&s.state.registry).unwrap();
+    metrics.record(&report);
+    let families = s.state.registry.gather();
+    let reconciled = families
+        .iter()
+        .find(|f| f.name() == "parkd_payments_reconciled_total")
+        .unwrap();
+    let count = |outcome: &str| {
+        reconciled
+            .get_metric()
+            .iter()
+            .find(|m| m.get_label().iter().any(|l| l.value() == outcome))
+            .map(|m| m.get_counter().get_value())
+    };
+    assert_eq!(count("succeeded"), Some(1.0));
+    assert_eq!(count("provider_error"), Some(0.0));
+    s.stop.cancel();
+}
+
+/// The provider refuses (here: it does not know the intent): the payment stays as it is and
+/// is asked again next round.
+async fn provider_errors_leave_the_payment_alone(s: Server) {
+    let token = setup(&s, "ev@example.com").await;
+    let reservation = reserve(&s, &token, "r-6").await;
+    let paid = pay(&s, &token, &reservation, "tok_test_processing").await;
+    let id = paid.body["id"].as_str().unwrap().to_owned();
+    // Another provider's payment cannot be asked about at all.
+    let mut other: PaymentRow = s.store.payment(&id).await.unwrap().unwrap();
+    other.id = "pay_of_another_provider".into();
+    other.provider = "stripe".into();
+    other.provider_intent_id = Some("pi_elsewhere".into());
+    other.status = PaymentStatus::Processing;
+    s.store.create_payment(&other).await.unwrap();
+    // An intent the provider has never heard of.
+    let mut unknown = other.clone();
+    unknown.id = "pay_unknown_intent".into();
+    unknown.provider = "test".into();
+    unknown.provider_intent_id = Some("pi_test_999999".into());
+    s.store.create_payment(&unknown).await.unwrap();
+
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!(report.examined, 3, "{report:?}");
+    assert_eq!(
+        (report.pending, report.provider_errors, report.unresolvable),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    for payment in [&id, &other.id, &unknown.id] {
+        assert_eq!(status(&s, payment).await, PaymentStatus::Processing);
+    }
+    s.stop.cancel();
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            async fn server() -> super::Server {
+                let (store, dir) = parkd_store::testing::sqlite_store().await;
+                super::common::with_payments(std::sync::Arc::new(store), Some(dir)).await
+            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(server().await).await;
+                }
+            )*
+        }
+
+        mod on_postgres {
+            async fn server() -> super::Server {
+                let store = parkd_store::testing::postgres_store().await;
+                super::common::with_payments(std::sync::Arc::new(store), None).await
+            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(server().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    processing_is_seen_through,
+    a_completed_action_is_seen_through,
+    a_lost_answer_without_a_method_is_left_alone,
+    a_lost_answer_with_a_method_is_resent_with_its_key,
+    provider_errors_leave_the_payment_alone,
+);
