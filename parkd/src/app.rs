@@ -185,6 +185,9 @@ impl RunningApp {
                 store.put_lot(&demo_lot(&lot, config.demo.spots)).await?;
                 tracing::info!(lot = %lot, spots = config.demo.spots, "demo garage created");
             }
+            if crate::demo::seed_demo_tariff(store.as_ref(), &lot, clock.as_ref()).await? {
+                tracing::info!(lot = %lot, "demo tariff stored (docs/tariffs.md)");
+            }
             let added = seed_demo_sensors(store.as_ref(), &lot, config.demo.spots).await?;
             tracing::info!(lot = %lot, added, "demo sensors registered");
             if config.demo.gates {
@@ -424,6 +427,12 @@ impl RunningApp {
             )
             .map_err(|error| anyhow::anyhow!("setting up accounts: {error}"))?,
         );
+        // The demo's simulated walk-ins pay at a pay station: an operator account.
+        let pay_station = if mode == Mode::Demo && config.demo.simulate && config.demo.gates {
+            crate::demo::pay_station(&accounts).await?
+        } else {
+            None
+        };
         let api_state = ApiState {
             http_metrics: HttpMetrics::new(&registry)?,
             registry: registry.clone(),
@@ -557,6 +566,7 @@ impl RunningApp {
                     };
                     gates.bookings.min_booking =
                         Duration::from_secs(60 * u64::from(config.reservations.min_duration_min));
+                    gates.payments.pay_station = pay_station;
                     gates
                 });
                 let stop = CancellationToken::new();
@@ -568,6 +578,8 @@ impl RunningApp {
                                 admitted = report.gates.admitted_total(),
                                 denied = report.gates.denied_total(),
                                 exits = report.gates.exits_total(),
+                                paid_in_advance = report.gates.payments.paid_in_advance,
+                                paid_at_exit = report.gates.payments.paid_at_exit,
                                 ?report,
                                 "demo simulator stopped"
                             ),

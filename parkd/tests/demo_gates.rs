@@ -1,7 +1,10 @@
 //! `parkd demo` with its simulated gates, end to end: the demo registers the gates, cars (some
 //! on reservations their drivers made through the REST API) ask at the entry gates over MQTT,
 //! park where the platform sends them, and leave through the exit gates; the store records
-//! their parking sessions and the live availability shows them parked.
+//! their parking sessions and the live availability shows them parked. With the demo's tariff
+//! the drivers pay (some reservations in advance, stays at the exit: walk-ins at the pay
+//! station), the exit gates open after payment, the ledger shows the revenue, and no
+//! card-number-like value is stored anywhere.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,8 +14,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use parkd::app::{Mode, RunningApp};
+use parkd_core::account::{Email, Role};
 use parkd_core::ids::LotId;
-use parkd_store::DeviceBinding;
+use parkd_store::{DeviceBinding, PaymentPurpose, PaymentStatus};
 use serde_json::Value;
 
 /// The value of a counter line of `/metrics` (0 if absent).
@@ -128,10 +132,54 @@ async fn demo_cars_enter_park_and_leave_through_the_gates() {
             r#"parkd_gate_decisions_total{action="open",direction="exit",reason="nothing_due"}"#,
         );
         let seen_parking = counter(&metrics, "parkd_gate_arrivals_total{");
+        let payment_required = counter(
+            &metrics,
+            r#"parkd_gate_decisions_total{action="deny",direction="exit",reason="payment_required"}"#,
+        );
+        let prepaid = counter(
+            &metrics,
+            r#"parkd_payments_total{outcome="succeeded",purpose="reservation"}"#,
+        ) + counter(
+            &metrics,
+            r#"parkd_payments_total{purpose="reservation",outcome="succeeded"}"#,
+        );
+        let paid_at_exit = counter(
+            &metrics,
+            r#"parkd_payments_total{outcome="succeeded",purpose="exit"}"#,
+        ) + counter(
+            &metrics,
+            r#"parkd_payments_total{purpose="exit",outcome="succeeded"}"#,
+        );
+        let revenue: i64 = store
+            .revenue_between(
+                started_at - chrono::Duration::minutes(1),
+                chrono::Utc::now() + chrono::Duration::minutes(1),
+                Some(&lot),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(currency, _)| currency.as_str() == "EUR")
+            .map(|(_, amount)| amount)
+            .sum();
+        // Closed sessions that were paid at the exit: the gate opened after the payment.
+        let mut left_after_paying = 0;
+        for session in sessions.iter().filter(|s| s.exited_at.is_some()) {
+            let payments = store.payments_of_session(&session.id).await.unwrap();
+            if payments.iter().any(|p| {
+                p.purpose == PaymentPurpose::Exit
+                    && p.status == PaymentStatus::Succeeded
+                    && session.exited_at.is_some_and(|exit| p.created_at <= exit)
+            }) {
+                left_after_paying += 1;
+            }
+        }
         last = format!(
             "sessions {} closed {closed} sensed {sensed} booked {booked} open {} \
              parked&occupied {} occupied {} shown {shown} walk_ins {walk_ins} \
-             on_reservation {on_reservation} exits {exits} seen_parking {seen_parking}",
+             on_reservation {on_reservation} exits {exits} seen_parking {seen_parking} \
+             payment_required {payment_required} prepaid {prepaid} paid_at_exit {paid_at_exit} \
+             revenue {revenue} left_after_paying {left_after_paying}",
             sessions.len(),
             open.len(),
             parked.intersection(&occupied).count(),
@@ -148,7 +196,13 @@ async fn demo_cars_enter_park_and_leave_through_the_gates() {
             && walk_ins >= 5
             && on_reservation >= 1
             && exits >= 3
-            && seen_parking >= 5;
+            && seen_parking >= 5
+            // The drivers pay: some in advance, stays at the exit, and then leave.
+            && payment_required >= 1
+            && prepaid >= 1
+            && paid_at_exit >= 1
+            && revenue > 0
+            && left_after_paying >= 1;
         if done {
             break;
         }
@@ -200,9 +254,83 @@ async fn demo_cars_enter_park_and_leave_through_the_gates() {
         .1;
     assert_eq!(lots["lots"][0]["spots"], 40);
 
+    // The demo tariff is the lot's, and the pay station is an operator account.
+    let tariff = store.tariff(&lot).await.unwrap().unwrap();
+    assert_eq!(tariff.tariff_json, parkd::demo::DEMO_TARIFF);
+    let station = store
+        .user_by_email(&Email::parse(parkd::demo::PAY_STATION_EMAIL).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(station.role, Role::Operator);
+
     // The simulator stops with the rest, in order, promptly.
     tokio::time::timeout(Duration::from_secs(60), app.shutdown())
         .await
         .expect("shutdown in time")
         .unwrap();
+
+    // No card number anywhere in the database: every text value of every table.
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("parkd.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        ["payments", "ledger_entries", "idempotency_keys"]
+            .iter()
+            .all(|table| tables.iter().any(|t| t == table)),
+        "{tables:?}"
+    );
+    let mut scanned = 0;
+    for table in &tables {
+        let mut statement = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = statement.column_count();
+        let mut rows = statement.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for column in 0..columns {
+                if let rusqlite::types::ValueRef::Text(text) = row.get_ref(column).unwrap() {
+                    let text = without_hex_ids(&String::from_utf8_lossy(text));
+                    assert!(
+                        !parkd_payments::guard::contains_card_number(&text),
+                        "a card-number-like value in {table}, column {column}"
+                    );
+                    scanned += 1;
+                }
+            }
+        }
+    }
+    assert!(scanned > 100, "{scanned} text values scanned");
+}
+
+/// `text` with random hex identifiers (32 hex digits and more, e.g. `pay_0a1b...`) blanked
+/// out: their digit runs are random, and one in about a thousand passes for a card number.
+/// A card number has no letters, so it stays.
+fn without_hex_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let hex_id = word.len() >= 32
+            && word.bytes().all(|b| b.is_ascii_hexdigit())
+            && word.bytes().any(|b| b.is_ascii_alphabetic());
+        out.push_str(if hex_id { "_" } else { word.as_str() });
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }

@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::SimError;
-use crate::http::{Answer, Call, HttpEndpoint, send};
+use crate::http::{Answer, Call, HttpEndpoint, send, send_retrying};
 
 /// How drivers book (used when [`crate::gates::GateSimConfig::api`] is set).
 #[derive(Debug, Clone)]
@@ -212,23 +212,13 @@ impl Office {
     /// One call, repeated on timeouts, connection errors, server errors and
     /// `request-in-flight` (same idempotency key, if any).
     async fn call(&self, call: Call<'_>) -> Result<Answer, String> {
-        let mut last = String::new();
-        for attempt in 0..self.config.attempts {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            match send(&self.api, call, self.config.request_timeout).await {
-                Ok(answer)
-                    if answer.status >= 500
-                        || (answer.status == 409 && answer.problem() == "request-in-flight") =>
-                {
-                    last = format!("{} {}: {}", call.method, call.path, answer.problem());
-                }
-                Ok(answer) => return Ok(answer),
-                Err(error) => last = format!("{} {}: {error}", call.method, call.path),
-            }
-        }
-        Err(last)
+        send_retrying(
+            &self.api,
+            call,
+            self.config.request_timeout,
+            self.config.attempts,
+        )
+        .await
     }
 
     /// Reserves for a driver of `vehicle` from `starts_at` to `ends_at` (real times). An idle
@@ -482,6 +472,32 @@ impl Office {
             }
         }
         Err(NotBooked::Failed("the token was refused twice".into()))
+    }
+
+    /// A payment as the driver (`path` is `/api/v1/.../payments`), with `key`; logs in again
+    /// once after a 401 (same key).
+    pub(crate) async fn pay(
+        &self,
+        driver: usize,
+        path: &str,
+        body: &Value,
+        key: &str,
+    ) -> Result<Answer, String> {
+        let mut token = lock(&self.drivers)
+            .get(driver)
+            .and_then(Option::as_ref)
+            .map(|driver| driver.token.clone())
+            .ok_or("no such driver")?;
+        for round in 0..2 {
+            let call = Call::post(path, body).token(&token).idempotency_key(key);
+            let answer = self.call(call).await?;
+            if answer.status == 401 && round == 0 {
+                token = self.relogin(driver).await?;
+                continue;
+            }
+            return Ok(answer);
+        }
+        Err("the token was refused twice".into())
     }
 
     async fn relogin(&self, driver: usize) -> Result<String, String> {

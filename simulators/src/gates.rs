@@ -39,7 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{NaiveTime, Timelike, Utc};
-use parkd_core::gate::{Action, BarrierEvent, Direction, GateCommand, GateEvent, GateRequest};
+use parkd_core::gate::{
+    Action, BarrierEvent, Direction, GateCommand, GateEvent, GateRequest, Reason,
+};
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
 use parkd_core::payload::DeviceStatus;
 use parkd_core::throttle::LogThrottle;
@@ -66,6 +68,7 @@ use crate::mqtt::{
     ConnCounters, ConnSpec, Credentials, MIN_KEEP_ALIVE, MqttEndpoint, poll_loop_with_inbox,
     unix_ms, wait_connected,
 };
+use crate::payments::{Cashier, Payer, PaymentConfig, PaymentReport, Settled};
 
 /// The device id (and MQTT client id) of a gate: `{lot}-g-{gate}`, as the sensors are
 /// `{lot}-s-{spot}`.
@@ -155,6 +158,9 @@ pub struct GateSimConfig {
     pub api: Option<HttpEndpoint>,
     /// How drivers book ahead (with [`GateSimConfig::api`]).
     pub bookings: BookingConfig,
+    /// How drivers pay (with [`GateSimConfig::api`]); off unless the pay station's account
+    /// is given.
+    pub payments: PaymentConfig,
     /// Stop by itself after this much real time; `None` runs until the token fires.
     pub duration: Option<Duration>,
     /// How long to wait for the gates' connections (and the fleet's sensors) before the first
@@ -192,6 +198,7 @@ impl GateSimConfig {
             max_queue: 15,
             api: None,
             bookings: BookingConfig::default(),
+            payments: PaymentConfig::default(),
             duration: None,
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(3),
@@ -209,6 +216,11 @@ impl GateSimConfig {
     /// Whether drivers book ahead in this run.
     pub fn books(&self) -> bool {
         self.api.is_some() && self.bookings.share > 0.0
+    }
+
+    /// Whether drivers pay in this run (the API and the pay station's account are given).
+    pub fn pays(&self) -> bool {
+        self.api.is_some() && self.payments.enabled()
     }
 
     /// Checks every value.
@@ -276,6 +288,7 @@ impl GateSimConfig {
             ));
         }
         self.bookings.validate()?;
+        self.payments.validate()?;
         self.demand.validate()
     }
 }
@@ -336,6 +349,8 @@ pub struct GateReport {
     pub inside_at_end: u64,
     /// Drivers who booked through the API.
     pub bookings: BookingReport,
+    /// What the drivers paid, in advance and at the exit.
+    pub payments: PaymentReport,
     /// CONNACKs received by the gates (first connects and reconnects).
     pub connacks: u64,
     /// Connection errors of the gates.
@@ -453,6 +468,7 @@ pub async fn run_gates(
         exits = config.exit_gates.len(),
         endpoint = %config.mqtt,
         bookings = config.books(),
+        payments = config.pays(),
         "gates connecting"
     );
     let counters: Vec<_> = conns.iter().map(|c| c.counters.clone()).collect();
@@ -478,6 +494,15 @@ pub async fn run_gates(
         )),
         _ => None,
     };
+    let cashier = config.api.as_ref().and_then(|api| {
+        Cashier::new(
+            api.clone(),
+            config.payments.clone(),
+            run_tag.clone(),
+            config.bookings.request_timeout,
+            config.bookings.attempts,
+        )
+    });
     let mut lot_view = lot_view;
     if let Some(api) = &config.api {
         match spot_kinds(api, &config.lot, config.bookings.request_timeout).await {
@@ -503,9 +528,12 @@ pub async fn run_gates(
         });
         receivers.push(rx);
     }
-    let permits = office
-        .as_ref()
-        .map_or(1, |office| office.config().concurrency);
+    // API calls at once: bookings and payments.
+    let permits = if office.is_some() || cashier.is_some() {
+        config.bookings.concurrency
+    } else {
+        1
+    };
     let ctx = Arc::new(Ctx {
         report: Mutex::new(GateReport {
             lot: config.lot.to_string(),
@@ -528,6 +556,7 @@ pub async fn run_gates(
         stop: stop.clone(),
         tasks: TaskTracker::new(),
         office,
+        cashier,
         permits: Semaphore::new(permits),
         run_tag,
         bookings: AtomicU64::new(0),
@@ -870,6 +899,7 @@ struct Ctx {
     stop: CancellationToken,
     tasks: TaskTracker,
     office: Option<Office>,
+    cashier: Option<Cashier>,
     permits: Semaphore,
     run_tag: String,
     bookings: AtomicU64,
@@ -939,6 +969,58 @@ impl Ctx {
         tokio::select! {
             () = self.stop.cancelled() => None,
             answer = answer => answer.ok(),
+        }
+    }
+
+    /// Counts a payment's end; `true` if it was paid.
+    fn count_payment(&self, settled: &Settled, declined: u64, at_exit: bool) -> bool {
+        self.count(|report| {
+            let payments = &mut report.payments;
+            payments.declined += declined;
+            match settled {
+                Settled::Paid {
+                    amount_minor,
+                    currency,
+                    at_station,
+                } => {
+                    if at_exit {
+                        payments.paid_at_exit += 1;
+                        payments.paid_at_pay_station += u64::from(*at_station);
+                    } else {
+                        payments.paid_in_advance += 1;
+                    }
+                    *payments.amount_minor.entry(currency.clone()).or_default() += amount_minor;
+                }
+                Settled::NothingDue => payments.nothing_due += 1,
+                Settled::Failed(_) => payments.failures += 1,
+            }
+        });
+        match settled {
+            Settled::Paid { .. } => true,
+            Settled::NothingDue => false,
+            Settled::Failed(error) => {
+                if let Some(suppressed) = self.log.allow(std::time::Instant::now()) {
+                    tracing::warn!(%error, suppressed, "a simulated payment failed");
+                }
+                false
+            }
+        }
+    }
+
+    /// Pays through the API with a permit, unless the run stops first (`None`). `path` is
+    /// the payments route; `rng` decides whether the first card is declined.
+    async fn pay(&self, payer: Payer, path: &str, rng: &mut StdRng) -> Option<(Settled, u64)> {
+        let cashier = self.cashier.as_ref()?;
+        let decline_first = rng.gen_bool(cashier.config().decline_share);
+        let Ok(_permit) = (tokio::select! {
+            () = self.stop.cancelled() => return None,
+            permit = self.permits.acquire() => permit,
+        }) else {
+            return None;
+        };
+        tokio::select! {
+            () = self.stop.cancelled() => None,
+            settled = cashier.settle(self.office.as_ref(), payer, path, decline_first) => Some(settled),
         }
     }
 
@@ -1277,6 +1359,23 @@ async fn book_then_come(
                 ends_at = %crate::bookings::rfc3339(ends_at),
                 "booked"
             );
+            // Some pay in advance, right away; the others at the exit.
+            let advance = ctx
+                .cashier
+                .as_ref()
+                .is_some_and(|cashier| rng.gen_bool(cashier.config().advance_share));
+            if advance {
+                let path = format!("/api/v1/reservations/{}/payments", booked.id);
+                match ctx.pay(Payer::Driver(booked.driver), &path, &mut rng).await {
+                    Some((settled, declined)) => {
+                        ctx.count_payment(&settled, declined, false);
+                    }
+                    None => {
+                        office.release(booked.driver);
+                        return;
+                    }
+                }
+            }
             let come = tokio::select! {
                 () = ctx.stop.cancelled() => false,
                 () = tokio::time::sleep_until(arrive) => true,
@@ -1432,9 +1531,44 @@ async fn trip(ctx: &Arc<Ctx>, mut car: Car) {
     let Some(exit) = ctx.pick_lane(Direction::Exit) else {
         return;
     };
-    match ctx.pass(exit, &car, confidence, code).await {
+    // A stay that is due: the driver pays (in the app, or a walk-in at the pay station) and
+    // asks the gate again, at most twice.
+    let mut payments = 0;
+    let passed = loop {
+        let passed = ctx.pass(exit, &car, confidence, code.clone()).await;
+        let session = match &passed {
+            Some(Passed::Answered(command))
+                if !opens(command.action)
+                    && command.reason == Reason::PaymentRequired
+                    && ctx.cashier.is_some()
+                    && payments < 2 =>
+            {
+                command.session.clone()
+            }
+            _ => None,
+        };
+        let Some(session) = session else {
+            break passed;
+        };
+        let payer = match &car.booking {
+            Some(booked) => Payer::Driver(booked.driver),
+            None => Payer::Station,
+        };
+        let path = format!("/api/v1/sessions/{session}/payments");
+        let Some((settled, declined)) = ctx.pay(payer, &path, &mut car.rng).await else {
+            return;
+        };
+        tracing::debug!(plate = %car.plate, %session, ?settled, "paid at the exit");
+        let paid = ctx.count_payment(&settled, declined, true);
+        if !paid && settled != Settled::NothingDue {
+            break passed;
+        }
+        payments += 1;
+    };
+    match passed {
         Some(Passed::Answered(command)) => ctx.count(|report| {
             let by_reason = if opens(command.action) {
+                report.payments.exits_after_payment += u64::from(payments > 0);
                 &mut report.exits
             } else {
                 &mut report.exit_denied

@@ -165,6 +165,34 @@ pub(crate) async fn send(
     }
 }
 
+/// [`send`], repeated up to `attempts` times on timeouts, connection errors, server errors
+/// and `request-in-flight` (the same call, so the same idempotency key, if any), with a short
+/// backoff. The error is the last failure, described.
+pub(crate) async fn send_retrying(
+    endpoint: &HttpEndpoint,
+    call: Call<'_>,
+    timeout: Duration,
+    attempts: u32,
+) -> Result<Answer, String> {
+    let mut last = String::new();
+    for attempt in 0..attempts.max(1) {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        }
+        match send(endpoint, call, timeout).await {
+            Ok(answer)
+                if answer.status >= 500
+                    || (answer.status == 409 && answer.problem() == "request-in-flight") =>
+            {
+                last = format!("{} {}: {}", call.method, call.path, answer.problem());
+            }
+            Ok(answer) => return Ok(answer),
+            Err(error) => last = format!("{} {}: {error}", call.method, call.path),
+        }
+    }
+    Err(last)
+}
+
 async fn exchange(endpoint: &HttpEndpoint, call: Call<'_>) -> std::io::Result<Answer> {
     let body = call.body.map(Value::to_string).unwrap_or_default();
     let host = if endpoint.host.contains(':') {

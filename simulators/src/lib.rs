@@ -11,6 +11,7 @@
 //!   drivers who booked through the REST API, see [`bookings`]), asking the platform over MQTT
 //!   and parking where it says; their spots' sensors are a driven fleet
 //!   ([`fleet::run_fleet_driven`]), and [`run_garage`] runs both.
+//! - [`payments`]: the drivers pay, in advance or at the exit (a walk-in at the pay station).
 //! - [`http`]: the small HTTP/1.1 client the simulated drivers use.
 //! - [`allocation`]: reservation requests on the customer's demand curve, allocated by each
 //!   policy of `parkd_core::allocation` to compare acceptance; pure, no I/O.
@@ -29,6 +30,7 @@ pub mod gates;
 pub mod http;
 pub mod load;
 pub mod mqtt;
+pub mod payments;
 
 pub use bookings::{BookingConfig, BookingReport};
 pub use error::SimError;
@@ -39,3 +41,4 @@ pub use gates::{GarageReport, GateReport, GateSimConfig, run_garage, run_gates};
 pub use http::HttpEndpoint;
 pub use load::{LoadConfig, LoadReport, run_load};
 pub use mqtt::{Credentials, Login, MqttEndpoint, Qos};
+pub use payments::{PaymentConfig, PaymentReport};

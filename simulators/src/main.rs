@@ -149,6 +149,23 @@ struct GarageArgs {
     /// The server's shortest reservation (reservations.min_duration_min).
     #[arg(long, default_value = "15m", value_parser = parse_dur)]
     min_booking: Duration,
+    /// The pay station's operator account (with --api): walk-ins pay their stay there, and
+    /// drivers pay (reservations in advance or at the exit). Without it nobody pays.
+    #[arg(
+        long,
+        env = "PARKD_SIM_PAY_STATION_EMAIL",
+        requires = "pay_station_password"
+    )]
+    pay_station_email: Option<String>,
+    /// The pay station account's password.
+    #[arg(long, env = "PARKD_SIM_PAY_STATION_PASSWORD", hide_env_values = true)]
+    pay_station_password: Option<String>,
+    /// Share of drivers on a reservation who pay it in advance (with a pay station).
+    #[arg(long, default_value_t = 0.5)]
+    advance_share: f64,
+    /// Share of payments whose first card is declined (the driver then uses another).
+    #[arg(long, default_value_t = 0.1)]
+    decline_share: f64,
     /// Share of admitted cars that park elsewhere than assigned.
     #[arg(long, default_value_t = 0.05)]
     elsewhere: f64,
@@ -341,6 +358,13 @@ async fn run(command: Command, token: CancellationToken) -> anyhow::Result<Strin
             gates.api = args.api;
             gates.bookings.share = args.booking_share;
             gates.bookings.min_booking = args.min_booking;
+            gates.payments.pay_station = match (args.pay_station_email, args.pay_station_password) {
+                (Some(email), Some(password)) => Some(Login::new(email, password)),
+                (None, None) => None,
+                _ => anyhow::bail!("--pay-station-email and --pay-station-password go together"),
+            };
+            gates.payments.advance_share = args.advance_share;
+            gates.payments.decline_share = args.decline_share;
             gates.elsewhere_share = args.elsewhere;
             gates.request_timeout = args.request_timeout;
             gates.duration = args.common.duration;
