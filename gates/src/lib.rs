@@ -923,15 +923,22 @@ impl GateService {
         now: DateTime<Utc>,
     ) -> Result<GateCommand, Undecided> {
         let lot = &session.lot;
-        if let Some(bill) = self.charge.bill(&session, now).await?
+        let bill = self.charge.bill(&session, now).await?;
+        if let Some(bill) = &bill
             && bill.due_minor > 0
         {
             let mut command = GateCommand::deny(id, Reason::PaymentRequired, now);
             command.amount_due = Some(bill.due_minor);
-            command.currency = Some(bill.currency);
+            command.currency = Some(bill.currency.clone());
             command.session = Some(session.id);
             return Ok(command);
         }
+        // Open because it was paid, or because nothing was ever due.
+        let reason = if bill.is_some_and(|b| b.paid_minor > 0) {
+            Reason::Paid
+        } else {
+            Reason::NothingDue
+        };
         let overstay = match &session.reservation_id {
             Some(reservation) => self
                 .store
@@ -957,7 +964,7 @@ impl GateService {
         if let Some(seconds) = overstay.filter(|s| *s > 0) {
             tracing::info!(%lot, session = %session.id, overstay_s = seconds, "left after the reservation's end");
         }
-        let mut command = GateCommand::new(id, Action::Open, Reason::NothingDue, now);
+        let mut command = GateCommand::new(id, Action::Open, reason, now);
         command.session = Some(session.id);
         Ok(command)
     }

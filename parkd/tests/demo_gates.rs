@@ -127,9 +127,13 @@ async fn demo_cars_enter_park_and_leave_through_the_gates() {
             &metrics,
             r#"parkd_gate_decisions_total{action="open",direction="entry",reason="reservation"}"#,
         );
+        // Open exits: paid, or nothing was due.
         let exits = counter(
             &metrics,
             r#"parkd_gate_decisions_total{action="open",direction="exit",reason="nothing_due"}"#,
+        ) + counter(
+            &metrics,
+            r#"parkd_gate_decisions_total{action="open",direction="exit",reason="paid"}"#,
         );
         let seen_parking = counter(&metrics, "parkd_gate_arrivals_total{");
         let payment_required = counter(

@@ -303,7 +303,9 @@ mod identifier_tests {
     #[test]
     fn identifiers_are_not_card_numbers_but_numbers_on_their_own_are() {
         // The id that failed a payment in the benchmark: "37404898764536" passes Luhn.
-        assert!(!contains_card_number("pay_4179c3d1e37404898764536c306ee0e6"));
+        assert!(!contains_card_number(
+            "pay_4179c3d1e37404898764536c306ee0e6"
+        ));
         assert!(!contains_card_number("session a4242424242424242b"));
         assert!(contains_card_number("4242 4242 4242 4242"));
         assert!(contains_card_number("PAN:4242424242424242."));
