@@ -23,7 +23,6 @@ use chrono::{DateTime, Utc};
 use parkd_core::account::Role;
 use parkd_core::reservation::ReservationState;
 use parkd_core::tariff::{Money, Occupant, Quote, ReservedPeriod, quote_reservation};
-use parkd_core::vehicle::SpotKind;
 use parkd_gates::{Bill, ChargeError, ExitCharge};
 use parkd_payments::{
     CreateIntent, IdempotencyKey, IntentStatus, Metadata, NextAction, PaymentIntent,
@@ -220,10 +219,7 @@ fn payment_out(row: &PaymentRow, refunds: &[RefundRow], next: Option<NextAction>
 }
 
 fn random_id() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("pay_{}", hex::encode(bytes))
+    format!("pay_{}", crate::reservations::random_id())
 }
 
 fn quote_failed(error: &ChargeError) -> Problem {
@@ -240,6 +236,25 @@ fn quote_failed(error: &ChargeError) -> Problem {
 
 fn nothing_due(detail: &str) -> Problem {
     Problem::new(StatusCode::CONFLICT, "nothing-due", "Nothing due").with_detail(detail)
+}
+
+/// What prices a reservation: its lot's time zone, its period, and who sits on which kind
+/// of spot.
+fn reservation_terms(
+    model: &parkd_core::garage::Lot,
+    reservation: &parkd_store::ReservationRow,
+) -> Result<(chrono_tz::Tz, ReservedPeriod, Occupant), Problem> {
+    let tz = model
+        .zone()
+        .ok_or_else(|| Problem::internal(format!("lot {} has an unknown time zone", model.id)))?;
+    let kind = model
+        .spot(&reservation.spot)
+        .map_or(reservation.vehicle_type.usual_kind(), |s| s.kind);
+    let period = ReservedPeriod {
+        starts_at: reservation.starts_at,
+        ends_at: reservation.ends_at,
+    };
+    Ok((tz, period, Occupant::new(kind, reservation.vehicle_type)))
 }
 
 /// The reservation's price, and what was already paid for it.
@@ -262,25 +277,9 @@ async fn price_reservation(
     let (tariff, _, _) = crate::tariffs::tariff_of(state, &lot)
         .await?
         .ok_or_else(|| nothing_due("the lot has no tariff: parking there is free"))?;
-    let tz = model
-        .timezone
-        .parse::<chrono_tz::Tz>()
-        .map_err(|_| Problem::internal(format!("lot {lot} has an unknown time zone")))?;
-    let kind = model
-        .spots
-        .iter()
-        .find(|s| s.id == reservation.spot)
-        .map_or(SpotKind::Standard, |s| s.kind);
-    let quote = quote_reservation(
-        &tariff,
-        tz,
-        ReservedPeriod {
-            starts_at: reservation.starts_at,
-            ends_at: reservation.ends_at,
-        },
-        Occupant::new(kind, reservation.vehicle_type),
-    )
-    .map_err(|e| quote_failed(&ChargeError::Quote(e)))?;
+    let (tz, period, occupant) = reservation_terms(&model, &reservation)?;
+    let quote = quote_reservation(&tariff, tz, period, occupant)
+        .map_err(|e| quote_failed(&ChargeError::Quote(e)))?;
     let currency = quote.currency.as_str().to_owned();
     let paid = store
         .payments_of_reservation(&reservation.id)
@@ -726,30 +725,16 @@ async fn charge(
         Err(ProviderError::RequiresAction { next_action, .. }) => next_action.clone(),
         Err(_) => None,
     };
-    let status = match answer {
+    let stored = match answer {
         Ok(intent) => apply_intent(store.as_ref(), &row.id, &intent, now).await?,
         Err(error) => apply_error(store.as_ref(), &row.id, &error, now).await?,
     };
     pay.metrics
         .outcomes
-        .with_label_values(&[purpose, status.as_str()])
+        .with_label_values(&[purpose, stored.status.as_str()])
         .inc();
-    let stored = store
-        .payment(&row.id)
-        .await
-        .map_err(Problem::internal)?
-        .ok_or_else(|| Problem::internal("payment vanished"))?;
     match stored.status {
-        PaymentStatus::Failed => Err(Problem::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "payment-declined",
-            "Payment declined",
-        )
-        .with_detail(format!(
-            "payment {} was declined ({}); try another payment method with a new Idempotency-Key",
-            stored.id,
-            stored.failure_reason.as_deref().unwrap_or("declined")
-        ))),
+        PaymentStatus::Failed => Err(declined(&stored)),
         status => {
             let code = if status == PaymentStatus::Succeeded {
                 StatusCode::CREATED
@@ -773,13 +758,13 @@ fn card_of(intent: &PaymentIntent) -> Option<CardRef> {
     })
 }
 
-/// Moves a payment to what the provider says of its intent; returns where it stands.
+/// Moves a payment to what the provider says of its intent; returns it as it now stands.
 pub(crate) async fn apply_intent(
     store: &dyn Store,
     id: &str,
     intent: &PaymentIntent,
     now: DateTime<Utc>,
-) -> Result<PaymentStatus, Problem> {
+) -> Result<PaymentRow, Problem> {
     let update = PaymentUpdate {
         provider_intent_id: Some(intent.id.as_str().to_owned()),
         failure_reason: intent
@@ -794,7 +779,7 @@ pub(crate) async fn apply_intent(
                 .settle_payment(id, &OPEN, &update, now, "paid")
                 .await
                 .map_err(Problem::internal)?;
-            return current_status(store, id).await;
+            return reread(store, id).await;
         }
         IntentStatus::RequiresAction => PaymentStatus::RequiresAction,
         IntentStatus::Processing => PaymentStatus::Processing,
@@ -806,7 +791,7 @@ pub(crate) async fn apply_intent(
         .update_payment_status(id, &OPEN, to, &update, now)
         .await
         .map_err(Problem::internal)?;
-    current_status(store, id).await
+    reread(store, id).await
 }
 
 /// Records a provider error by its disposition: never "failed" on an unknown outcome.
@@ -815,7 +800,7 @@ pub(crate) async fn apply_error(
     id: &str,
     error: &ProviderError,
     now: DateTime<Utc>,
-) -> Result<PaymentStatus, Problem> {
+) -> Result<PaymentRow, Problem> {
     use parkd_payments::Disposition;
     let (to, reason, intent_id) = match (error.disposition(), error) {
         (
@@ -849,16 +834,30 @@ pub(crate) async fn apply_error(
         .update_payment_status(id, &OPEN, to, &update, now)
         .await
         .map_err(Problem::internal)?;
-    current_status(store, id).await
+    reread(store, id).await
 }
 
-async fn current_status(store: &dyn Store, id: &str) -> Result<PaymentStatus, Problem> {
+/// The payment as stored now (after a move).
+async fn reread(store: &dyn Store, id: &str) -> Result<PaymentRow, Problem> {
     store
         .payment(id)
         .await
         .map_err(Problem::internal)?
-        .map(|p| p.status)
         .ok_or_else(|| Problem::internal("payment vanished"))
+}
+
+/// 402 for a declined payment: the customer tries another card under a new key.
+fn declined(row: &PaymentRow) -> Problem {
+    Problem::new(
+        StatusCode::PAYMENT_REQUIRED,
+        "payment-declined",
+        "Payment declined",
+    )
+    .with_detail(format!(
+        "payment {} was declined ({}); try another payment method with a new Idempotency-Key",
+        row.id,
+        row.failure_reason.as_deref().unwrap_or("declined")
+    ))
 }
 
 /// The payment, if the caller may see it.
@@ -938,7 +937,7 @@ async fn confirm(
     idempotent(&state, &caller, &headers, CONFIRM_SCOPE, &id, async {
         let row = visible_payment(&state, &caller, &id).await?;
         let store = state.accounts.store();
-        if let Some(intent_id) = row.provider_intent_id.as_deref()
+        let now_row = if let Some(intent_id) = row.provider_intent_id.as_deref()
             && row.status.is_pending()
         {
             let intent_id =
@@ -955,24 +954,12 @@ async fn confirm(
                     )
                     .with_detail(e.to_string())
                 })?;
-            apply_intent(store.as_ref(), &row.id, &intent, state.accounts.now()).await?;
-        }
-        let now_row = store
-            .payment(&id)
-            .await
-            .map_err(Problem::internal)?
-            .ok_or_else(|| Problem::internal("payment vanished"))?;
+            apply_intent(store.as_ref(), &row.id, &intent, state.accounts.now()).await?
+        } else {
+            row
+        };
         if now_row.status == PaymentStatus::Failed {
-            return Err(Problem::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "payment-declined",
-                "Payment declined",
-            )
-            .with_detail(format!(
-                "payment {} was declined ({})",
-                now_row.id,
-                now_row.failure_reason.as_deref().unwrap_or("declined")
-            )));
+            return Err(declined(&now_row));
         }
         let refunds = store
             .refunds_of_payment(&id)
@@ -1024,27 +1011,11 @@ pub(crate) async fn refund_reservation(
             let Some(model) = state.live.engine().model(&reservation.lot) else {
                 return Ok(0);
             };
-            let tz = model
-                .timezone
-                .parse::<chrono_tz::Tz>()
-                .map_err(|_| Problem::internal("unknown time zone"))?;
-            let kind = model
-                .spots
-                .iter()
-                .find(|s| s.id == reservation.spot)
-                .map_or(SpotKind::Standard, |s| s.kind);
-            parkd_core::tariff::no_show_fee(
-                &tariff,
-                tz,
-                ReservedPeriod {
-                    starts_at: reservation.starts_at,
-                    ends_at: reservation.ends_at,
-                },
-                Occupant::new(kind, reservation.vehicle_type),
-            )
-            .map_err(Problem::internal)?
-            .total
-            .0
+            let (tz, period, occupant) = reservation_terms(&model, reservation)?;
+            parkd_core::tariff::no_show_fee(&tariff, tz, period, occupant)
+                .map_err(Problem::internal)?
+                .total
+                .0
         }
     };
     let mut refunded = 0;
@@ -1080,7 +1051,7 @@ pub(crate) async fn refund_reservation(
             continue;
         };
         let refund = RefundRow {
-            id: format!("re_{}", &random_id()[4..]),
+            id: format!("re_{}", crate::reservations::random_id()),
             payment_id: payment.id.clone(),
             amount_minor: amount,
             currency: payment.currency.clone(),

@@ -267,9 +267,9 @@ async fn reconcile_payment(
     }
 }
 
-fn applied(result: Result<PaymentStatus, crate::Problem>) -> Outcome {
+fn applied(result: Result<PaymentRow, crate::Problem>) -> Outcome {
     // A failure was logged with its cause by `Problem::internal`.
-    result.map_or(Outcome::StoreError, Outcome::of)
+    result.map_or(Outcome::StoreError, |row| Outcome::of(row.status))
 }
 
 fn provider_failed(payment: &PaymentRow, error: &ProviderError) -> Outcome {

@@ -168,7 +168,8 @@ fn reservation_code() -> String {
         .collect()
 }
 
-fn random_id() -> String {
+/// 128 random bits, hex: the ids of reservations and payments.
+pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     hex::encode(bytes)

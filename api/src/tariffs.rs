@@ -229,13 +229,11 @@ async fn quote(
             )
             .with_detail(format!("a {vehicle} does not fit a {kind} spot")));
         }
-        None if fits(vehicle, SpotKind::Standard) => SpotKind::Standard,
-        None => vehicle.kinds().next().unwrap_or(SpotKind::Standard),
+        None => vehicle.usual_kind(),
     };
     let tz = model
-        .timezone
-        .parse::<chrono_tz::Tz>()
-        .map_err(|_| Problem::internal(format!("lot {lot} has an unknown time zone")))?;
+        .zone()
+        .ok_or_else(|| Problem::internal(format!("lot {lot} has an unknown time zone")))?;
     let priced = quote_stay(&tariff, tz, from, to, Occupant::new(kind, vehicle), None)
         .map_err(|e| quote_problem(&e))?;
     Ok(Json(priced).into_response())

@@ -330,7 +330,7 @@ async fn apply_event(
         // What is stored outranks the event (a terminal status, or a newer report).
         return Ok(Outcome::Unchanged);
     }
-    let status = apply_intent(store, &row.id, intent, now).await?;
+    let status = apply_intent(store, &row.id, intent, now).await?.status;
     Ok(if status == row.status {
         Outcome::Unchanged
     } else {

@@ -143,6 +143,17 @@ pub struct Lot {
 }
 
 impl Lot {
+    /// The lot's time zone; `None` only for a lot that skipped validation (which refuses a
+    /// zone that does not parse).
+    pub fn zone(&self) -> Option<chrono_tz::Tz> {
+        self.timezone.parse().ok()
+    }
+
+    /// One of its spots.
+    pub fn spot(&self, id: &SpotId) -> Option<&Spot> {
+        self.spots.iter().find(|s| &s.id == id)
+    }
+
     /// Whether the lot is open at `at`: always when it has no opening hours; otherwise when
     /// `at`, in the lot's time zone, falls in one of its periods (a period whose `close` is at
     /// or before its `open` runs past midnight into the next day). A time zone that does not
@@ -152,7 +163,7 @@ impl Lot {
         if self.opening_hours.is_empty() {
             return true;
         }
-        let Ok(zone) = self.timezone.parse::<chrono_tz::Tz>() else {
+        let Some(zone) = self.zone() else {
             return true;
         };
         let local = at.with_timezone(&zone);

@@ -156,6 +156,16 @@ impl VehicleType {
         }
     }
 
+    /// The kind of spot it is priced on when its spot is not known: standard if it fits
+    /// one, else the first kind it fits.
+    pub fn usual_kind(self) -> SpotKind {
+        if fits(self, SpotKind::Standard) {
+            SpotKind::Standard
+        } else {
+            self.kinds().next().unwrap_or(SpotKind::Standard)
+        }
+    }
+
     /// The spot kinds this vehicle may use.
     pub fn kinds(self) -> impl Iterator<Item = SpotKind> {
         SpotKind::ALL

@@ -19,7 +19,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use parkd_core::ids::LotId;
 use parkd_core::tariff::{Money, Occupant, Quote, QuoteError, ReservedPeriod, Tariff, quote_stay};
-use parkd_core::vehicle::{SpotKind, fits};
 use parkd_occupancy::OccupancyEngine;
 use parkd_store::{ParkingSession, PaymentPurpose, PaymentRow, PaymentStatus, Store, StoreError};
 use serde::Serialize;
@@ -154,24 +153,17 @@ impl ExitCharge for TariffCharge {
             .engine
             .model(lot)
             .ok_or_else(|| ChargeError::UnknownLot(lot.clone()))?;
-        let tz = model
-            .timezone
-            .parse::<chrono_tz::Tz>()
-            .map_err(|_| ChargeError::Broken {
-                lot: lot.clone(),
-                reason: format!("unknown time zone {:?}", model.timezone),
-            })?;
+        let tz = model.zone().ok_or_else(|| ChargeError::Broken {
+            lot: lot.clone(),
+            reason: format!("unknown time zone {:?}", model.timezone),
+        })?;
         let vehicle = session.vehicle_type;
         let spot_kind = session
             .sensed_spot
             .as_ref()
             .or(session.assigned_spot.as_ref())
-            .and_then(|spot| model.spots.iter().find(|s| &s.id == spot).map(|s| s.kind))
-            .unwrap_or(if fits(vehicle, SpotKind::Standard) {
-                SpotKind::Standard
-            } else {
-                vehicle.kinds().next().unwrap_or(SpotKind::Standard)
-            });
+            .and_then(|spot| model.spot(spot))
+            .map_or(vehicle.usual_kind(), |spot| spot.kind);
         let currency = tariff.currency.as_str().to_owned();
 
         let mut paid = 0;

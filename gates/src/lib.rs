@@ -1149,7 +1149,7 @@ impl Entered<'_> {
 
 /// An open command with the spot to show and the session.
 fn admitted(mut command: GateCommand, model: &Lot, spot: &SpotId, session: &str) -> GateCommand {
-    let place = model.spots.iter().find(|s| &s.id == spot);
+    let place = model.spot(spot);
     let level = place.and_then(|s| model.levels.iter().find(|l| l.id == s.level));
     let label = place.map_or(spot.as_str(), |s| s.label.as_str());
     command = match level {
