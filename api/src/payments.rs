@@ -484,6 +484,53 @@ fn check_shown(body: &PayBody, due: i64, currency: &str) -> Result<(), Problem> 
     Ok(())
 }
 
+/// What a payment pays.
+#[derive(Debug, Clone, Copy)]
+enum BillOf<'a> {
+    /// A reservation, in advance (its id).
+    Reservation(&'a str),
+    /// A running stay, at exit (the parking session's id).
+    Stay(&'a str),
+}
+
+/// A payable reservation, its price and what is left to pay (more than zero).
+async fn reservation_due(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(parkd_store::ReservationRow, Quote, i64), Problem> {
+    let (reservation, quote, paid) = price_reservation(state, caller, id).await?;
+    if !matches!(
+        reservation.state,
+        ReservationState::Confirmed | ReservationState::CheckedIn
+    ) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not-payable",
+            "Not payable",
+        )
+        .with_detail(format!("the reservation is {}", reservation.state.as_str())));
+    }
+    let Money(total) = quote.total;
+    if total - paid <= 0 {
+        return Err(nothing_due("the reservation is paid"));
+    }
+    Ok((reservation, quote, total - paid))
+}
+
+/// A running stay and its bill, with something left to pay.
+async fn session_due(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(parkd_store::ParkingSession, Bill), Problem> {
+    let (session, bill) = bill_of(state, caller, id).await?;
+    if bill.due_minor <= 0 {
+        return Err(nothing_due("the stay is paid"));
+    }
+    Ok((session, bill))
+}
+
 /// Pays a reservation in advance.
 #[utoipa::path(
     post,
@@ -501,9 +548,9 @@ fn check_shown(body: &PayBody, due: i64, currency: &str) -> Result<(), Problem> 
         (status = 400, description = "Missing Idempotency-Key, malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Declined (`payment-declined`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such reservation (or not yours)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Nothing due, already paid, the amount changed, or a request with this key is running (`nothing-due`, `amount-mismatch`, `request-in-flight`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing due, already paid, the amount changed, another payment of this reservation is still open, or a request with this key is running (`nothing-due`, `amount-mismatch`, `payment-in-progress`, `request-in-flight`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Card data in the body, another currency, a bad token, the reservation is over, the key was used for another body (`card-data-refused`, `currency-mismatch`, `invalid-payment-method`, `not-payable`, `idempotency-key-reused`, `invalid-body`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This server takes no payments", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This server takes no payments (`payments-unavailable`), or an abandoned 3-D Secure attempt could not be cancelled (`provider-unavailable`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn pay_reservation(
@@ -517,23 +564,7 @@ async fn pay_reservation(
     let body = pay_body(pay, raw)?;
     let request = (&id, &body);
     idempotent(&state, &caller, &headers, PAY_SCOPE, &request, async {
-        let (reservation, quote, paid) = price_reservation(&state, &caller, &id).await?;
-        if !matches!(
-            reservation.state,
-            ReservationState::Confirmed | ReservationState::CheckedIn
-        ) {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "not-payable",
-                "Not payable",
-            )
-            .with_detail(format!("the reservation is {}", reservation.state.as_str())));
-        }
-        let Money(total) = quote.total;
-        let due = total - paid;
-        if due <= 0 {
-            return Err(nothing_due("the reservation is paid"));
-        }
+        let (reservation, quote, due) = reservation_due(&state, &caller, &id).await?;
         check_shown(&body, due, quote.currency.as_str())?;
         let row = new_payment(
             &caller,
@@ -545,7 +576,7 @@ async fn pay_reservation(
             pay.provider.name(),
             state.accounts.now(),
         )?;
-        charge(&state, pay, row, &body).await
+        charge(&state, pay, row, &body, (&caller, BillOf::Reservation(&id))).await
     })
     .await
 }
@@ -568,9 +599,9 @@ async fn pay_reservation(
         (status = 400, description = "Missing Idempotency-Key, malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Declined (`payment-declined`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stay (or not yours)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Nothing due, the amount changed, a request with this key is running", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing due, the amount changed, another payment of this stay is still open, a request with this key is running (`nothing-due`, `amount-mismatch`, `payment-in-progress`, `request-in-flight`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Card data, another currency, a bad token, key reused (`card-data-refused`, `currency-mismatch`, `invalid-payment-method`, `idempotency-key-reused`, `invalid-body`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This server takes no payments", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This server takes no payments (`payments-unavailable`), or an abandoned 3-D Secure attempt could not be cancelled (`provider-unavailable`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn pay_session(
@@ -584,10 +615,7 @@ async fn pay_session(
     let body = pay_body(pay, raw)?;
     let request = (&id, &body);
     idempotent(&state, &caller, &headers, PAY_SCOPE, &request, async {
-        let (session, bill) = bill_of(&state, &caller, &id).await?;
-        if bill.due_minor <= 0 {
-            return Err(nothing_due("the stay is paid"));
-        }
+        let (session, bill) = session_due(&state, &caller, &id).await?;
         check_shown(&body, bill.due_minor, &bill.currency)?;
         let row = new_payment(
             &caller,
@@ -599,7 +627,7 @@ async fn pay_session(
             pay.provider.name(),
             state.accounts.now(),
         )?;
-        charge(&state, pay, row, &body).await
+        charge(&state, pay, row, &body, (&caller, BillOf::Stay(&id))).await
     })
     .await
 }
@@ -638,6 +666,7 @@ fn new_payment(
         quote_json: serde_json::to_string(quote).map_err(Problem::internal)?,
         created_at: now,
         updated_at: now,
+        requested_method: None,
     })
 }
 
@@ -697,11 +726,18 @@ pub(crate) fn create_intent_request(
 }
 
 /// Records the payment, asks the provider, records the outcome; the answer to send.
+///
+/// At most one payment of a bill is in flight (the store refuses a second while the first is
+/// open: 409 `payment-in-progress`), except that an abandoned 3-D Secure attempt is cancelled
+/// at the provider to make way. Once this payment holds the bill, `due_now` prices it again:
+/// a payment that settled between the first pricing and the record would otherwise be paid
+/// twice (`bill` says what is paid, as the caller sees it). If the amount moved, this payment is withdrawn before the provider hears of it.
 async fn charge(
     state: &ApiState,
     pay: &PaymentsApi,
-    row: PaymentRow,
+    mut row: PaymentRow,
     body: &PayBody,
+    (caller, bill): (&Caller, BillOf<'_>),
 ) -> Result<Answer, Problem> {
     let token = PaymentMethodToken::parse(body.payment_method.clone()).map_err(|e| {
         Problem::new(
@@ -711,11 +747,31 @@ async fn charge(
         )
         .with_detail(e.to_string())
     })?;
+    row.requested_method = Some(token.as_str().to_owned());
     let store = state.accounts.store();
-    store
-        .create_payment(&row)
-        .await
-        .map_err(Problem::internal)?;
+    record_exclusive(state, pay, &row).await?;
+    let due_now = match bill {
+        BillOf::Reservation(id) => reservation_due(state, caller, id).await.map(|(_, _, d)| d),
+        BillOf::Stay(id) => session_due(state, caller, id)
+            .await
+            .map(|(_, b)| b.due_minor),
+    };
+    match due_now {
+        Ok(due) if due == row.amount_minor => {}
+        other => {
+            withdraw(store.as_ref(), &row, state.accounts.now()).await?;
+            return Err(match other {
+                Ok(due) => Problem::new(StatusCode::CONFLICT, "amount-mismatch", "Amount changed")
+                    .with_detail(format!(
+                        "{due} {} minor units are due now, not {}: another payment settled \
+                         meanwhile; show the customer the new amount",
+                        row.currency.as_str(),
+                        row.amount_minor
+                    )),
+                Err(problem) => problem,
+            });
+        }
+    }
     let request = create_intent_request(&row, token).map_err(Problem::internal)?;
     let purpose = row.purpose.as_str();
     let answer = pay.provider.create_intent(&request).await;
@@ -726,7 +782,9 @@ async fn charge(
         Err(_) => None,
     };
     let stored = match answer {
-        Ok(intent) => apply_intent(store.as_ref(), &row.id, &intent, now).await?,
+        Ok(intent) => {
+            apply_intent(store.as_ref(), pay.provider.as_ref(), &row.id, &intent, now).await?
+        }
         Err(error) => apply_error(store.as_ref(), &row.id, &error, now).await?,
     };
     pay.metrics
@@ -750,6 +808,113 @@ async fn charge(
     }
 }
 
+/// Records a new payment as the one in flight for its bill. An earlier attempt still waiting
+/// for the customer's 3-D Secure step is cancelled at the provider first (the customer gave
+/// up on it and is paying again); any other open payment answers 409 `payment-in-progress`.
+async fn record_exclusive(
+    state: &ApiState,
+    pay: &PaymentsApi,
+    row: &PaymentRow,
+) -> Result<(), Problem> {
+    let store = state.accounts.store();
+    let mut cancelled_one = false;
+    loop {
+        match store.create_payment(row).await {
+            Ok(()) => return Ok(()),
+            Err(parkd_store::StoreError::PaymentInProgress { payment_id, status })
+                if status == PaymentStatus::RequiresAction && !cancelled_one =>
+            {
+                cancel_abandoned(
+                    store.as_ref(),
+                    pay.provider.as_ref(),
+                    &payment_id,
+                    state.accounts.now(),
+                )
+                .await?;
+                cancelled_one = true;
+            }
+            Err(parkd_store::StoreError::PaymentInProgress { payment_id, status }) => {
+                return Err(in_progress(&payment_id, status));
+            }
+            Err(error) => return Err(Problem::internal(error)),
+        }
+    }
+}
+
+/// 409 for a bill with a payment still open.
+fn in_progress(payment_id: &str, status: PaymentStatus) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "payment-in-progress",
+        "Payment in progress",
+    )
+    .with_detail(format!(
+        "payment {payment_id} for this bill is still {}: wait for its outcome \
+         (GET /api/v1/payments/{payment_id}) before paying again",
+        status.as_str()
+    ))
+}
+
+/// Cancels, at the provider and here, a payment left waiting for the customer's action. If
+/// the provider says it succeeded after all, it is settled instead (and the bill is priced
+/// again by the caller). A provider that does not answer leaves it as it is: 503.
+pub(crate) async fn cancel_abandoned(
+    store: &dyn Store,
+    provider: &dyn Provider,
+    payment_id: &str,
+    now: DateTime<Utc>,
+) -> Result<PaymentRow, Problem> {
+    let row = reread(store, payment_id).await?;
+    let Some(intent_id) = row.provider_intent_id.as_deref() else {
+        return Ok(row);
+    };
+    if row.status != PaymentStatus::RequiresAction {
+        return Ok(row);
+    }
+    let intent_id = parkd_payments::IntentId::parse(intent_id).map_err(Problem::internal)?;
+    let key =
+        IdempotencyKey::parse(format!("parkd-{payment_id}-cancel")).map_err(Problem::internal)?;
+    match provider.cancel_intent(&intent_id, &key).await {
+        Ok(intent) => apply_intent(store, provider, payment_id, &intent, now).await,
+        Err(error) => {
+            tracing::warn!(payment = payment_id, %error, "could not cancel an abandoned payment");
+            // What the provider says of it now (it may have succeeded meanwhile).
+            match provider.retrieve_intent(&intent_id).await {
+                Ok(intent) if intent.status != IntentStatus::RequiresAction => {
+                    apply_intent(store, provider, payment_id, &intent, now).await
+                }
+                _ => Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "provider-unavailable",
+                    "Provider unavailable",
+                )
+                .with_detail(format!(
+                    "payment {payment_id} waits for the customer and could not be cancelled: {error}"
+                ))),
+            }
+        }
+    }
+}
+
+/// Takes back a payment recorded but never sent to the provider (its bill changed).
+async fn withdraw(store: &dyn Store, row: &PaymentRow, now: DateTime<Utc>) -> Result<(), Problem> {
+    let update = PaymentUpdate {
+        failure_reason: Some("withdrawn".into()),
+        ..PaymentUpdate::default()
+    };
+    store
+        .update_payment_status(
+            &row.id,
+            &[PaymentStatus::Created],
+            PaymentStatus::Cancelled,
+            &update,
+            now,
+        )
+        .await
+        .map_err(Problem::internal)?;
+    Ok(())
+}
+
 fn card_of(intent: &PaymentIntent) -> Option<CardRef> {
     intent.payment_method.as_ref().map(|m| CardRef {
         token: m.token.as_str().to_owned(),
@@ -759,8 +924,11 @@ fn card_of(intent: &PaymentIntent) -> Option<CardRef> {
 }
 
 /// Moves a payment to what the provider says of its intent; returns it as it now stands.
+/// The call that settles a prepayment whose reservation has ended meanwhile refunds it
+/// ([`refund_if_orphaned`]).
 pub(crate) async fn apply_intent(
     store: &dyn Store,
+    provider: &dyn Provider,
     id: &str,
     intent: &PaymentIntent,
     now: DateTime<Utc>,
@@ -775,11 +943,23 @@ pub(crate) async fn apply_intent(
     };
     let to = match intent.status {
         IntentStatus::Succeeded => {
-            store
+            let settled = store
                 .settle_payment(id, &OPEN, &update, now, "paid")
                 .await
                 .map_err(Problem::internal)?;
-            return reread(store, id).await;
+            let row = reread(store, id).await?;
+            if !settled {
+                return Ok(row);
+            }
+            return match refund_if_orphaned(store, provider, &row, now).await {
+                Ok(0) => Ok(row),
+                Ok(_) => reread(store, id).await,
+                // Settled and in the ledger; the refund is for an operator to finish.
+                Err(problem) => {
+                    tracing::error!(payment = id, ?problem, "could not refund a late prepayment");
+                    Ok(row)
+                }
+            };
         }
         IntentStatus::RequiresAction => PaymentStatus::RequiresAction,
         IntentStatus::Processing => PaymentStatus::Processing,
@@ -954,7 +1134,14 @@ async fn confirm(
                     )
                     .with_detail(e.to_string())
                 })?;
-            apply_intent(store.as_ref(), &row.id, &intent, state.accounts.now()).await?
+            apply_intent(
+                store.as_ref(),
+                pay.provider.as_ref(),
+                &row.id,
+                &intent,
+                state.accounts.now(),
+            )
+            .await?
         } else {
             row
         };
@@ -1004,6 +1191,22 @@ pub(crate) async fn refund_reservation(
         return Ok(0);
     };
     let now = state.accounts.now();
+    // A prepayment still waiting for the customer's 3-D Secure step is stopped at the
+    // provider: the reservation it was for is over. (One the provider is already processing
+    // cannot be stopped; if it succeeds, `refund_if_orphaned` sends it back.)
+    for payment in store
+        .payments_of_reservation(&reservation.id)
+        .await
+        .map_err(Problem::internal)?
+    {
+        if payment.purpose == PaymentPurpose::Reservation
+            && payment.status == PaymentStatus::RequiresAction
+            && let Err(problem) =
+                cancel_abandoned(store.as_ref(), pay.provider.as_ref(), &payment.id, now).await
+        {
+            tracing::warn!(payment = %payment.id, ?problem, "could not cancel a waiting prepayment");
+        }
+    }
     // What the no-show keeps, taken from the prepayments in order.
     let mut fee_left = match cause {
         RefundCause::Cancelled => 0,
@@ -1047,25 +1250,6 @@ pub(crate) async fn refund_reservation(
         if amount <= 0 {
             continue;
         }
-        let Some(intent) = payment.provider_intent_id.as_deref() else {
-            continue;
-        };
-        let refund = RefundRow {
-            id: format!("re_{}", crate::reservations::random_id()),
-            payment_id: payment.id.clone(),
-            amount_minor: amount,
-            currency: payment.currency.clone(),
-            provider: payment.provider.clone(),
-            provider_refund_id: None,
-            status: parkd_store::RefundStatus::Pending,
-            reason: match cause {
-                RefundCause::Cancelled => "cancelled",
-                RefundCause::NoShow => "no_show",
-            }
-            .into(),
-            created_at: now,
-            updated_at: now,
-        };
         let memo = match cause {
             RefundCause::Cancelled => format!("reservation {} cancelled", reservation.id),
             RefundCause::NoShow => format!(
@@ -1073,55 +1257,151 @@ pub(crate) async fn refund_reservation(
                 reservation.id
             ),
         };
-        match store.record_refund(&refund, &memo).await {
-            Ok(()) => {}
-            // Another refund took the rest meanwhile.
-            Err(parkd_store::StoreError::RefundExceedsCapture { .. }) => continue,
-            Err(error) => return Err(Problem::internal(error)),
-        }
-        let request = parkd_payments::RefundRequest {
-            intent_id: parkd_payments::IntentId::parse(intent).map_err(Problem::internal)?,
-            amount_minor: Some(u64::try_from(amount).map_err(Problem::internal)?),
-            idempotency_key: IdempotencyKey::parse(format!("parkd-{}", refund.id))
-                .map_err(Problem::internal)?,
-            reason: Some(parkd_payments::RefundReason::RequestedByCustomer),
-            metadata: Metadata::new()
-                .with("refund_id", refund.id.clone())
-                .map_err(Problem::internal)?,
+        let reason = match cause {
+            RefundCause::Cancelled => "cancelled",
+            RefundCause::NoShow => "no_show",
         };
-        let done = match pay.provider.refund(&request).await {
-            Ok(answer) => match answer.status {
-                parkd_payments::RefundStatus::Succeeded => Some((true, Some(answer.id))),
-                parkd_payments::RefundStatus::Failed | parkd_payments::RefundStatus::Cancelled => {
-                    Some((false, Some(answer.id)))
-                }
-                _ => None,
-            },
-            Err(error) if error.disposition() == parkd_payments::Disposition::Final => {
-                tracing::error!(refund = %refund.id, %error, "refund refused by the provider");
-                Some((false, None))
-            }
-            Err(error) => {
-                tracing::warn!(refund = %refund.id, %error, "refund outcome unknown; left pending");
-                None
-            }
-        };
-        if let Some((succeeded, provider_id)) = done {
-            store
-                .complete_refund(
-                    &refund.id,
-                    succeeded,
-                    provider_id.as_ref().map(|id| id.as_str()),
-                    state.accounts.now(),
-                    &memo,
-                )
-                .await
-                .map_err(Problem::internal)?;
-            if !succeeded {
-                continue;
-            }
+        if !refund_payment(
+            store.as_ref(),
+            pay.provider.as_ref(),
+            &payment,
+            amount,
+            reason,
+            &memo,
+            now,
+        )
+        .await?
+        {
+            continue;
         }
         refunded += amount;
     }
     Ok(refunded)
+}
+
+/// Refunds `amount` of a succeeded payment: recorded pending first (its amount reserved
+/// against the payment in the database, so no two refunds can pass the captured amount),
+/// then asked of the provider under a key derived from the refund's id; an unknown answer
+/// leaves it pending. `true` if the refund succeeded or is still pending, `false` if there
+/// was nothing (left) to refund or the provider refused it.
+pub(crate) async fn refund_payment(
+    store: &dyn Store,
+    provider: &dyn Provider,
+    payment: &PaymentRow,
+    amount: i64,
+    reason: &str,
+    memo: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, Problem> {
+    let Some(intent) = payment.provider_intent_id.as_deref() else {
+        return Ok(false);
+    };
+    let refund = RefundRow {
+        id: format!("re_{}", crate::reservations::random_id()),
+        payment_id: payment.id.clone(),
+        amount_minor: amount,
+        currency: payment.currency.clone(),
+        provider: payment.provider.clone(),
+        provider_refund_id: None,
+        status: parkd_store::RefundStatus::Pending,
+        reason: reason.into(),
+        created_at: now,
+        updated_at: now,
+    };
+    match store.record_refund(&refund, memo).await {
+        Ok(()) => {}
+        // Another refund took the rest meanwhile.
+        Err(parkd_store::StoreError::RefundExceedsCapture { .. }) => return Ok(false),
+        Err(error) => return Err(Problem::internal(error)),
+    }
+    let request = parkd_payments::RefundRequest {
+        intent_id: parkd_payments::IntentId::parse(intent).map_err(Problem::internal)?,
+        amount_minor: Some(u64::try_from(amount).map_err(Problem::internal)?),
+        idempotency_key: IdempotencyKey::parse(format!("parkd-{}", refund.id))
+            .map_err(Problem::internal)?,
+        reason: Some(parkd_payments::RefundReason::RequestedByCustomer),
+        metadata: Metadata::new()
+            .with("refund_id", refund.id.clone())
+            .map_err(Problem::internal)?,
+    };
+    let done = match provider.refund(&request).await {
+        Ok(answer) => match answer.status {
+            parkd_payments::RefundStatus::Succeeded => Some((true, Some(answer.id))),
+            parkd_payments::RefundStatus::Failed | parkd_payments::RefundStatus::Cancelled => {
+                Some((false, Some(answer.id)))
+            }
+            _ => None,
+        },
+        Err(error) if error.disposition() == parkd_payments::Disposition::Final => {
+            tracing::error!(refund = %refund.id, %error, "refund refused by the provider");
+            Some((false, None))
+        }
+        Err(error) => {
+            tracing::warn!(refund = %refund.id, %error, "refund outcome unknown; left pending");
+            None
+        }
+    };
+    let Some((succeeded, provider_id)) = done else {
+        return Ok(true);
+    };
+    store
+        .complete_refund(
+            &refund.id,
+            succeeded,
+            provider_id.as_ref().map(|id| id.as_str()),
+            now,
+            memo,
+        )
+        .await
+        .map_err(Problem::internal)?;
+    Ok(succeeded)
+}
+
+/// A prepayment that succeeded after its reservation stopped being payable (cancelled, a
+/// no-show, over: the money arrived late, from the reconciler, a webhook, a 3-D Secure step
+/// finished late, or a cancel that raced the payment) goes back in full: the reservation it
+/// paid for no longer exists. Call it once, when the payment has just moved to succeeded.
+/// Returns the amount refunded or being refunded.
+pub(crate) async fn refund_if_orphaned(
+    store: &dyn Store,
+    provider: &dyn Provider,
+    payment: &PaymentRow,
+    now: DateTime<Utc>,
+) -> Result<i64, Problem> {
+    if payment.purpose != PaymentPurpose::Reservation || payment.refundable_minor() <= 0 {
+        return Ok(0);
+    }
+    let Some(reservation_id) = payment.reservation_id.as_deref() else {
+        return Ok(0);
+    };
+    let Some(reservation) = store
+        .reservation(reservation_id)
+        .await
+        .map_err(Problem::internal)?
+    else {
+        return Ok(0);
+    };
+    if matches!(
+        reservation.state,
+        ReservationState::Requested | ReservationState::Confirmed | ReservationState::CheckedIn
+    ) {
+        return Ok(0);
+    }
+    let amount = payment.refundable_minor();
+    let memo = format!(
+        "reservation {reservation_id} was {} when its payment succeeded",
+        reservation.state.as_str()
+    );
+    tracing::warn!(payment = %payment.id, reservation = reservation_id, state = reservation.state.as_str(), "a prepayment settled after its reservation ended; refunding it");
+    let refunded = refund_payment(
+        store,
+        provider,
+        payment,
+        amount,
+        "reservation_ended",
+        &memo,
+        now,
+    )
+    .await?;
+    Ok(if refunded { amount } else { 0 })
 }

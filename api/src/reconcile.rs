@@ -9,13 +9,17 @@
 //! - with a provider intent id: retrieves the intent and moves the payment to what the
 //!   provider says ([`crate::payments::apply_intent`]: a success settles it into the ledger,
 //!   once, in the same transaction);
-//! - `pending_unknown` without an intent id (the create call's answer was lost before the id
-//!   was known) and with a stored payment method: re-sends the very same create request, with
-//!   the same idempotency key (`parkd-{payment id}-create`) and parameters
+//!   A payment waiting for the customer's 3-D Secure step for [`ABANDONED_AFTER`] (1 h) is
+//!   cancelled at the provider instead (or settled, if the provider says it succeeded);
+//! - `pending_unknown` or `created` without an intent id (the create call's answer was lost
+//!   before the id was known, or the process stopped while asking): re-sends the very same
+//!   create request with the payment method the customer gave (kept from the start), the
+//!   same idempotency key (`parkd-{payment id}-create`) and parameters
 //!   ([`crate::payments::create_intent_request`]), so the provider replays the original
-//!   intent instead of charging again;
-//! - otherwise: nothing can be asked without risking a second charge; it is counted as
-//!   `unresolvable` and left for an operator (see docs/payments.md, "Reconciliation").
+//!   intent, or makes it if the first request never arrived: never a second charge;
+//! - otherwise (a payment recorded before parkd kept the requested method): nothing can be
+//!   asked without risking a second charge; it is counted as `unresolvable` and left for an
+//!   operator (see docs/payments.md, "Reconciliation").
 //!
 //! A provider error leaves the payment as it is (it is retried the next round) and is
 //! counted. Refunds are not reconciled: the [`Provider`] trait has no way to retrieve a
@@ -30,7 +34,7 @@ use parkd_payments::{Disposition, IntentId, PaymentMethodToken, Provider, Provid
 use parkd_store::{PaymentRow, PaymentStatus, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use crate::payments::{apply_error, apply_intent, create_intent_request};
+use crate::payments::{apply_error, apply_intent, cancel_abandoned, create_intent_request};
 
 /// How often [`run`] reconciles.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
@@ -38,6 +42,15 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// A payment is reconciled only once it has been unchanged this long: long enough for any
 /// request that is still talking to the provider (budget: 1.5 s) to have finished.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(10);
+
+/// A payment still waiting for the customer's action (3-D Secure) this long after it was
+/// created is abandoned: the reconciler cancels it at the provider. Card issuers' challenge
+/// pages time out within minutes; an hour leaves room for a slow customer.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(60 * 60);
+
+fn abandoned_after() -> chrono::Duration {
+    chrono::Duration::from_std(ABANDONED_AFTER).unwrap_or(chrono::Duration::MAX)
+}
 
 /// At most this many payments per round.
 pub const BATCH: u32 = 100;
@@ -218,7 +231,20 @@ async fn reconcile_payment(
         );
         return Outcome::Unresolvable;
     }
-    match (&payment.provider_intent_id, payment.status, &payment.method) {
+    // The token to send again: the card the provider named, else the one the customer gave.
+    let token = payment
+        .method
+        .as_ref()
+        .map(|m| m.token.as_str())
+        .or(payment.requested_method.as_deref());
+    match (&payment.provider_intent_id, payment.status, token) {
+        (Some(_), PaymentStatus::RequiresAction, _)
+            if now - payment.created_at >= abandoned_after() =>
+        {
+            // The customer never finished 3-D Secure: cancel it, so the bill can be paid again
+            // and the reconciler stops asking.
+            applied(cancel_abandoned(store, provider, &payment.id, now).await)
+        }
         (Some(intent_id), _, _) => {
             let intent_id = match IntentId::parse(intent_id.as_str()) {
                 Ok(id) => id,
@@ -228,12 +254,14 @@ async fn reconcile_payment(
                 }
             };
             match provider.retrieve_intent(&intent_id).await {
-                Ok(intent) => applied(apply_intent(store, &payment.id, &intent, now).await),
+                Ok(intent) => {
+                    applied(apply_intent(store, provider, &payment.id, &intent, now).await)
+                }
                 Err(error) => provider_failed(payment, &error),
             }
         }
-        (None, PaymentStatus::PendingUnknown, Some(method)) => {
-            let request = PaymentMethodToken::parse(method.token.as_str())
+        (None, PaymentStatus::PendingUnknown | PaymentStatus::Created, Some(token)) => {
+            let request = PaymentMethodToken::parse(token)
                 .map_err(|e| e.to_string())
                 .and_then(|token| create_intent_request(payment, token).map_err(|e| e.to_string()));
             let request = match request {
@@ -244,7 +272,9 @@ async fn reconcile_payment(
                 }
             };
             match provider.create_intent(&request).await {
-                Ok(intent) => applied(apply_intent(store, &payment.id, &intent, now).await),
+                Ok(intent) => {
+                    applied(apply_intent(store, provider, &payment.id, &intent, now).await)
+                }
                 // The provider's own answer about this very request: declined, or waiting for
                 // the customer. Recorded as the API records it.
                 Err(

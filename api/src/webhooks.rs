@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use parkd_payments::webhook::{
     EventKind, PaymentState, WebhookEvent, converge, parse_stripe_event, verify_stripe_signature,
 };
-use parkd_payments::{IntentStatus, PaymentIntent, Secret};
+use parkd_payments::{IntentStatus, PaymentIntent, Provider, Secret};
 use parkd_store::{PaymentRow, PaymentStatus, Store};
 use serde::Serialize;
 
@@ -228,7 +228,7 @@ async fn stripe_webhook(
         | EventKind::PaymentIntentFailed(intent)
         | EventKind::PaymentIntentRequiresAction(intent)
         | EventKind::PaymentIntentCanceled(intent) => {
-            apply_event(store.as_ref(), provider, &event, intent, now).await?
+            apply_event(store.as_ref(), pay.provider.as_ref(), &event, intent, now).await?
         }
         EventKind::ChargeRefunded(charge) => {
             if let Some(intent_id) = &charge.intent_id
@@ -315,12 +315,12 @@ fn stored_state(row: &PaymentRow, intent: &PaymentIntent) -> PaymentState {
 
 async fn apply_event(
     store: &dyn Store,
-    provider: &str,
+    provider: &dyn Provider,
     event: &WebhookEvent,
     intent: &PaymentIntent,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Problem> {
-    let Some(row) = payment_of(store, provider, intent).await? else {
+    let Some(row) = payment_of(store, provider.name(), intent).await? else {
         tracing::info!(intent = %intent.id, "stripe webhook about an intent parkd does not know");
         return Ok(Outcome::UnknownIntent);
     };
@@ -330,7 +330,9 @@ async fn apply_event(
         // What is stored outranks the event (a terminal status, or a newer report).
         return Ok(Outcome::Unchanged);
     }
-    let status = apply_intent(store, &row.id, intent, now).await?.status;
+    let status = apply_intent(store, provider, &row.id, intent, now)
+        .await?
+        .status;
     Ok(if status == row.status {
         Outcome::Unchanged
     } else {

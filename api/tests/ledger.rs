@@ -234,6 +234,7 @@ async fn paid(
         quote_json: format!(r#"{{"currency":"{code}","total":{amount},"lines":[]}}"#),
         created_at: at,
         updated_at: at,
+        requested_method: None,
     };
     s.store.create_payment(&payment).await.unwrap();
     assert!(

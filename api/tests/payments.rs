@@ -70,6 +70,24 @@ async fn reserve(s: &Server, token: &str, vehicle: &str, key: &str) -> String {
     made.body["id"].as_str().unwrap().to_owned()
 }
 
+/// A new reservation paid with `method` under the key `key`, left pending (202) in `status`;
+/// the reservation, its payments path and the payment's id.
+async fn pending_prepayment(
+    s: &Server,
+    (token, car): (&str, &str),
+    key: &str,
+    method: &str,
+    status: &str,
+) -> (String, String, String) {
+    let reservation = reserve(s, token, car, &format!("r-{key}")).await;
+    let path = format!("/api/v1/reservations/{reservation}/payments");
+    let pending = pay(s, token, &path, key, &json!({"payment_method": method})).await;
+    assert_eq!(pending.status, 202, "{}", pending.body);
+    assert_eq!(pending.body["status"], status);
+    let id = pending.body["id"].as_str().unwrap().to_owned();
+    (reservation, path, id)
+}
+
 async fn pay(s: &Server, token: &str, path: &str, key: &str, body: &Value) -> common::Reply {
     s.call_with(
         "POST",
@@ -379,23 +397,201 @@ async fn paying_a_stay_at_exit(s: Server) {
 /// A provider that charges but whose answer is lost: pending, never failed, never twice.
 async fn an_unknown_outcome_is_pending_not_failed(s: Server) {
     let (token, car) = setup(&s, "ed@example.com").await;
-    let reservation = reserve(&s, &token, &car, "r-t").await;
-    let path = format!("/api/v1/reservations/{reservation}/payments");
-    let lost = pay(
+    let (_, _, id) = pending_prepayment(
+        &s,
+        (&token, &car),
+        "t-1",
+        "tok_test_timeout",
+        "pending_unknown",
+    )
+    .await;
+    let row = s.store.payment(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, PaymentStatus::PendingUnknown);
+    assert!(revenue(&s).await.is_empty());
+    s.stop.cancel();
+}
+
+/// One payment of a bill in flight at a time: a second attempt under another key while the
+/// first's outcome is unknown is refused naming it; an attempt abandoned at 3-D Secure is
+/// cancelled at the provider to make way for another card; racing attempts charge once.
+async fn one_payment_of_a_bill_at_a_time(s: Server) {
+    let (token, car) = setup(&s, "fay@example.com").await;
+    // The outcome of the first is unknown: the second waits for it.
+    let (_, path, lost_id) = pending_prepayment(
+        &s,
+        (&token, &car),
+        "f-1",
+        "tok_test_timeout",
+        "pending_unknown",
+    )
+    .await;
+    let second = pay(
         &s,
         &token,
         &path,
-        "t-1",
-        &json!({"payment_method": "tok_test_timeout"}),
+        "f-2",
+        &json!({"payment_method": "tok_test_ok"}),
     )
     .await;
-    assert_eq!(lost.status, 202, "{}", lost.body);
-    assert_eq!(lost.body["status"], "pending_unknown");
-    let id = lost.body["id"].as_str().unwrap();
-    // Asking again (the app's "check status") finds the charge at the provider.
-    let row = s.store.payment(id).await.unwrap().unwrap();
-    assert_eq!(row.status, PaymentStatus::PendingUnknown);
-    assert!(revenue(&s).await.is_empty());
+    assert_eq!(
+        (second.status, kind(&second).as_str()),
+        (409, "payment-in-progress"),
+        "{}",
+        second.body
+    );
+    assert!(second.body["detail"].as_str().unwrap().contains(&lost_id));
+    let provider = s.provider.as_deref().unwrap();
+    assert_eq!(
+        provider.charge_count(),
+        1,
+        "only the first reached the provider"
+    );
+    // The row keeps the method the customer gave, so the reconciler can ask again.
+    let row = s.store.payment(&lost_id).await.unwrap().unwrap();
+    assert_eq!(row.requested_method.as_deref(), Some("tok_test_timeout"));
+
+    // Abandoned at 3-D Secure, then paid with another card: the first is cancelled.
+    let (_, path, waiting_id) = pending_prepayment(
+        &s,
+        (&token, &car),
+        "f-3",
+        "tok_test_requires_action",
+        "requires_action",
+    )
+    .await;
+    let paid = pay(
+        &s,
+        &token,
+        &path,
+        "f-4",
+        &json!({"payment_method": "tok_test_ok"}),
+    )
+    .await;
+    assert_eq!(paid.status, 201, "{}", paid.body);
+    let abandoned = s.store.payment(&waiting_id).await.unwrap().unwrap();
+    assert_eq!(abandoned.status, PaymentStatus::Cancelled);
+    // Finishing the abandoned step now cannot charge: the provider cancelled it.
+    let intent = parkd_payments::IntentId::parse(abandoned.provider_intent_id.unwrap()).unwrap();
+    assert!(provider.complete_action(&intent, true).is_err());
+    assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 500)]);
+
+    // Ten attempts at once under ten keys: one charge.
+    let reservation = reserve(&s, &token, &car, "r-f3").await;
+    let path = format!("/api/v1/reservations/{reservation}/payments");
+    let before = provider.charge_count();
+    let attempts = (0..10).map(|i| {
+        let (s, token, path) = (&s, &token, &path);
+        async move {
+            pay(
+                s,
+                token,
+                path,
+                &format!("race-{i}"),
+                &json!({"payment_method": "tok_test_ok"}),
+            )
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let created = answers.iter().filter(|a| a.status == 201).count();
+    let refused: Vec<String> = answers
+        .iter()
+        .filter(|a| a.status != 201)
+        .map(|a| format!("{} {}", a.status, kind(a)))
+        .collect();
+    assert_eq!(created, 1, "{refused:?}");
+    assert!(
+        refused.iter().all(|r| [
+            "409 payment-in-progress",
+            "409 nothing-due",
+            "409 amount-mismatch",
+            "409 request-in-flight"
+        ]
+        .contains(&r.as_str())),
+        "{refused:?}"
+    );
+    assert_eq!(provider.charge_count(), before + 1);
+    assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 1000)]);
+    s.stop.cancel();
+}
+
+/// Cancelling a reservation with payments still open: one waiting for the customer's 3-D
+/// Secure step is cancelled at the provider; one the provider is still processing cannot be
+/// stopped, and when it succeeds the money, for a reservation that no longer exists, goes
+/// back in full.
+async fn a_prepayment_settling_after_a_cancel_goes_back(s: Server) {
+    let (token, car) = setup(&s, "gil@example.com").await;
+    let provider = s.provider.as_deref().unwrap();
+    let intent_of = async |id: &str| {
+        let row = s.store.payment(id).await.unwrap().unwrap();
+        parkd_payments::IntentId::parse(row.provider_intent_id.unwrap()).unwrap()
+    };
+    let cancel = async |reservation: &str| {
+        let cancelled = s
+            .call(
+                "POST",
+                &format!("/api/v1/reservations/{reservation}/cancel"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+        assert_eq!(
+            cancelled.body["refunded_minor"].as_i64().unwrap_or(0),
+            0,
+            "nothing had arrived yet"
+        );
+    };
+
+    let (reservation, _, waiting_id) = pending_prepayment(
+        &s,
+        (&token, &car),
+        "g-1",
+        "tok_test_requires_action",
+        "requires_action",
+    )
+    .await;
+    cancel(&reservation).await;
+    let row = s.store.payment(&waiting_id).await.unwrap().unwrap();
+    assert_eq!(row.status, PaymentStatus::Cancelled);
+    assert!(
+        provider
+            .complete_action(&intent_of(&waiting_id).await, true)
+            .is_err()
+    );
+
+    let (reservation, _, id) = pending_prepayment(
+        &s,
+        (&token, &car),
+        "g-2",
+        "tok_test_processing",
+        "processing",
+    )
+    .await;
+    cancel(&reservation).await;
+    provider
+        .finish_processing(&intent_of(&id).await, true)
+        .unwrap();
+    // The app asks for the outcome.
+    let confirmed = s
+        .call_with(
+            "POST",
+            &format!("/api/v1/payments/{id}/confirm"),
+            Some(&token),
+            &[("Idempotency-Key", "g-3")],
+            None,
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert_eq!(confirmed.body["status"], "succeeded");
+    assert_eq!(
+        confirmed.body["amount_refunded_minor"], 500,
+        "{}",
+        confirmed.body
+    );
+    assert_eq!(confirmed.body["refunds"][0]["status"], "succeeded");
+    assert_eq!(provider.refunded_minor(&intent_of(&id).await), Some(500));
+    assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 0)]);
     s.stop.cancel();
 }
 
@@ -438,6 +634,16 @@ mod on_sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_payment_of_a_bill_at_a_time() {
+        super::one_payment_of_a_bill_at_a_time(server().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prepayment_settling_after_a_cancel_goes_back() {
+        super::a_prepayment_settling_after_a_cancel_goes_back(server().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_prepaid_no_show_keeps_only_the_fee() {
         super::a_prepaid_no_show_keeps_only_the_fee(server().await).await;
     }
@@ -467,6 +673,16 @@ mod on_postgres {
     async fn server() -> super::Server {
         let store = parkd_store::testing::postgres_store().await;
         super::common::with_payments(std::sync::Arc::new(store), None).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_payment_of_a_bill_at_a_time() {
+        super::one_payment_of_a_bill_at_a_time(server().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prepayment_settling_after_a_cancel_goes_back() {
+        super::a_prepayment_settling_after_a_cancel_goes_back(server().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

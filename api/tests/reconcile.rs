@@ -1,7 +1,7 @@
 //! The payment reconciler on both stores, with the deterministic test provider: payments left
 //! open (processing, waiting for the customer's action, an answer lost on the way back) are
 //! resolved by asking the provider, settled into the ledger exactly once, never charged twice;
-//! provider errors leave them as they are.
+//! a payment abandoned at 3-D Secure is cancelled; provider errors leave them as they are.
 
 #![allow(clippy::unwrap_used)]
 
@@ -203,11 +203,10 @@ async fn a_completed_action_is_seen_through(s: Server) {
     s.stop.cancel();
 }
 
-/// The provider charged but the answer was lost before parkd learned the intent id. parkd
-/// does not store the payment method of such a payment (the schema keeps a token only with
-/// its brand and last four, which only the provider's answer gives), so nothing can be
-/// re-sent: it is left pending_unknown, counted unresolvable, never failed, never re-charged.
-async fn a_lost_answer_without_a_method_is_left_alone(s: Server) {
+/// The provider charged but the answer was lost before parkd learned the intent id. The row
+/// kept the payment method the customer gave, so the reconciler sends the very same request
+/// again (same key): the provider replays the charge, the payment settles, once.
+async fn a_lost_answer_is_sent_again_with_the_method_given(s: Server) {
     let token = setup(&s, "cy@example.com").await;
     let reservation = reserve(&s, &token, "r-4").await;
     let lost = pay(&s, &token, &reservation, "tok_test_timeout").await;
@@ -216,14 +215,113 @@ async fn a_lost_answer_without_a_method_is_left_alone(s: Server) {
     let id = lost.body["id"].as_str().unwrap().to_owned();
     let row = s.store.payment(&id).await.unwrap().unwrap();
     assert_eq!((row.provider_intent_id, row.method), (None, None));
+    assert_eq!(row.requested_method.as_deref(), Some("tok_test_timeout"));
 
     later(&s);
     let report = reconcile(&s).await;
-    assert_eq!((report.examined, report.unresolvable), (1, 1), "{report:?}");
-    assert_eq!(status(&s, &id).await, PaymentStatus::PendingUnknown);
+    assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
+    assert_eq!(status(&s, &id).await, PaymentStatus::Succeeded);
     assert_eq!(provider(&s).charge_count(), 1);
-    assert!(ledger_of(&s, &id).await.is_empty());
+    assert_eq!(ledger_of(&s, &id).await, vec![500]);
     s.stop.cancel();
+}
+
+/// A payment recorded before the process asked the provider, and the process stopped: the
+/// reconciler makes the request (with the payment's own key, so a request that did arrive is
+/// replayed, not repeated).
+async fn a_payment_never_sent_is_sent(s: Server) {
+    let token = setup(&s, "cyd@example.com").await;
+    let reservation = reserve(&s, &token, "r-4b").await;
+    let row = PaymentRow {
+        id: "pay_never_sent".into(),
+        status: PaymentStatus::Created,
+        requested_method: Some("tok_test_ok".into()),
+        ..legacy_row(&s, &token, &reservation).await
+    };
+    s.store.create_payment(&row).await.unwrap();
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
+    assert_eq!(provider(&s).charge_count(), 1);
+    assert_eq!(ledger_of(&s, &row.id).await, vec![500]);
+    s.stop.cancel();
+}
+
+/// A payment whose answer was lost and that knows no payment method (recorded by a parkd that
+/// did not keep the requested method): nothing can be re-sent without risking a second
+/// charge, so it is left pending_unknown, counted unresolvable, never failed.
+async fn a_lost_answer_without_a_method_is_left_alone(s: Server) {
+    let token = setup(&s, "cye@example.com").await;
+    let reservation = reserve(&s, &token, "r-4c").await;
+    let row = legacy_row(&s, &token, &reservation).await;
+    s.store.create_payment(&row).await.unwrap();
+    later(&s);
+    let report = reconcile(&s).await;
+    assert_eq!((report.examined, report.unresolvable), (1, 1), "{report:?}");
+    assert_eq!(status(&s, &row.id).await, PaymentStatus::PendingUnknown);
+    assert_eq!(provider(&s).charge_count(), 0);
+    assert!(ledger_of(&s, &row.id).await.is_empty());
+    s.stop.cancel();
+}
+
+/// A customer who never came back from 3-D Secure: asked about every round while recent, the
+/// payment is cancelled at the provider after an hour, and the bill can be paid again.
+async fn an_abandoned_action_is_cancelled(s: Server) {
+    let token = setup(&s, "cyf@example.com").await;
+    let reservation = reserve(&s, &token, "r-4d").await;
+    let waiting = pay(&s, &token, &reservation, "tok_test_requires_action").await;
+    assert_eq!(waiting.status, 202, "{}", waiting.body);
+    let id = waiting.body["id"].as_str().unwrap().to_owned();
+    // Asked every round for an hour (each round touches the payment).
+    for _ in 0..5 {
+        s.clock.advance(Duration::minutes(11));
+        let report = reconcile(&s).await;
+        assert_eq!((report.examined, report.pending), (1, 1), "{report:?}");
+    }
+    s.clock.advance(Duration::minutes(5));
+    let report = reconcile(&s).await;
+    assert_eq!((report.examined, report.cancelled), (1, 1), "{report:?}");
+    assert_eq!(status(&s, &id).await, PaymentStatus::Cancelled);
+    assert!(
+        provider(&s)
+            .complete_action(&intent_of(&s, &id).await, true)
+            .is_err(),
+        "cancelled at the provider too"
+    );
+    later(&s);
+    assert_eq!(reconcile(&s).await, ReconcileReport::default());
+    let paid = pay(&s, &token, &reservation, "tok_test_ok").await;
+    assert_eq!(paid.status, 201, "{}", paid.body);
+    s.stop.cancel();
+}
+
+/// A pending_unknown prepayment of 500 with neither intent id nor any method, as a parkd
+/// before `requested_method` recorded it.
+async fn legacy_row(s: &Server, token: &str, reservation: &str) -> PaymentRow {
+    let user = s.call("GET", "/api/v1/me", Some(token), None).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    PaymentRow {
+        id: format!("pay_legacy_{reservation}"),
+        user_id: Some(user),
+        reservation_id: Some(reservation.to_owned()),
+        session_id: None,
+        lot: LotId::parse("garage").unwrap(),
+        purpose: PaymentPurpose::Reservation,
+        amount_minor: 500,
+        currency: parkd_core::tariff::Currency::parse("EUR").unwrap(),
+        provider: "test".into(),
+        provider_intent_id: None,
+        status: PaymentStatus::PendingUnknown,
+        failure_reason: None,
+        method: None,
+        amount_refunded_minor: 0,
+        quote_json: "{}".into(),
+        created_at: now(s),
+        updated_at: now(s),
+        requested_method: None,
+    }
 }
 
 /// The request parkd sends to create a payment's intent, built here independently of the API.
@@ -273,6 +371,7 @@ async fn a_lost_answer_with_a_method_is_resent_with_its_key(s: Server) {
         quote_json: "{}".into(),
         created_at: now(&s),
         updated_at: now(&s),
+        requested_method: None,
     };
     s.store.create_payment(&row).await.unwrap();
     // The first attempt: charged, answer lost.
@@ -332,6 +431,7 @@ async fn provider_errors_leave_the_payment_alone(s: Server) {
     let id = paid.body["id"].as_str().unwrap().to_owned();
     // Another provider's payment cannot be asked about at all.
     let mut other: PaymentRow = s.store.payment(&id).await.unwrap().unwrap();
+    other.reservation_id = Some(reserve(&s, &token, "r-6b").await);
     other.id = "pay_of_another_provider".into();
     other.provider = "stripe".into();
     other.provider_intent_id = Some("pi_elsewhere".into());
@@ -340,6 +440,7 @@ async fn provider_errors_leave_the_payment_alone(s: Server) {
     // An intent the provider has never heard of.
     let mut unknown = other.clone();
     unknown.id = "pay_unknown_intent".into();
+    unknown.reservation_id = Some(reserve(&s, &token, "r-6c").await);
     unknown.provider = "test".into();
     unknown.provider_intent_id = Some("pi_test_999999".into());
     s.store.create_payment(&unknown).await.unwrap();
@@ -391,7 +492,10 @@ macro_rules! on_both_stores {
 on_both_stores!(
     processing_is_seen_through,
     a_completed_action_is_seen_through,
+    a_lost_answer_is_sent_again_with_the_method_given,
+    a_payment_never_sent_is_sent,
     a_lost_answer_without_a_method_is_left_alone,
+    an_abandoned_action_is_cancelled,
     a_lost_answer_with_a_method_is_resent_with_its_key,
     provider_errors_leave_the_payment_alone,
 );

@@ -650,6 +650,7 @@ async fn paid(
         quote_json: quote.to_string(),
         created_at: g.now(),
         updated_at: g.now(),
+        requested_method: None,
     };
     g.store.create_payment(&row).await.unwrap();
     assert!(

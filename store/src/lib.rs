@@ -68,6 +68,16 @@ pub enum StoreError {
         /// What the payment had left to refund when the refund was refused.
         refundable_minor: i64,
     },
+    /// Another payment for the same parking session or reservation is still open (created,
+    /// requires action, processing or of unknown outcome): at most one may be in flight, or
+    /// two payments of one bill could both succeed. Nothing was written.
+    #[error("payment {payment_id} for the same bill is still {}", status.as_str())]
+    PaymentInProgress {
+        /// The open payment.
+        payment_id: String,
+        /// Where it stands.
+        status: PaymentStatus,
+    },
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
@@ -914,6 +924,10 @@ pub struct PaymentRow {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// The payment method token the customer gave (the provider's token; never card data),
+    /// kept so that a payment whose provider answer was lost can be sent again under the same
+    /// provider idempotency key.
+    pub requested_method: Option<String>,
 }
 
 impl PaymentRow {
@@ -1111,7 +1125,8 @@ pub trait PaymentStore: Send + Sync {
     /// Records a new payment. It may not start succeeded or refunded (that goes through
     /// [`settle_payment`](Self::settle_payment) and [`record_refund`](Self::record_refund));
     /// [`StoreError::Conflict`] for a taken id or provider intent id, an unknown user,
-    /// reservation or session, or such a start.
+    /// reservation or session, or such a start; [`StoreError::PaymentInProgress`] while
+    /// another exit payment of the session (or prepayment of the reservation) is open.
     async fn create_payment(&self, payment: &PaymentRow) -> StoreResult<()>;
     /// One payment.
     async fn payment(&self, id: &str) -> StoreResult<Option<PaymentRow>>;

@@ -88,6 +88,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "payments",
         sql: include_str!("../../sql/postgres/0010_payments.sql"),
     },
+    Migration {
+        version: 11,
+        name: "payments_in_flight",
+        sql: include_str!("../../sql/postgres/0011_payments_in_flight.sql"),
+    },
 ];
 
 mod accounts;

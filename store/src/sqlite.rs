@@ -77,6 +77,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "payments",
         sql: include_str!("../../sql/sqlite/0009_payments.sql"),
     },
+    Migration {
+        version: 10,
+        name: "payments_in_flight",
+        sql: include_str!("../../sql/sqlite/0010_payments_in_flight.sql"),
+    },
 ];
 
 mod accounts;

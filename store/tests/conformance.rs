@@ -86,6 +86,7 @@ conformance!(
     a_reservation_and_its_answer_are_one_write,
     tariffs_are_versioned_per_lot,
     payments_round_trip_and_compare_and_set,
+    one_payment_in_flight_per_bill,
     settling_writes_exactly_one_ledger_row,
     concurrent_refunds_never_exceed_the_capture,
     pending_refunds_reserve_and_failed_ones_give_back,
@@ -2013,6 +2014,7 @@ fn payment(id: &str, amount_minor: i64, currency: &str) -> PaymentRow {
         quote_json: format!(r#"{{"currency":"{currency}","total":{amount_minor},"lines":[]}}"#),
         created_at: t(10),
         updated_at: t(10),
+        requested_method: None,
     }
 }
 
@@ -2123,6 +2125,115 @@ async fn tariffs_are_versioned_per_lot(h: &Harness) {
     assert_eq!(store.tariff(&lot("garage-a")).await.unwrap(), None);
 }
 
+/// At most one open payment per session (exit) and per reservation (prepayment): a second
+/// is refused naming the first, until the first has an outcome. Other bills are not held up.
+async fn one_payment_in_flight_per_bill(h: &Harness) {
+    payments_fixture(h).await;
+    let store = h.store();
+    let first = PaymentRow {
+        requested_method: Some("pm_card_visa".into()),
+        ..payment("pay-a", 600, "EUR")
+    };
+    store.create_payment(&first).await.unwrap();
+    assert_eq!(store.payment("pay-a").await.unwrap(), Some(first.clone()));
+    let refused = store.create_payment(&payment("pay-b", 600, "EUR")).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(StoreError::PaymentInProgress { payment_id, status })
+                if payment_id == "pay-a" && *status == PaymentStatus::Created
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.payment("pay-b").await.unwrap(),
+        None,
+        "nothing written"
+    );
+    // The session's exit payment is another bill.
+    let exit = |id: &str| PaymentRow {
+        reservation_id: None,
+        session_id: Some("p1".into()),
+        purpose: PaymentPurpose::Exit,
+        ..payment(id, 300, "EUR")
+    };
+    store.create_payment(&exit("pay-x1")).await.unwrap();
+    assert!(matches!(
+        store.create_payment(&exit("pay-x2")).await,
+        Err(StoreError::PaymentInProgress { payment_id, .. }) if payment_id == "pay-x1"
+    ));
+    // Every open status holds the bill; an outcome frees it.
+    for (from, to) in [
+        (PaymentStatus::Created, PaymentStatus::RequiresAction),
+        (PaymentStatus::RequiresAction, PaymentStatus::Processing),
+        (PaymentStatus::Processing, PaymentStatus::PendingUnknown),
+    ] {
+        assert!(
+            store
+                .update_payment_status("pay-a", &[from], to, &PaymentUpdate::default(), t(20))
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            store.create_payment(&payment("pay-b", 600, "EUR")).await,
+            Err(StoreError::PaymentInProgress { status, .. }) if status == to
+        ));
+    }
+    assert!(
+        store
+            .update_payment_status(
+                "pay-a",
+                &[PaymentStatus::PendingUnknown],
+                PaymentStatus::Failed,
+                &PaymentUpdate::default(),
+                t(21)
+            )
+            .await
+            .unwrap()
+    );
+    store
+        .create_payment(&payment("pay-b", 600, "EUR"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .settle_payment(
+                "pay-x1",
+                &[PaymentStatus::Created],
+                &PaymentUpdate::default(),
+                t(22),
+                "paid"
+            )
+            .await
+            .unwrap()
+    );
+    store.create_payment(&exit("pay-x2")).await.unwrap();
+    // The database holds the rule whatever the code does.
+    let at = match h.raw {
+        Raw::Sqlite { .. } => "0",
+        Raw::Postgres { .. } => "'2026-03-01T12:00:00Z'",
+    };
+    let err = h
+        .execute(&format!(
+            "INSERT INTO payments (payment_id, lot_id, purpose, amount_minor, currency, provider,
+                 status, quote, created_at, updated_at, session_id)
+             VALUES ('pay-raw', 'garage-a', 'exit', 100, 'EUR', 'test', 'processing', '{{}}',
+                 {at}, {at}, 'p1')"
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_lowercase().contains("unique"), "{err}");
+    // A token that is a card number is refused as the requested method too.
+    let err = h
+        .execute(
+            "UPDATE payments SET requested_method = 'tok_4242424242424242' \
+             WHERE payment_id = 'pay-b'",
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_lowercase().contains("check"), "{err}");
+}
+
 async fn payments_round_trip_and_compare_and_set(h: &Harness) {
     payments_fixture(h).await;
     let store = h.store();
@@ -2191,7 +2302,7 @@ async fn payments_round_trip_and_compare_and_set(h: &Harness) {
             "INSERT INTO payments (payment_id, lot_id, purpose, amount_minor, currency, provider,
                  status, quote, created_at, updated_at, reservation_id)
              VALUES ('pay-raw-{currency}', 'garage-a', 'reservation', 100, '{currency}', 'test',
-                 'created', '{{}}', {at}, {at}, 'r1')"
+                 'failed', '{{}}', {at}, {at}, 'r1')"
         )
     };
     // The raw insert works with an upper-case currency, and not with Stripe's lower case.
@@ -2202,7 +2313,7 @@ async fn payments_round_trip_and_compare_and_set(h: &Harness) {
         store
             .update_payment_status(
                 "pay-raw-EUR",
-                &[PaymentStatus::Created],
+                &[PaymentStatus::Failed],
                 PaymentStatus::Cancelled,
                 &PaymentUpdate::default(),
                 t(1)

@@ -23,7 +23,8 @@ use crate::{
 
 const PAYMENT_COLUMNS: &str = "payment_id, user_id, reservation_id, session_id, lot_id, purpose, \
      amount_minor, currency, provider, provider_intent_id, status, failure_reason, method_token, \
-     method_brand, method_last4, amount_refunded_minor, quote, created_at, updated_at";
+     method_brand, method_last4, amount_refunded_minor, quote, created_at, updated_at, \
+     requested_method";
 
 const REFUND_COLUMNS: &str = "refund_id, payment_id, amount_minor, currency, provider, \
      provider_refund_id, status, reason, created_at, updated_at";
@@ -83,6 +84,7 @@ fn payment_from(row: &Row) -> StoreResult<PaymentRow> {
         quote_json: col(row, 16, T)?,
         created_at: col(row, 17, T)?,
         updated_at: col(row, 18, T)?,
+        requested_method: col(row, 19, T)?,
     })
 }
 
@@ -121,6 +123,33 @@ fn ledger_from(row: &Row) -> StoreResult<LedgerEntry> {
         user_id: col(row, 10, T)?,
         memo: col(row, 11, T)?,
     })
+}
+
+impl PostgresStore {
+    /// The open payment (see [`PENDING`]) for what `p` pays, other than `p` itself.
+    async fn open_payment_for(&self, p: &PaymentRow) -> StoreResult<Option<PaymentRow>> {
+        let open = if p.purpose == PaymentPurpose::Exit {
+            self.payments_where(
+                "session_id = $1 AND purpose = 'exit' AND status = ANY($2) \
+                 AND payment_id <> $3",
+                &[&p.session_id, &PENDING.as_slice(), &p.id],
+            )
+            .await?
+        } else {
+            self.payments_where(
+                "reservation_id = $1 AND purpose = $2 AND status = ANY($3) \
+                 AND payment_id <> $4",
+                &[
+                    &p.reservation_id,
+                    &p.purpose.as_str(),
+                    &PENDING.as_slice(),
+                    &p.id,
+                ],
+            )
+            .await?
+        };
+        Ok(open.into_iter().next())
+    }
 }
 
 fn status_names(states: &[PaymentStatus]) -> Vec<&'static str> {
@@ -231,41 +260,67 @@ impl PaymentStore for PostgresStore {
                 p.id
             )));
         }
-        let client = self.client().await?;
         let sql = format!(
             "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         );
-        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
         let method = p.method.as_ref();
-        client
-            .execute(
-                &statement,
-                &[
-                    &p.id,
-                    &p.user_id,
-                    &p.reservation_id,
-                    &p.session_id,
-                    &p.lot.as_str(),
-                    &p.purpose.as_str(),
-                    &p.amount_minor,
-                    &p.currency.as_str(),
-                    &p.provider,
-                    &p.provider_intent_id,
-                    &p.status.as_str(),
-                    &p.failure_reason,
-                    &method.map(|m| m.token.as_str()),
-                    &method.map(|m| m.brand.as_str()),
-                    &method.map(|m| m.last4.as_str()),
-                    &p.amount_refunded_minor,
-                    &p.quote_json,
-                    &p.created_at,
-                    &p.updated_at,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        Ok(())
+        // A refusal by the one-open-payment rule names the payment in the way; if that one
+        // got its outcome between the refusal and the look-up, the insert is tried again.
+        for _ in 0..3 {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+            let inserted = client
+                .execute(
+                    &statement,
+                    &[
+                        &p.id,
+                        &p.user_id,
+                        &p.reservation_id,
+                        &p.session_id,
+                        &p.lot.as_str(),
+                        &p.purpose.as_str(),
+                        &p.amount_minor,
+                        &p.currency.as_str(),
+                        &p.provider,
+                        &p.provider_intent_id,
+                        &p.status.as_str(),
+                        &p.failure_reason,
+                        &method.map(|m| m.token.as_str()),
+                        &method.map(|m| m.brand.as_str()),
+                        &method.map(|m| m.last4.as_str()),
+                        &p.amount_refunded_minor,
+                        &p.quote_json,
+                        &p.created_at,
+                        &p.updated_at,
+                        &p.requested_method,
+                    ],
+                )
+                .await;
+            // Never wait for a second connection while holding one.
+            drop(client);
+            let error = match inserted {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            let one_open = error
+                .as_db_error()
+                .and_then(|db| db.constraint())
+                .is_some_and(|c| c.starts_with("payments_one_open_"));
+            if !one_open {
+                return Err(pg_err(error));
+            }
+            if let Some(open) = self.open_payment_for(p).await? {
+                return Err(StoreError::PaymentInProgress {
+                    payment_id: open.id,
+                    status: open.status,
+                });
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "payment {}: the open payment of its bill kept changing",
+            p.id
+        )))
     }
 
     async fn payment(&self, id: &str) -> StoreResult<Option<PaymentRow>> {

@@ -20,7 +20,8 @@ use crate::{
 
 const PAYMENT_COLUMNS: &str = "payment_id, user_id, reservation_id, session_id, lot_id, purpose, \
      amount_minor, currency, provider, provider_intent_id, status, failure_reason, method_token, \
-     method_brand, method_last4, amount_refunded_minor, quote, created_at, updated_at";
+     method_brand, method_last4, amount_refunded_minor, quote, created_at, updated_at, \
+     requested_method";
 
 const REFUND_COLUMNS: &str = "refund_id, payment_id, amount_minor, currency, provider, \
      provider_refund_id, status, reason, created_at, updated_at";
@@ -76,6 +77,7 @@ fn payment_from(row: &Row<'_>) -> StoreResult<PaymentRow> {
         quote_json: col(row, 16, T)?,
         created_at: from_micros(col(row, 17, T)?, T)?,
         updated_at: from_micros(col(row, 18, T)?, T)?,
+        requested_method: col(row, 19, T)?,
     })
 }
 
@@ -305,9 +307,35 @@ impl PaymentStore for SqliteStore {
         }
         let p = payment.clone();
         self.write(move |conn| {
+            // The one-open-payment rule (the unique indexes of 0010_payments_in_flight.sql
+            // hold it too): writes are serialized, so this check and the insert are atomic.
+            let target = match p.purpose {
+                PaymentPurpose::Exit => Some(("session_id", &p.session_id)),
+                PaymentPurpose::Reservation => Some(("reservation_id", &p.reservation_id)),
+                PaymentPurpose::NoShowFee => None,
+            };
+            if let Some((column, id)) = target
+                && let Some(open) = query_rows(
+                    conn,
+                    &format!(
+                        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE {column} = ?1 \
+                         AND purpose = ?2 AND status IN ('created', 'requires_action', \
+                         'processing', 'pending_unknown') AND payment_id <> ?3 LIMIT 1"
+                    ),
+                    params![id, p.purpose.as_str(), p.id],
+                    payment_from,
+                )?
+                .into_iter()
+                .next()
+            {
+                return Err(StoreError::PaymentInProgress {
+                    payment_id: open.id,
+                    status: open.status,
+                });
+            }
             let sql = format!(
                 "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-                 ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+                 ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
             );
             let method = p.method.as_ref();
             conn.prepare_cached(&sql)
@@ -332,6 +360,7 @@ impl PaymentStore for SqliteStore {
                         p.quote_json,
                         p.created_at.timestamp_micros(),
                         p.updated_at.timestamp_micros(),
+                        p.requested_method,
                     ])
                 })
                 .map_err(sq_err)?;
