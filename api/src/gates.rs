@@ -387,7 +387,8 @@ struct ActionOut {
     user_id: String,
     /// The gate, for `gate_open`.
     gate: Option<String>,
-    /// `gate_open`, `emergency_start`, `emergency_end`.
+    /// `gate_open`, `emergency_start`, `emergency_end`, `tariff_set` (the reason is
+    /// `version N: <the tariff as set>`).
     action: String,
     /// Why.
     reason: String,

@@ -96,7 +96,8 @@ async fn get_tariff(
 }
 
 /// Sets the lot's tariff (operator role). The document is checked whole (docs/tariffs.md); a
-/// refused one changes nothing.
+/// refused one changes nothing. Each tariff set is in the lot's operator actions
+/// (`tariff_set`, with its version and the whole document).
 #[utoipa::path(
     put,
     path = "/api/v1/lots/{lot}/tariff",
@@ -143,6 +144,22 @@ async fn put_tariff(
             StoreError::Conflict(_) => unknown_lot(lot.as_str()),
             other => Problem::internal(other),
         })?;
+    // The audit trail keeps every tariff ever set, whole: the tariffs table keeps only the
+    // one in force (each payment keeps the quote it came from).
+    state
+        .accounts
+        .store()
+        .record_operator_action(&parkd_store::OperatorAction {
+            id: crate::reservations::random_id(),
+            at: now,
+            user_id: caller.user.id.clone(),
+            lot: lot.clone(),
+            gate: None,
+            action: "tariff_set".into(),
+            reason: format!("version {version}: {json}"),
+        })
+        .await
+        .map_err(Problem::internal)?;
     tracing::info!(%lot, version, user = %caller.user.id, "tariff set");
     Ok(Json(TariffOut {
         lot,

@@ -74,6 +74,29 @@ async fn tariffs_and_quotes(s: Server) {
     assert_eq!(read.status, 200);
     assert_eq!(read.body["version"], 2);
     assert_eq!(read.body["tariff"]["currency"], "EUR");
+    // Both are in the lot's audit trail, whole, by whom.
+    let trail = s
+        .call(
+            "GET",
+            "/api/v1/lots/garage/operator-actions",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(trail.status, 200, "{}", trail.body);
+    let set: Vec<&Value> = trail.body["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "tariff_set")
+        .collect();
+    assert_eq!(set.len(), 2, "{}", trail.body);
+    let newest = set[0]["reason"].as_str().unwrap();
+    let (version, document) = newest.split_once(": ").unwrap();
+    assert_eq!(version, "version 2");
+    let document: Value = serde_json::from_str(document).unwrap();
+    assert_eq!(document["currency"], "EUR");
+    assert_eq!(set[0]["user_id"], set[1]["user_id"]);
 
     // Invalid rules are refused whole, naming the field; the stored tariff is untouched.
     let mut bad = tariff();

@@ -632,7 +632,7 @@ pub struct OperatorAction {
     pub lot: LotId,
     /// The gate, for a gate action.
     pub gate: Option<GateId>,
-    /// `gate_open`, `emergency_start` or `emergency_end`.
+    /// `gate_open`, `emergency_start`, `emergency_end` or `tariff_set`.
     pub action: String,
     /// Why, as the operator wrote it.
     pub reason: String,
