@@ -227,6 +227,7 @@ async fn stripe_webhook(
         EventKind::PaymentIntentSucceeded(intent)
         | EventKind::PaymentIntentFailed(intent)
         | EventKind::PaymentIntentRequiresAction(intent)
+        | EventKind::PaymentIntentProcessing(intent)
         | EventKind::PaymentIntentCanceled(intent) => {
             apply_event(store.as_ref(), pay.provider.as_ref(), &event, intent, now).await?
         }

@@ -270,7 +270,20 @@ async fn failure_then_action_events(s: Server) {
     assert_eq!(row.failure_reason.as_deref(), Some("insufficient_funds"));
     assert!(ledger_of(&s, &id).await.is_empty());
 
-    // The customer completes 3-D Secure on a new attempt; Stripe says so.
+    // The new attempt is a bank debit: processing, settled later.
+    s.clock.advance(Duration::seconds(5));
+    let processing = event(
+        "evt_processing_2",
+        "payment_intent.processing",
+        now(&s),
+        &intent,
+        "processing",
+    );
+    let reply = deliver_signed(&s, &processing).await;
+    assert_eq!(reply.body["outcome"], "applied", "{}", reply.text);
+    assert_eq!(status(&s, &id).await, PaymentStatus::Processing);
+
+    // It clears; Stripe says so.
     s.clock.advance(Duration::seconds(5));
     let succeeded = event(
         "evt_ok_2",

@@ -236,6 +236,9 @@ pub enum EventKind {
     PaymentIntentFailed(PaymentIntent),
     /// `payment_intent.requires_action`
     PaymentIntentRequiresAction(PaymentIntent),
+    /// `payment_intent.processing` (a payment method that settles later, such as a bank
+    /// debit)
+    PaymentIntentProcessing(PaymentIntent),
     /// `payment_intent.canceled`
     PaymentIntentCanceled(PaymentIntent),
     /// `charge.refunded`
@@ -271,6 +274,7 @@ impl WebhookEvent {
             EventKind::PaymentIntentSucceeded(intent)
             | EventKind::PaymentIntentFailed(intent)
             | EventKind::PaymentIntentRequiresAction(intent)
+            | EventKind::PaymentIntentProcessing(intent)
             | EventKind::PaymentIntentCanceled(intent) => Some(&intent.id),
             EventKind::ChargeRefunded(charge) => charge.intent_id.as_ref(),
             EventKind::Ignored => None,
@@ -317,6 +321,9 @@ pub fn parse_stripe_event(payload: &[u8]) -> Result<WebhookEvent, EventError> {
         }
         "payment_intent.requires_action" => {
             EventKind::PaymentIntentRequiresAction(intent(wire.data.object)?)
+        }
+        "payment_intent.processing" => {
+            EventKind::PaymentIntentProcessing(intent(wire.data.object)?)
         }
         "payment_intent.canceled" => EventKind::PaymentIntentCanceled(intent(wire.data.object)?),
         "charge.refunded" => {
@@ -457,6 +464,7 @@ pub fn converge(current: &PaymentState, event: &WebhookEvent) -> PaymentState {
         EventKind::PaymentIntentSucceeded(intent)
         | EventKind::PaymentIntentFailed(intent)
         | EventKind::PaymentIntentRequiresAction(intent)
+        | EventKind::PaymentIntentProcessing(intent)
         | EventKind::PaymentIntentCanceled(intent) => merge(
             current,
             Observation {

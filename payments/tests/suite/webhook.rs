@@ -239,6 +239,7 @@ fn parses_the_events_parkd_uses_and_acknowledges_the_rest() {
 
     for (event_type, status) in [
         ("payment_intent.requires_action", "requires_action"),
+        ("payment_intent.processing", "processing"),
         ("payment_intent.canceled", "canceled"),
     ] {
         let parsed = parse_stripe_event(&event(
@@ -520,11 +521,12 @@ proptest! {
     /// Even with reports in the same second, the order of delivery does not matter.
     #[test]
     fn converge_is_order_independent_for_any_reports(
-        reports in prop::collection::vec((0usize..5, 0i64..3), 1..8).prop_shuffle(),
+        reports in prop::collection::vec((0usize..6, 0i64..3), 1..8).prop_shuffle(),
         seed in any::<u64>(),
     ) {
         let kinds = [
             ("payment_intent.requires_action", "requires_action", None),
+            ("payment_intent.processing", "processing", None),
             ("payment_intent.payment_failed", "requires_payment_method", Some("lost_card")),
             ("payment_intent.succeeded", "succeeded", None),
             ("payment_intent.canceled", "canceled", None),
