@@ -247,9 +247,11 @@ pub(crate) struct PaymentsArgs {
     /// accessible, EV and large bays are kept for those who need them).
     #[arg(long, default_value_t = 200)]
     pub(crate) cars: usize,
-    /// Cars at the exit at once.
-    #[arg(long, default_value_t = 20)]
-    pub(crate) concurrency: usize,
+    /// Cars at the exit at once, one run of `--cars` cars per value (comma-separated): a
+    /// 300-spot garage has one or two exit lanes, so 1 and 4 are its load; 20 is a stress
+    /// level far beyond it.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,20")]
+    pub(crate) concurrency: Vec<usize>,
     /// Reservations paid by concurrent retries.
     #[arg(long, default_value_t = 200)]
     pub(crate) reservations: usize,
