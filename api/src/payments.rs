@@ -1314,23 +1314,22 @@ pub(crate) async fn refund_payment(
         Err(parkd_store::StoreError::RefundExceedsCapture { .. }) => return Ok(false),
         Err(error) => return Err(Problem::internal(error)),
     }
-    let request = parkd_payments::RefundRequest {
-        intent_id: parkd_payments::IntentId::parse(intent).map_err(Problem::internal)?,
-        amount_minor: Some(u64::try_from(amount).map_err(Problem::internal)?),
-        idempotency_key: IdempotencyKey::parse(format!("parkd-{}", refund.id))
-            .map_err(Problem::internal)?,
-        reason: Some(parkd_payments::RefundReason::RequestedByCustomer),
-        metadata: Metadata::new()
-            .with("refund_id", refund.id.clone())
-            .map_err(Problem::internal)?,
-    };
+    let request = refund_request(&refund, intent)?;
     let done = match provider.refund(&request).await {
         Ok(answer) => match answer.status {
             parkd_payments::RefundStatus::Succeeded => Some((true, Some(answer.id))),
             parkd_payments::RefundStatus::Failed | parkd_payments::RefundStatus::Cancelled => {
                 Some((false, Some(answer.id)))
             }
-            _ => None,
+            parkd_payments::RefundStatus::Pending
+            | parkd_payments::RefundStatus::RequiresAction => {
+                // The reconciler retrieves it by this id.
+                store
+                    .set_refund_provider_id(&refund.id, answer.id.as_str(), now)
+                    .await
+                    .map_err(Problem::internal)?;
+                None
+            }
         },
         Err(error) if error.disposition() == parkd_payments::Disposition::Final => {
             tracing::error!(refund = %refund.id, %error, "refund refused by the provider");
@@ -1355,6 +1354,24 @@ pub(crate) async fn refund_payment(
         .await
         .map_err(Problem::internal)?;
     Ok(succeeded)
+}
+
+/// The provider request of a refund: the one definition shared by [`refund_payment`] and the
+/// reconciler, which re-sends it (same key, same parameters) when the first answer was lost.
+pub(crate) fn refund_request(
+    refund: &RefundRow,
+    intent: &str,
+) -> Result<parkd_payments::RefundRequest, Problem> {
+    Ok(parkd_payments::RefundRequest {
+        intent_id: parkd_payments::IntentId::parse(intent).map_err(Problem::internal)?,
+        amount_minor: Some(u64::try_from(refund.amount_minor).map_err(Problem::internal)?),
+        idempotency_key: IdempotencyKey::parse(format!("parkd-{}", refund.id))
+            .map_err(Problem::internal)?,
+        reason: Some(parkd_payments::RefundReason::RequestedByCustomer),
+        metadata: Metadata::new()
+            .with("refund_id", refund.id.clone())
+            .map_err(Problem::internal)?,
+    })
 }
 
 /// A prepayment that succeeded after its reservation stopped being payable (cancelled, a

@@ -22,19 +22,22 @@
 //!   operator (see docs/payments.md, "Reconciliation").
 //!
 //! A provider error leaves the payment as it is (it is retried the next round) and is
-//! counted. Refunds are not reconciled: the [`Provider`] trait has no way to retrieve a
-//! refund.
+//! counted. Pending refunds are reconciled in the same round ([`reconcile_refunds_once`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use parkd_core::clock::Clock;
-use parkd_payments::{Disposition, IntentId, PaymentMethodToken, Provider, ProviderError};
-use parkd_store::{PaymentRow, PaymentStatus, Store, StoreError};
+use parkd_payments::{
+    Disposition, IntentId, PaymentMethodToken, Provider, ProviderError, RefundId, RefundStatus,
+};
+use parkd_store::{PaymentRow, PaymentStatus, RefundRow, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use crate::payments::{apply_error, apply_intent, cancel_abandoned, create_intent_request};
+use crate::payments::{
+    apply_error, apply_intent, cancel_abandoned, create_intent_request, refund_request,
+};
 
 /// How often [`run`] reconciles.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
@@ -100,7 +103,7 @@ impl ReconcileReport {
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// The work list could not be read.
-    #[error("reading the pending payments failed: {0}")]
+    #[error("reading the pending payments or refunds failed: {0}")]
     Store(#[from] StoreError),
 }
 
@@ -157,6 +160,7 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct ReconcileMetrics {
     outcomes: prometheus::IntCounterVec,
+    refunds: prometheus::IntCounterVec,
 }
 
 impl ReconcileMetrics {
@@ -170,14 +174,34 @@ impl ReconcileMetrics {
             &["outcome"],
         )?;
         registry.register(Box::new(outcomes.clone()))?;
+        let refunds = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "parkd_refunds_reconciled_total",
+                "Pending refunds the reconciler examined, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(refunds.clone()))?;
         for outcome in Outcome::ALL {
             outcomes.with_label_values(&[outcome.as_str()]);
+            if outcome != Outcome::Cancelled {
+                refunds.with_label_values(&[outcome.as_str()]);
+            }
         }
-        Ok(Self { outcomes })
+        Ok(Self { outcomes, refunds })
     }
 
-    /// Adds a round's counts.
+    /// Adds a round's counts of payments.
     pub fn record(&self, report: &ReconcileReport) {
+        Self::add(&self.outcomes, report);
+    }
+
+    /// Adds a round's counts of refunds.
+    pub fn record_refunds(&self, report: &ReconcileReport) {
+        Self::add(&self.refunds, report);
+    }
+
+    fn add(counter: &prometheus::IntCounterVec, report: &ReconcileReport) {
         let counts = [
             (Outcome::Succeeded, report.succeeded),
             (Outcome::Failed, report.failed),
@@ -189,7 +213,7 @@ impl ReconcileMetrics {
         ];
         for (outcome, count) in counts {
             if count > 0 {
-                self.outcomes
+                counter
                     .with_label_values(&[outcome.as_str()])
                     .inc_by(u64::from(count));
             }
@@ -297,6 +321,137 @@ async fn reconcile_payment(
     }
 }
 
+/// Stripe keeps an idempotency key for 24 hours: a refund whose answer was lost is re-sent
+/// under its key only while the provider still remembers it (with an hour's margin), so the
+/// re-send replays the first attempt instead of refunding again.
+const REFUND_KEY_LIFETIME: chrono::Duration = chrono::Duration::hours(23);
+
+/// One round over refunds still pending (recorded before the provider was asked, and either
+/// its answer was lost or the provider itself reported `pending`), unchanged since
+/// `now - QUIET_PERIOD`, at most `limit`: with a provider refund id, the refund is retrieved;
+/// without one, the very same refund request is sent again under its key (within
+/// [`REFUND_KEY_LIFETIME`] of its creation; later it is left for an operator). A final answer
+/// completes it: its ledger entry if it succeeded, its amount given back to the payment if it
+/// failed. `cancelled` in the report is not used.
+pub async fn reconcile_refunds_once(
+    store: &dyn Store,
+    provider: &dyn Provider,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<ReconcileReport, ReconcileError> {
+    let quiet = chrono::Duration::from_std(QUIET_PERIOD).unwrap_or(chrono::Duration::MAX);
+    let pending = store.refunds_pending(now - quiet, limit).await?;
+    let mut report = ReconcileReport::default();
+    for refund in &pending {
+        report.examined += 1;
+        report.count(reconcile_refund(store, provider, refund, now).await);
+    }
+    Ok(report)
+}
+
+async fn reconcile_refund(
+    store: &dyn Store,
+    provider: &dyn Provider,
+    refund: &RefundRow,
+    now: DateTime<Utc>,
+) -> Outcome {
+    if refund.provider != provider.name() {
+        tracing::warn!(refund = %refund.id, provider = %refund.provider, "pending refund of another provider: cannot reconcile it");
+        return Outcome::Unresolvable;
+    }
+    let answer = match refund.provider_refund_id.as_deref() {
+        Some(id) => match RefundId::parse(id) {
+            Ok(id) => provider.retrieve_refund(&id).await,
+            Err(error) => {
+                tracing::error!(refund = %refund.id, %error, "stored provider refund id is invalid");
+                return Outcome::Unresolvable;
+            }
+        },
+        None if now - refund.created_at < REFUND_KEY_LIFETIME => {
+            let payment = match store.payment(&refund.payment_id).await {
+                Ok(Some(payment)) => payment,
+                Ok(None) => return Outcome::Unresolvable,
+                Err(_) => return Outcome::StoreError,
+            };
+            let Some(intent) = payment.provider_intent_id.as_deref() else {
+                return Outcome::Unresolvable;
+            };
+            match refund_request(refund, intent) {
+                Ok(request) => provider.refund(&request).await,
+                Err(error) => {
+                    tracing::error!(refund = %refund.id, ?error, "cannot rebuild the refund request");
+                    return Outcome::Unresolvable;
+                }
+            }
+        }
+        None => {
+            tracing::warn!(
+                refund = %refund.id,
+                "pending refund without a provider id, older than the provider keeps its key: \
+                 resolve it by hand"
+            );
+            return Outcome::Unresolvable;
+        }
+    };
+    let (succeeded, provider_id) = match answer {
+        Ok(answer) => match answer.status {
+            RefundStatus::Succeeded => (true, answer.id),
+            RefundStatus::Failed | RefundStatus::Cancelled => (false, answer.id),
+            RefundStatus::Pending | RefundStatus::RequiresAction => {
+                if refund.provider_refund_id.is_none() {
+                    // Learn its id, so later rounds retrieve it instead of re-sending.
+                    if store
+                        .set_refund_provider_id(&refund.id, answer.id.as_str(), now)
+                        .await
+                        .is_err()
+                    {
+                        return Outcome::StoreError;
+                    }
+                }
+                return Outcome::Pending;
+            }
+        },
+        // The provider's own final word on this very refund (a replayed refusal).
+        Err(error)
+            if refund.provider_refund_id.is_none() && error.disposition() == Disposition::Final =>
+        {
+            tracing::error!(refund = %refund.id, %error, "the provider refused the refund");
+            return match store
+                .complete_refund(&refund.id, false, None, now, &refund_memo(refund))
+                .await
+            {
+                Ok(_) => Outcome::Failed,
+                Err(_) => Outcome::StoreError,
+            };
+        }
+        Err(error) => {
+            tracing::warn!(refund = %refund.id, code = error.code(), %error, "the provider did not answer a refund reconciliation");
+            return Outcome::ProviderError;
+        }
+    };
+    match store
+        .complete_refund(
+            &refund.id,
+            succeeded,
+            Some(provider_id.as_str()),
+            now,
+            &refund_memo(refund),
+        )
+        .await
+    {
+        Ok(_) if succeeded => Outcome::Succeeded,
+        Ok(_) => Outcome::Failed,
+        Err(_) => Outcome::StoreError,
+    }
+}
+
+fn refund_memo(refund: &RefundRow) -> String {
+    format!(
+        "refund {} ({}), confirmed by reconciliation",
+        refund.id, refund.reason
+    )
+}
+
 fn applied(result: Result<PaymentRow, crate::Problem>) -> Outcome {
     // A failure was logged with its cause by `Problem::internal`.
     result.map_or(Outcome::StoreError, |row| Outcome::of(row.status))
@@ -337,13 +492,36 @@ pub async fn run(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let round = reconcile_once(store.as_ref(), provider.as_ref(), clock.now(), BATCH);
+        let round = async {
+            let payments =
+                reconcile_once(store.as_ref(), provider.as_ref(), clock.now(), BATCH).await;
+            let refunds =
+                reconcile_refunds_once(store.as_ref(), provider.as_ref(), clock.now(), BATCH).await;
+            (payments, refunds)
+        };
         // A round never outlives the stop: an unfinished payment is simply examined again
         // next time (every step is idempotent).
-        let report = tokio::select! {
+        let (report, refunds) = tokio::select! {
             () = stop.cancelled() => return,
-            report = round => report,
+            reports = round => reports,
         };
+        match refunds {
+            Ok(refunds) => {
+                metrics.record_refunds(&refunds);
+                if refunds.examined > 0 {
+                    tracing::info!(
+                        examined = refunds.examined,
+                        succeeded = refunds.succeeded,
+                        failed = refunds.failed,
+                        pending = refunds.pending,
+                        provider_errors = refunds.provider_errors,
+                        unresolvable = refunds.unresolvable,
+                        "refunds reconciled"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "refund reconciliation failed"),
+        }
         match report {
             Ok(report) => {
                 metrics.record(&report);

@@ -9,7 +9,9 @@ mod common;
 
 use chrono::{DateTime, Duration, Utc};
 use common::Server;
-use parkd_api::reconcile::{BATCH, ReconcileMetrics, ReconcileReport, reconcile_once};
+use parkd_api::reconcile::{
+    BATCH, ReconcileMetrics, ReconcileReport, reconcile_once, reconcile_refunds_once,
+};
 use parkd_core::garage::demo_garage;
 use parkd_core::ids::LotId;
 use parkd_payments::{CreateIntent, IdempotencyKey, IntentId, Metadata, PaymentMethodToken};
@@ -83,6 +85,12 @@ fn provider(s: &Server) -> &parkd_payments::TestProvider {
 
 async fn reconcile(s: &Server) -> ReconcileReport {
     reconcile_once(s.store.as_ref(), provider(s), now(s), BATCH)
+        .await
+        .unwrap()
+}
+
+async fn reconcile_refunds(s: &Server) -> ReconcileReport {
+    reconcile_refunds_once(s.store.as_ref(), provider(s), now(s), BATCH)
         .await
         .unwrap()
 }
@@ -459,6 +467,86 @@ async fn provider_errors_leave_the_payment_alone(s: Server) {
     s.stop.cancel();
 }
 
+/// Refunds the provider leaves pending, or whose answer is lost, are finished by the
+/// reconciler: retrieved by their provider id until they end, or re-sent under their own key
+/// (the provider replays them: one refund, not two). A failed one gives its amount back.
+async fn pending_refunds_are_reconciled(s: Server) {
+    let token = setup(&s, "fi@example.com").await;
+    let paid_and_cancelled = async |key: &str| {
+        let reservation = reserve(&s, &token, key).await;
+        let paid = pay(&s, &token, &reservation, "tok_test_ok").await;
+        assert_eq!(paid.status, 201, "{}", paid.body);
+        let cancelled = s
+            .call(
+                "POST",
+                &format!("/api/v1/reservations/{reservation}/cancel"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+        assert_eq!(
+            cancelled.body["refunded_minor"], 500,
+            "being refunded counts"
+        );
+        let id = paid.body["id"].as_str().unwrap().to_owned();
+        let refunds = s.store.refunds_of_payment(&id).await.unwrap();
+        assert_eq!(refunds.len(), 1);
+        assert_eq!(refunds[0].status, parkd_store::RefundStatus::Pending);
+        (id, refunds[0].clone())
+    };
+
+    // The provider says pending: parkd keeps its id and asks until it ends.
+    provider(&s).hold_refunds(true);
+    let (held, refund) = paid_and_cancelled("r-7").await;
+    let provider_id = refund.provider_refund_id.clone().expect("the id is kept");
+    assert!(reconcile_refunds(&s).await.examined == 0, "quiet period");
+    later(&s);
+    let report = reconcile_refunds(&s).await;
+    assert_eq!((report.examined, report.pending), (1, 1), "{report:?}");
+    provider(&s)
+        .finish_refund(&parkd_payments::RefundId::parse(provider_id).unwrap(), true)
+        .unwrap();
+    later(&s);
+    let report = reconcile_refunds(&s).await;
+    assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
+    assert_eq!(ledger_of(&s, &held).await, vec![500, -500]);
+
+    // The answer is lost: re-sent under its key, the provider replays it.
+    provider(&s).hold_refunds(false);
+    provider(&s).lose_refund_answers(1);
+    let (lost, refund) = paid_and_cancelled("r-8").await;
+    assert_eq!(refund.provider_refund_id, None);
+    later(&s);
+    let report = reconcile_refunds(&s).await;
+    assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
+    assert_eq!(ledger_of(&s, &lost).await, vec![500, -500]);
+    assert_eq!(
+        provider(&s).refunded_minor(&intent_of(&s, &lost).await),
+        Some(500),
+        "refunded once"
+    );
+
+    // The provider fails it: the amount is refundable again.
+    provider(&s).hold_refunds(true);
+    let (failed, refund) = paid_and_cancelled("r-9").await;
+    provider(&s)
+        .finish_refund(
+            &parkd_payments::RefundId::parse(refund.provider_refund_id.unwrap()).unwrap(),
+            false,
+        )
+        .unwrap();
+    later(&s);
+    let report = reconcile_refunds(&s).await;
+    assert_eq!((report.examined, report.failed), (1, 1), "{report:?}");
+    let row = s.store.payment(&failed).await.unwrap().unwrap();
+    assert_eq!(row.amount_refunded_minor, 0);
+    assert_eq!(ledger_of(&s, &failed).await, vec![500]);
+    later(&s);
+    assert_eq!(reconcile_refunds(&s).await, ReconcileReport::default());
+    s.stop.cancel();
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -498,4 +586,5 @@ on_both_stores!(
     an_abandoned_action_is_cancelled,
     a_lost_answer_with_a_method_is_resent_with_its_key,
     provider_errors_leave_the_payment_alone,
+    pending_refunds_are_reconciled,
 );

@@ -124,4 +124,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// Refunds a succeeded payment in full or in part; never more than was received.
     async fn refund(&self, request: &RefundRequest) -> Result<Refund, ProviderError>;
+
+    /// The refund as the provider sees it now: how a pending refund is reconciled.
+    async fn retrieve_refund(&self, id: &RefundId) -> Result<Refund, ProviderError>;
 }

@@ -210,6 +210,12 @@ struct State {
     next_intent: u64,
     next_refund: u64,
     intents: HashMap<IntentId, TestIntent>,
+    refunds: HashMap<RefundId, Refund>,
+    /// New refunds start `pending` (as a bank may leave them) until [`TestProvider::finish_refund`].
+    hold_refunds: bool,
+    /// The next refunds' answers are lost on the way back (made, but the caller hears a
+    /// timeout).
+    lose_refund_answers: u32,
     keys: HashMap<IdempotencyKey, Saved>,
     charges: Vec<TestCharge>,
 }
@@ -386,6 +392,47 @@ impl TestProvider {
     /// How many charges were made.
     pub fn charge_count(&self) -> usize {
         self.lock().charges.len()
+    }
+
+    /// From now on, new refunds start `pending` (`true`) or succeed at once (`false`, the
+    /// default).
+    pub fn hold_refunds(&self, hold: bool) {
+        self.lock().hold_refunds = hold;
+    }
+
+    /// The next `count` refunds are made but their answers are lost (the caller sees a
+    /// timeout); a retry with the same idempotency key replays the refund.
+    pub fn lose_refund_answers(&self, count: u32) {
+        self.lock().lose_refund_answers = count;
+    }
+
+    /// Ends a pending refund: `succeed` or fail. Its amount goes back to the intent's
+    /// refundable amount if it failed.
+    pub fn finish_refund(&self, id: &RefundId, succeed: bool) -> Result<Refund, ProviderError> {
+        let mut state = self.lock();
+        let refund = state
+            .refunds
+            .get_mut(id)
+            .ok_or_else(|| ProviderError::NotFound {
+                message: format!("no such refund: {id}"),
+            })?;
+        if refund.status != RefundStatus::Pending {
+            return Err(invalid(
+                "refund_not_pending",
+                None,
+                &format!("refund {id} is {:?}", refund.status),
+            ));
+        }
+        refund.status = if succeed {
+            RefundStatus::Succeeded
+        } else {
+            RefundStatus::Failed
+        };
+        let refund = refund.clone();
+        if !succeed && let Some(entry) = state.intents.get_mut(&refund.intent_id) {
+            entry.refunded_minor = entry.refunded_minor.saturating_sub(refund.amount_minor);
+        }
+        Ok(refund)
     }
 
     /// How much of an intent has been refunded, in minor units.
@@ -705,14 +752,29 @@ impl State {
                 })));
             }
         };
-        Run::Save(Answer::Refund(Ok(Refund {
-            id,
+        let refund = Refund {
+            id: id.clone(),
             intent_id,
             amount_minor: amount,
             currency,
-            status: RefundStatus::Succeeded,
+            status: if self.hold_refunds {
+                RefundStatus::Pending
+            } else {
+                RefundStatus::Succeeded
+            },
             created: now,
-        })))
+        };
+        self.refunds.insert(id, refund.clone());
+        if self.lose_refund_answers > 0 {
+            self.lose_refund_answers -= 1;
+            return Run::SaveButAnswer {
+                saved: Box::new(Answer::Refund(Ok(refund))),
+                lost: ProviderError::Timeout {
+                    after: SIMULATED_TIMEOUT,
+                },
+            };
+        }
+        Run::Save(Answer::Refund(Ok(refund)))
     }
 }
 
@@ -828,6 +890,19 @@ impl Provider for TestProvider {
             });
         self.pause().await;
         refund_answer(answer)
+    }
+
+    async fn retrieve_refund(&self, id: &RefundId) -> Result<Refund, ProviderError> {
+        let result = self
+            .lock()
+            .refunds
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ProviderError::NotFound {
+                message: format!("no such refund: {id}"),
+            });
+        self.pause().await;
+        result
     }
 }
 

@@ -1189,6 +1189,15 @@ pub trait PaymentStore: Send + Sync {
         at: DateTime<Utc>,
         memo: &str,
     ) -> StoreResult<bool>;
+    /// Records the provider's id of a refund still pending (the provider answered `pending`),
+    /// so that it can be retrieved later; `false` if the refund is not pending or already has
+    /// an id.
+    async fn set_refund_provider_id(
+        &self,
+        id: &str,
+        provider_refund_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// One refund.
     async fn refund(&self, id: &str) -> StoreResult<Option<RefundRow>>;
     /// A payment's refunds, oldest first.
@@ -1594,6 +1603,16 @@ macro_rules! forward_payment_store {
             ) -> $crate::StoreResult<bool> {
                 self.$field
                     .complete_refund(id, succeeded, provider_refund_id, at, memo)
+                    .await
+            }
+            async fn set_refund_provider_id(
+                &self,
+                id: &str,
+                provider_refund_id: &str,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<bool> {
+                self.$field
+                    .set_refund_provider_id(id, provider_refund_id, at)
                     .await
             }
             async fn refund(

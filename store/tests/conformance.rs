@@ -2714,10 +2714,30 @@ async fn pending_refunds_reserve_and_failed_ones_give_back(h: &Harness) {
         store.refunds_pending(t(101), 10).await.unwrap(),
         vec![refund("rf-1", "pay-1", 600, RefundStatus::Pending)]
     );
+    // The provider said pending and named it: the id is kept, once.
+    assert!(
+        store
+            .set_refund_provider_id("rf-1", "re_1", t(150))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_refund_provider_id("rf-1", "re_other", t(151))
+            .await
+            .unwrap(),
+        "already named"
+    );
+    assert!(
+        !store
+            .set_refund_provider_id("rf-nope", "re_2", t(151))
+            .await
+            .unwrap()
+    );
     // The provider failed it: the 600 come back, nothing in the ledger.
     assert!(
         store
-            .complete_refund("rf-1", false, Some("re_1"), t(200), "")
+            .complete_refund("rf-1", false, None, t(200), "")
             .await
             .unwrap()
     );

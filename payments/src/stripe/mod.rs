@@ -29,7 +29,8 @@ use crate::config::ConfigError;
 use crate::error::ProviderError;
 use crate::secret::Secret;
 use crate::types::{
-    ConfirmIntent, CreateIntent, IdempotencyKey, IntentId, PaymentIntent, Refund, RefundRequest,
+    ConfirmIntent, CreateIntent, IdempotencyKey, IntentId, PaymentIntent, Refund, RefundId,
+    RefundRequest,
 };
 use transport::{Call, Transport};
 
@@ -214,6 +215,22 @@ impl Provider for StripeProvider {
             .await?;
         let wire: wire::WireRefund = serde_json::from_slice(&reply.body)
             .map_err(|_| wire::unexpected("the refund could not be read"))?;
-        wire::refund(wire, &request.intent_id)
+        wire::refund(wire, Some(&request.intent_id))
+    }
+
+    async fn retrieve_refund(&self, id: &RefundId) -> Result<Refund, ProviderError> {
+        let reply = self
+            .transport
+            .send(&Call {
+                operation: "retrieve_refund",
+                method: Method::GET,
+                path: format!("/v1/refunds/{id}"),
+                params: Vec::new(),
+                idempotency_key: None,
+            })
+            .await?;
+        let wire: wire::WireRefund = serde_json::from_slice(&reply.body)
+            .map_err(|_| wire::unexpected("the refund could not be read"))?;
+        wire::refund(wire, None)
     }
 }

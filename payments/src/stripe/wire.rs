@@ -228,8 +228,12 @@ pub(crate) fn intent(wire: WirePaymentIntent) -> Result<PaymentIntent, ProviderE
     })
 }
 
-/// A Stripe Refund as ours; `intent_id` is the one asked for when Stripe leaves it out.
-pub(crate) fn refund(wire: WireRefund, intent_id: &IntentId) -> Result<Refund, ProviderError> {
+/// A Stripe Refund as ours; `intent_id` is the one asked for when Stripe leaves it out (a
+/// retrieval asks for none: then Stripe must name it).
+pub(crate) fn refund(
+    wire: WireRefund,
+    intent_id: Option<&IntentId>,
+) -> Result<Refund, ProviderError> {
     let status = match wire.status.as_deref() {
         None | Some("pending") => RefundStatus::Pending,
         Some("requires_action") => RefundStatus::RequiresAction,
@@ -238,9 +242,10 @@ pub(crate) fn refund(wire: WireRefund, intent_id: &IntentId) -> Result<Refund, P
         Some("canceled") => RefundStatus::Cancelled,
         Some(_) => return Err(unexpected("unknown refund status")),
     };
-    let intent_id = match wire.payment_intent {
-        Some(id) => IntentId::parse(id).map_err(|e| unexpected(e.to_string()))?,
-        None => intent_id.clone(),
+    let intent_id = match (wire.payment_intent, intent_id) {
+        (Some(id), _) => IntentId::parse(id).map_err(|e| unexpected(e.to_string()))?,
+        (None, Some(asked)) => asked.clone(),
+        (None, None) => return Err(unexpected("the refund names no payment intent")),
     };
     Ok(Refund {
         id: RefundId::parse(wire.id).map_err(|e| unexpected(e.to_string()))?,

@@ -537,6 +537,43 @@ async fn a_partial_refund_posts_the_documented_form() {
 }
 
 #[tokio::test]
+async fn retrieving_a_refund_is_a_get_and_needs_its_intent() {
+    let mock = MockStripe::start(vec![
+        Reply::json(
+            200,
+            json!({"id": "re_3Pget", "object": "refund", "amount": 700, "created": 1712345999,
+                   "currency": "eur", "payment_intent": "pi_3Pget", "status": "succeeded"})
+            .to_string(),
+        ),
+        // A refund of a bare charge names no intent: nothing parkd made.
+        Reply::json(
+            200,
+            json!({"id": "re_3Pbare", "object": "refund", "amount": 700, "created": 1712345999,
+                   "currency": "eur", "payment_intent": null, "status": "succeeded"})
+            .to_string(),
+        ),
+    ])
+    .await;
+    let id = parkd_payments::RefundId::parse("re_3Pget").unwrap();
+    let refund = mock.provider().retrieve_refund(&id).await.unwrap();
+    assert_eq!(refund.status, RefundStatus::Succeeded);
+    assert_eq!(refund.intent_id.as_str(), "pi_3Pget");
+    assert_eq!(refund.amount_minor, 700);
+    let request = &mock.requests()[0];
+    assert_eq!(request.method, Method::GET);
+    assert_eq!(request.path, "/v1/refunds/re_3Pget");
+    assert_stripe_headers(request, None);
+    assert!(request.form.is_empty());
+
+    let bare = parkd_payments::RefundId::parse("re_3Pbare").unwrap();
+    let error = mock.provider().retrieve_refund(&bare).await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::UnexpectedResponse { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_full_refund_sends_no_amount() {
     let mock = MockStripe::start(vec![Reply::json(
         200,

@@ -582,6 +582,24 @@ impl PaymentStore for PostgresStore {
         Ok(true)
     }
 
+    async fn set_refund_provider_id(
+        &self,
+        id: &str,
+        provider_refund_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let moved = client
+            .execute(
+                "UPDATE refunds SET provider_refund_id = $2, updated_at = $3
+                 WHERE refund_id = $1 AND status = 'pending' AND provider_refund_id IS NULL",
+                &[&id, &provider_refund_id, &at],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(moved == 1)
+    }
+
     async fn refund(&self, id: &str) -> StoreResult<Option<RefundRow>> {
         Ok(self.refunds_where("refund_id = $1", &[&id]).await?.pop())
     }

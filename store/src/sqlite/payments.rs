@@ -617,6 +617,26 @@ impl PaymentStore for SqliteStore {
         .await
     }
 
+    async fn set_refund_provider_id(
+        &self,
+        id: &str,
+        provider_refund_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (id, provider_refund_id) = (id.to_owned(), provider_refund_id.to_owned());
+        self.write(move |conn| {
+            let moved = conn
+                .execute(
+                    "UPDATE refunds SET provider_refund_id = ?2, updated_at = ?3
+                     WHERE refund_id = ?1 AND status = 'pending' AND provider_refund_id IS NULL",
+                    params![id, provider_refund_id, at.timestamp_micros()],
+                )
+                .map_err(sq_err)?;
+            Ok(moved == 1)
+        })
+        .await
+    }
+
     async fn refund(&self, id: &str) -> StoreResult<Option<RefundRow>> {
         Ok(self
             .refunds_where("refund_id = ?1", vec![text(id)])
