@@ -6,7 +6,7 @@
 //! 3. ingest drains its queue and commits its last batch;
 //! 4. WebSocket clients get a 1001 close and their tasks end;
 //! 5. HTTP stops (so `/readyz` and `/metrics` answer until the data is safe);
-//! 6. background tasks (retention, store health, the occupancy ticker, model reload,
+//! 6. background tasks (retention, gate answers' retention, store health, the occupancy ticker, model reload,
 //!    retained availability, the payment reconciler, the gates) stop;
 //! 7. the gates' last commands go out: the embedded publisher thread ends, or the external
 //!    broker connection sends its queue and disconnects.
@@ -490,6 +490,7 @@ impl RunningApp {
             background_stop.clone(),
         ));
         background.spawn(sweep_limiter(accounts.clone(), background_stop.clone()));
+        background.spawn(prune_gate_decisions(gates.clone(), background_stop.clone()));
         background.spawn(parkd_gates::mqtt::run(
             gates.clone(),
             gate_rx,
@@ -770,6 +771,26 @@ async fn sweep_reservations(
         let day_ago = state.accounts.now() - chrono::Duration::days(1);
         if let Err(error) = state.accounts.store().purge_idempotent(day_ago).await {
             tracing::warn!(%error, "purging idempotency keys failed");
+        }
+    }
+}
+
+/// Deletes the gates' recorded answers past `gates.decision_retention_h`, at start and then
+/// hourly, in batches (a first run after an upgrade may have a long backlog).
+async fn prune_gate_decisions(gates: Arc<GateService>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match gates.prune_decisions(&stop).await {
+            Ok(deleted) if deleted > 0 => {
+                tracing::info!(deleted, "gate answers past their retention deleted")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "pruning gate answers failed"),
         }
     }
 }

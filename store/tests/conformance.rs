@@ -50,6 +50,7 @@ macro_rules! conformance {
 
 conformance!(
     gate_decisions_are_recorded_once,
+    gate_decisions_are_pruned_in_batches,
     parking_sessions_check_reservations_in_and_out,
     one_open_session_per_plate_and_reservation,
     operator_actions_are_an_audit_trail,
@@ -1898,6 +1899,49 @@ async fn one_open_session_per_plate_and_reservation(h: &Harness) {
             .await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+async fn gate_decisions_are_pruned_in_batches(h: &Harness) {
+    let store = h.store();
+    let (l, g) = (lot("garage-a"), GateId::parse("in-1").unwrap());
+    let record = |request_id: String, secs: i64| {
+        let (store, l, g) = (h.store.clone(), l.clone(), g.clone());
+        async move {
+            store
+                .record_gate_decision(&l, &g, &request_id, "{}", t(secs))
+                .await
+                .unwrap()
+        }
+    };
+    for n in 0..25 {
+        record(format!("old-{n}"), 100 + n).await;
+    }
+    record("at-the-limit".into(), 500).await;
+    record("new".into(), 900).await;
+    // Batches of 10: 10, 10, 5, then nothing left before the limit.
+    let mut batches = Vec::new();
+    loop {
+        let deleted = store
+            .delete_gate_decisions_before(t(500), 10)
+            .await
+            .unwrap();
+        batches.push(deleted);
+        if deleted < 10 {
+            break;
+        }
+    }
+    assert_eq!(batches, [10, 10, 5]);
+    assert_eq!(store.gate_decision(&l, &g, "old-0").await.unwrap(), None);
+    assert_eq!(store.gate_decision(&l, &g, "old-24").await.unwrap(), None);
+    // Decided at or after the limit: kept.
+    for kept in ["at-the-limit", "new"] {
+        assert!(
+            store.gate_decision(&l, &g, kept).await.unwrap().is_some(),
+            "{kept}"
+        );
+    }
+    // A pruned request id is decided afresh.
+    assert_eq!(record("old-0".into(), 1000).await, None);
 }
 
 async fn operator_actions_are_an_audit_trail(h: &Harness) {

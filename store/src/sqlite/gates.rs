@@ -130,6 +130,27 @@ impl GateStore for SqliteStore {
         .await
     }
 
+    async fn delete_gate_decisions_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let before = before.timestamp_micros();
+        self.write(move |conn| {
+            // One statement is one transaction; the batch comes from the decided_at index.
+            let deleted = conn
+                .prepare_cached(
+                    "DELETE FROM gate_decisions WHERE rowid IN (
+                         SELECT rowid FROM gate_decisions WHERE decided_at < ?1 LIMIT ?2
+                     )",
+                )
+                .and_then(|mut s| s.execute(params![before, limit]))
+                .map_err(sq_err)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
     async fn open_parking_session(
         &self,
         session: &ParkingSession,
