@@ -54,6 +54,7 @@ conformance!(
     parking_sessions_check_reservations_in_and_out,
     one_open_session_per_plate_and_reservation,
     operator_actions_are_an_audit_trail,
+    an_emergency_is_found_quickly_behind_a_long_audit_trail,
     identifies_itself_and_answers_ping,
     migrations_are_idempotent,
     device_registry_round_trip,
@@ -2017,6 +2018,46 @@ async fn operator_actions_are_an_audit_trail(h: &Harness) {
             .await
             .is_err()
     );
+}
+
+async fn an_emergency_is_found_quickly_behind_a_long_audit_trail(h: &Harness) {
+    let store = h.store();
+    store
+        .record_operator_action(&OperatorAction {
+            id: "start".into(),
+            at: t(10),
+            user_id: "op-1".into(),
+            lot: lot("garage-a"),
+            gate: None,
+            action: "emergency_start".into(),
+            reason: "fire alarm".into(),
+        })
+        .await
+        .unwrap();
+    // Years of manual opens after it, in the same lot and another, written in one statement.
+    let bulk = if store.backend() == "sqlite" {
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO operator_actions (action_id, seq, at, user_id, lot_id, gate_id, action, reason)
+         SELECT 'open-' || i, 1000 + i, 20000000 + i, 'op-1',
+                CASE i % 2 WHEN 0 THEN 'garage-a' ELSE 'garage-b' END, 'in-1', 'gate_open', 'x'
+         FROM n"
+    } else {
+        "INSERT INTO operator_actions (action_id, at, user_id, lot_id, gate_id, action, reason)
+         SELECT 'open-' || i, now(), 'op-1',
+                CASE i % 2 WHEN 0 THEN 'garage-a' ELSE 'garage-b' END, 'in-1', 'gate_open', 'x'
+         FROM generate_series(1, 20000) AS i"
+    };
+    h.execute(bulk).await.unwrap();
+    // Read at every start: it must not grow with the square of the trail.
+    let started = std::time::Instant::now();
+    let latest = store.latest_emergency_actions().await.unwrap();
+    let took = started.elapsed();
+    let ids: Vec<(&str, &str)> = latest
+        .iter()
+        .map(|a| (a.lot.as_str(), a.id.as_str()))
+        .collect();
+    assert_eq!(ids, [("garage-a", "start")]);
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
 }
 
 // ---------------------------------------------------------------------------------------
