@@ -26,6 +26,12 @@ pub const ROOT: &str = "parking/v1";
 pub const SPOT_FILTER: &str = "parking/v1/+/spots/+/+";
 /// The subscription that carries every gate message of every lot.
 pub const GATE_FILTER: &str = "parking/v1/+/gates/+/+";
+/// The gates' requests of every lot (answered by one parkd instance each).
+pub const GATE_REQUEST_FILTER: &str = "parking/v1/+/gates/+/request";
+/// The gates' barrier events of every lot.
+pub const GATE_EVENT_FILTER: &str = "parking/v1/+/gates/+/event";
+/// The gates' online/offline status of every lot.
+pub const GATE_STATUS_FILTER: &str = "parking/v1/+/gates/+/status";
 
 /// Longest topic accepted, in bytes (far above the longest valid one).
 pub const MAX_TOPIC_LEN: usize = 256;

@@ -36,6 +36,7 @@ use parkd_store::{
 };
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use rand::RngCore;
+use tokio_util::sync::CancellationToken;
 
 pub mod charge;
 pub mod mqtt;
@@ -61,6 +62,9 @@ pub struct GateSettings {
     pub arrival_timeout: Duration,
     /// The vehicle type of a walk-in whose gate does not say.
     pub default_vehicle: VehicleType,
+    /// How long the answer to a request is kept for the gate's repeats (idempotency); older
+    /// answers are deleted by [`GateService::prune_decisions`].
+    pub decision_retention: Duration,
 }
 
 impl Default for GateSettings {
@@ -72,9 +76,13 @@ impl Default for GateSettings {
             walk_in_stay: Duration::hours(3),
             arrival_timeout: Duration::minutes(20),
             default_vehicle: VehicleType::Car,
+            decision_retention: Duration::hours(72),
         }
     }
 }
+
+/// Recorded answers deleted per statement by [`GateService::prune_decisions`].
+pub const PRUNE_BATCH: u32 = 10_000;
 
 /// The gate metrics.
 #[derive(Debug, Clone)]
@@ -91,6 +99,8 @@ pub struct GateMetrics {
     pub(crate) events: IntCounterVec,
     /// `parkd_gate_arrivals_total{outcome}`: cars seen parking after entry.
     arrivals: IntCounterVec,
+    /// `parkd_gate_decisions_pruned_total`: recorded answers deleted past their retention.
+    pruned: prometheus::IntCounter,
 }
 
 impl GateMetrics {
@@ -148,7 +158,12 @@ impl GateMetrics {
         registry.register(Box::new(replays.clone()))?;
         registry.register(Box::new(seconds.clone()))?;
         registry.register(Box::new(events.clone()))?;
+        let pruned = prometheus::IntCounter::new(
+            "parkd_gate_decisions_pruned_total",
+            "Recorded answers to gate requests deleted past gates.decision_retention_h",
+        )?;
         registry.register(Box::new(arrivals.clone()))?;
+        registry.register(Box::new(pruned.clone()))?;
         Ok(Self {
             decisions,
             rejected,
@@ -156,6 +171,7 @@ impl GateMetrics {
             seconds,
             events,
             arrivals,
+            pruned,
         })
     }
 }
@@ -466,6 +482,26 @@ impl GateService {
     /// The metrics.
     pub fn metrics(&self) -> &GateMetrics {
         &self.metrics
+    }
+
+    /// Deletes the recorded answers older than `decision_retention`, [`PRUNE_BATCH`] rows per
+    /// statement, until none is left or `stop` fires; returns how many went. A request
+    /// repeated after its answer is gone is decided afresh (its session then says
+    /// `already_inside` or `no_session`).
+    pub async fn prune_decisions(&self, stop: &CancellationToken) -> Result<u64, StoreError> {
+        let before = self.clock.now() - self.settings.decision_retention;
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .store
+                .delete_gate_decisions_before(before, PRUNE_BATCH)
+                .await?;
+            self.metrics.pruned.inc_by(deleted);
+            total += deleted;
+            if deleted < u64::from(PRUNE_BATCH) || stop.is_cancelled() {
+                return Ok(total);
+            }
+        }
     }
 
     /// The answer to one request payload from `gate` of `lot`. Always an answer: a payload

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parkd_broker::embedded::LocalPublisher;
+use parkd_broker::external::ExternalPublisher;
 use parkd_broker::{InboundMessage, MessageSink};
 use parkd_core::gate::GateEvent;
 use parkd_core::ids::{GateId, LotId, SpotId};
@@ -30,17 +31,12 @@ pub trait CommandOut: Send + Sync + std::fmt::Debug {
     fn send(&self, topic: String, payload: Vec<u8>);
 }
 
-/// For a broker the platform cannot publish to (external mode, for now): every command is
-/// counted as dropped.
-#[derive(Debug, Clone)]
-pub struct Unpublished {
-    /// `parkd_gate_dropped_total{stage="command"}`.
-    pub dropped: IntCounter,
-}
-
-impl CommandOut for Unpublished {
-    fn send(&self, _topic: String, _payload: Vec<u8>) {
-        self.dropped.inc();
+/// External-broker mode: commands go to the connection's bounded publish queue, which counts
+/// what it cannot take (and what a lost connection took with it) as dropped.
+impl CommandOut for ExternalPublisher {
+    fn send(&self, topic: String, payload: Vec<u8>) {
+        // `false` means dropped, and the publisher has counted it already.
+        let _queued = self.publish(topic, payload);
     }
 }
 

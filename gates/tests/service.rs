@@ -46,6 +46,7 @@ on_both_stores!(
     a_reservation_admits_by_code_or_plate_and_exit_completes_it,
     refusals_say_why,
     a_repeated_request_gets_the_first_answer,
+    answers_are_kept_for_the_retention_then_pruned,
     arrivals_confirm_or_reconcile_the_session,
     operators_open_by_hand_and_run_emergencies,
     the_exit_opens_once_the_stay_is_paid,
@@ -477,6 +478,39 @@ async fn a_repeated_request_gets_the_first_answer(g: &Garage) {
         g.entry("same", "AB1", None)
     );
     assert_eq!([x, y, z], [first.clone(), first.clone(), first]);
+}
+
+async fn answers_are_kept_for_the_retention_then_pruned(g: &Garage) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let first = g.entry("old", "AB1", None).await;
+    g.clock.advance(Duration::hours(48));
+    let second = g.entry("new", "AB2", None).await;
+    // Both within the default 72 hours: kept, and a repeat still gets its answer.
+    assert_eq!(g.service.prune_decisions(&stop).await.unwrap(), 0);
+    g.clock.advance(Duration::hours(1));
+    assert_eq!(g.entry("old", "AB1", None).await, first);
+    // 73 hours after the first: only that one goes.
+    g.clock.advance(Duration::hours(24));
+    assert_eq!(g.service.prune_decisions(&stop).await.unwrap(), 1);
+    let (lot, gate) = (lot_id(), GateId::parse("in-1").unwrap());
+    assert_eq!(
+        g.store.gate_decision(&lot, &gate, "old").await.unwrap(),
+        None
+    );
+    assert!(
+        g.store
+            .gate_decision(&lot, &gate, "new")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(g.entry("new", "AB2", None).await, second);
+    // A repeat of the pruned request is decided again: the car is inside already.
+    let again = g.entry("old", "AB1", None).await;
+    assert_eq!(
+        (again.action, again.reason),
+        (Action::Deny, Reason::AlreadyInside)
+    );
 }
 
 async fn arrivals_confirm_or_reconcile_the_session(g: &Garage) {

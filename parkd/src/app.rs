@@ -6,8 +6,10 @@
 //! 3. ingest drains its queue and commits its last batch;
 //! 4. WebSocket clients get a 1001 close and their tasks end;
 //! 5. HTTP stops (so `/readyz` and `/metrics` answer until the data is safe);
-//! 6. background tasks (retention, store health, the occupancy ticker, model reload,
-//!    retained availability, the payment reconciler) stop.
+//! 6. background tasks (retention, gate answers' retention, store health, the occupancy ticker, model reload,
+//!    retained availability, the payment reconciler, the gates) stop;
+//! 7. the gates' last commands go out: the embedded publisher thread ends, or the external
+//!    broker connection sends its queue and disconnects.
 //!
 //! Each step is owned by [`RunningApp`]; nothing is spawned without an owner.
 
@@ -21,12 +23,14 @@ use parkd_api::auth::Accounts;
 use parkd_api::live::{LiveHub, LiveSettings};
 use parkd_api::{ApiState, HttpMetrics, ReadinessCheck};
 use parkd_broker::embedded::{EmbeddedBroker, EmbeddedSettings};
-use parkd_broker::external::ExternalSettings;
+use parkd_broker::external::{ExternalBroker, ExternalSettings, Route};
 use parkd_broker::metrics::BrokerMetrics;
 use parkd_core::clock::{Clock, SystemClock};
 use parkd_core::ids::LotId;
-use parkd_core::topic::{GATE_FILTER, SPOT_FILTER};
-use parkd_gates::mqtt::{CommandOut, EmbeddedCommands, GateSink, GateStates, Unpublished};
+use parkd_core::topic::{
+    GATE_EVENT_FILTER, GATE_FILTER, GATE_REQUEST_FILTER, GATE_STATUS_FILTER, SPOT_FILTER,
+};
+use parkd_gates::mqtt::{CommandOut, EmbeddedCommands, GateSink, GateStates};
 use parkd_gates::{GateMetrics, GateService};
 use parkd_ingest::{DeviceIndex, Ingest, IngestMetrics, IngestSettings};
 use parkd_occupancy::OccupancyEngine;
@@ -95,7 +99,7 @@ impl ReadinessCheck for DatabaseReady {
 
 enum BrokerHandle {
     Embedded(Arc<EmbeddedBroker>),
-    External(Arc<JoinHandle<()>>),
+    External(Arc<ExternalBroker>),
 }
 
 struct BrokerReady(Arc<BrokerHandle>);
@@ -108,7 +112,7 @@ impl ReadinessCheck for BrokerReady {
     async fn check(&self) -> Result<(), String> {
         let running = match self.0.as_ref() {
             BrokerHandle::Embedded(broker) => broker.is_running(),
-            BrokerHandle::External(task) => !task.is_finished(),
+            BrokerHandle::External(external) => external.is_running(),
         };
         if running {
             Ok(())
@@ -134,7 +138,7 @@ pub struct RunningApp {
     gate_commands: Option<Arc<EmbeddedCommands>>,
     gates: Arc<GateService>,
     gate_states: Arc<GateStates>,
-    external: Option<Arc<JoinHandle<()>>>,
+    external: Option<Arc<ExternalBroker>>,
     ingest_stop: CancellationToken,
     ingest: Ingest,
     live: Arc<LiveHub>,
@@ -250,6 +254,20 @@ impl RunningApp {
             Some(Arc::new(feed)),
         )?;
 
+        // Gates: requests in through a link (embedded) or subscriptions (external) of their
+        // own, commands out through the same broker.
+        let gate_dropped = IntCounterVec::new(
+            Opts::new(
+                "parkd_gate_dropped_total",
+                "Gate requests dropped before a decision (queue full) and commands not sent",
+            ),
+            &["stage"],
+        )?;
+        registry.register(Box::new(gate_dropped.clone()))?;
+        let (gate_sink, gate_rx) = GateSink::new(
+            config.gates.queue_capacity,
+            gate_dropped.with_label_values(&["queue"]),
+        );
         let broker_metrics = BrokerMetrics::new(&registry)?;
         let link_stop = CancellationToken::new();
         let (broker, mqtt_addr, link, external) = match config.mqtt.mode {
@@ -290,7 +308,16 @@ impl RunningApp {
             }
             MqttMode::External => {
                 let external = &config.mqtt.external;
-                let task = parkd_broker::external::subscribe(
+                let gate_sink: Arc<GateSink> = Arc::new(gate_sink.clone());
+                // Ingest and gate requests are shared by the group (one instance takes each);
+                // gate events and status go to every instance, for its operators' view.
+                let route =
+                    |filter: &str, shared: bool, sink: Arc<dyn parkd_broker::MessageSink>| Route {
+                        filter: filter.to_owned(),
+                        shared,
+                        sink,
+                    };
+                let broker = ExternalBroker::connect(
                     ExternalSettings {
                         url: external.url.clone(),
                         client_id: external.client_id.clone(),
@@ -299,30 +326,26 @@ impl RunningApp {
                         shared_group: external.shared_group.clone(),
                         keep_alive: Duration::from_secs(30),
                     },
-                    &[SPOT_FILTER],
-                    ingest.sink(),
+                    vec![
+                        route(SPOT_FILTER, true, ingest.sink()),
+                        route(GATE_REQUEST_FILTER, true, gate_sink.clone()),
+                        route(GATE_EVENT_FILTER, false, gate_sink.clone()),
+                        route(GATE_STATUS_FILTER, false, gate_sink),
+                    ],
                     clock.clone(),
-                    link_stop.clone(),
+                    gate_dropped.with_label_values(&["command"]),
                 )?;
-                let task = Arc::new(task);
-                (BrokerHandle::External(task.clone()), None, None, Some(task))
+                let broker = Arc::new(broker);
+                (
+                    BrokerHandle::External(broker.clone()),
+                    None,
+                    None,
+                    Some(broker),
+                )
             }
         };
         let broker = Arc::new(broker);
 
-        // Gates: requests in through a link of their own, commands out through another.
-        let gate_dropped = IntCounterVec::new(
-            Opts::new(
-                "parkd_gate_dropped_total",
-                "Gate requests dropped before a decision (queue full) and commands not sent",
-            ),
-            &["stage"],
-        )?;
-        registry.register(Box::new(gate_dropped.clone()))?;
-        let (gate_sink, gate_rx) = GateSink::new(
-            config.gates.queue_capacity,
-            gate_dropped.with_label_values(&["queue"]),
-        );
         let (gate_link, gate_commands, gate_out): (_, _, Arc<dyn CommandOut>) =
             match broker.as_ref() {
                 BrokerHandle::Embedded(embedded) => {
@@ -341,15 +364,7 @@ impl RunningApp {
                     )?);
                     (Some(link), Some(commands.clone()), commands)
                 }
-                BrokerHandle::External(_) => {
-                    tracing::warn!(
-                        "gate requests are answered with the embedded broker only (docs/gates.md)"
-                    );
-                    let out = Arc::new(Unpublished {
-                        dropped: gate_dropped.with_label_values(&["command"]),
-                    });
-                    (None, None, out)
-                }
+                BrokerHandle::External(external) => (None, None, Arc::new(external.publisher())),
             };
         let charge: Arc<dyn parkd_gates::ExitCharge> = Arc::new(parkd_gates::TariffCharge::new(
             store.clone(),
@@ -475,15 +490,14 @@ impl RunningApp {
             background_stop.clone(),
         ));
         background.spawn(sweep_limiter(accounts.clone(), background_stop.clone()));
-        if gate_commands.is_some() {
-            background.spawn(parkd_gates::mqtt::run(
-                gates.clone(),
-                gate_rx,
-                gate_out,
-                gate_states.clone(),
-                background_stop.clone(),
-            ));
-        }
+        background.spawn(prune_gate_decisions(gates.clone(), background_stop.clone()));
+        background.spawn(parkd_gates::mqtt::run(
+            gates.clone(),
+            gate_rx,
+            gate_out,
+            gate_states.clone(),
+            background_stop.clone(),
+        ));
         background.spawn(parkd_gates::mqtt::watch_arrivals(
             gates.clone(),
             engine.clone(),
@@ -688,10 +702,8 @@ impl RunningApp {
         for link in [self.link, self.gate_link].into_iter().flatten() {
             tokio::task::spawn_blocking(move || link.join()).await.ok();
         }
-        if let Some(external) = self.external {
-            while !external.is_finished() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        if let Some(external) = &self.external {
+            external.stop_delivery();
         }
         self.ingest_stop.cancel();
         self.ingest.join().await;
@@ -705,6 +717,11 @@ impl RunningApp {
             tokio::task::spawn_blocking(move || commands.stop())
                 .await
                 .ok();
+        }
+        // The gates' last commands (decided while background tasks stopped) go out, then the
+        // external connection closes.
+        if let Some(external) = self.external {
+            external.close(Duration::from_secs(5)).await;
         }
         tracing::info!("parkd stopped");
         Ok(())
@@ -754,6 +771,26 @@ async fn sweep_reservations(
         let day_ago = state.accounts.now() - chrono::Duration::days(1);
         if let Err(error) = state.accounts.store().purge_idempotent(day_ago).await {
             tracing::warn!(%error, "purging idempotency keys failed");
+        }
+    }
+}
+
+/// Deletes the gates' recorded answers past `gates.decision_retention_h`, at start and then
+/// hourly, in batches (a first run after an upgrade may have a long backlog).
+async fn prune_gate_decisions(gates: Arc<GateService>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match gates.prune_decisions(&stop).await {
+            Ok(deleted) if deleted > 0 => {
+                tracing::info!(deleted, "gate answers past their retention deleted")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "pruning gate answers failed"),
         }
     }
 }

@@ -442,6 +442,9 @@ pub struct GatesConfig {
     pub arrival_timeout_min: u32,
     /// Requests that may wait for a decision; beyond, they are dropped (gates repeat them).
     pub queue_capacity: usize,
+    /// Hours the answer to each request is kept for the gate's repeats; older answers are
+    /// deleted hourly.
+    pub decision_retention_h: u32,
 }
 
 impl Default for GatesConfig {
@@ -453,9 +456,14 @@ impl Default for GatesConfig {
             walk_in_stay_h: 3,
             arrival_timeout_min: 20,
             queue_capacity: 1024,
+            decision_retention_h: 72,
         }
     }
 }
+
+/// The longest `gates.decision_retention_h`: a year (idempotency needs days; the sessions
+/// are the lasting record).
+const MAX_DECISION_RETENTION_H: u32 = 8760;
 
 /// `[demo]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -615,6 +623,17 @@ impl ParkdConfig {
                  arrival_timeout_min and queue_capacity above zero",
             );
         }
+        if g.decision_retention_h == 0
+            || g.decision_retention_h > MAX_DECISION_RETENTION_H
+            || u64::from(g.decision_retention_h) * 3600 <= g.max_request_age_s
+        {
+            return Err(ConfigError::Invalid(format!(
+                "gates.decision_retention_h is {}: it must be from 1 to {MAX_DECISION_RETENTION_H} \
+                 hours and longer than gates.max_request_age_s ({} s), so that a gate's repeated \
+                 request finds its answer as long as it is not stale",
+                g.decision_retention_h, g.max_request_age_s
+            )));
+        }
         if self.demo.spots == 0 || self.demo.spots > 100_000 {
             return invalid("demo.spots must be in [1, 100000]");
         }
@@ -657,6 +676,7 @@ impl ParkdConfig {
             early_entry: chrono::Duration::minutes(i64::from(g.early_entry_min)),
             walk_in_stay: chrono::Duration::hours(i64::from(g.walk_in_stay_h)),
             arrival_timeout: chrono::Duration::minutes(i64::from(g.arrival_timeout_min)),
+            decision_retention: chrono::Duration::hours(i64::from(g.decision_retention_h)),
             ..parkd_gates::GateSettings::default()
         }
     }
@@ -754,6 +774,39 @@ mod tests {
         assert!(error.contains("listen"), "{error}");
         assert!(ParkdConfig::load(Some(Path::new("/nonexistent.toml")), env(&[])).is_err());
         assert!(ParkdConfig::load(None, env(&[("PARKD__INGEST__BATCH_SIZE", "0")])).is_err());
+    }
+
+    #[test]
+    fn gate_decision_retention_is_checked() {
+        let retention = |hours: &str, max_age: &str| {
+            ParkdConfig::load(
+                None,
+                env(&[
+                    ("PARKD__GATES__DECISION_RETENTION_H", hours),
+                    ("PARKD__GATES__MAX_REQUEST_AGE_S", max_age),
+                ]),
+            )
+        };
+        assert_eq!(
+            retention("1", "60")
+                .unwrap()
+                .gate_settings()
+                .decision_retention,
+            chrono::Duration::hours(1)
+        );
+        assert_eq!(
+            ParkdConfig::default().gate_settings().decision_retention,
+            chrono::Duration::hours(72)
+        );
+        for (hours, max_age) in [("0", "60"), ("8761", "60"), ("1", "3600")] {
+            let error = retention(hours, max_age).unwrap_err().to_string();
+            assert!(
+                error.contains("gates.decision_retention_h") && error.contains(hours),
+                "{error}"
+            );
+        }
+        let error = retention("-3", "60").unwrap_err().to_string();
+        assert!(error.contains("decision_retention_h"), "{error}");
     }
 
     #[test]

@@ -271,52 +271,9 @@ fn toml_url(url: &str) -> parkd::config::DatabaseUrl {
     config.database.url.take().unwrap()
 }
 
-/// A running Mosquitto; its config directory lives as long as it does.
-struct Mosquitto(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_mosquitto() -> (Mosquitto, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"),
-    )
-    .unwrap();
-    #[allow(clippy::zombie_processes)] // waited for in Mosquitto's Drop
-    let child = std::process::Command::new("/usr/sbin/mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto is installed (Debian package mosquitto)");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return (Mosquitto(child, dir), port);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("mosquitto did not start on port {port}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_broker_mode_ingests_from_a_real_mosquitto() {
-    let (_mosquitto, port) = start_mosquitto().await;
+    let (_mosquitto, port) = common::start_mosquitto().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = base_config(dir.path());
     config.mqtt.mode = MqttMode::External;

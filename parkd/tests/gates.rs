@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use parkd::app::{Mode, RunningApp, open_store};
+use parkd::config::MqttMode;
 use parkd_broker::auth::hash_secret;
 use parkd_core::gate::{Action, GateCommand, Reason};
 use parkd_core::ids::{DeviceId, GateId, LotId, SpotId};
@@ -140,13 +141,29 @@ where
 }
 
 /// The four-spot lot with two gates (`in-1`, `out-1`) and a sensor per spot, every spot
-/// reported free.
+/// reported free, on the embedded broker.
 async fn garage() -> (RunningApp, tempfile::TempDir) {
+    let (app, dir, _) = garage_on(None).await;
+    (app, dir)
+}
+
+/// The same garage; with `external` (a Mosquitto's port) parkd is a client of that broker.
+/// Also returns the port devices publish to.
+async fn garage_on(external: Option<u16>) -> (RunningApp, tempfile::TempDir, u16) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
     config.live.debounce_ms = 0;
     config.live.model_reload_s = 1;
     config.reservations.sweep_every_s = 1;
+    let mode = match external {
+        Some(port) => {
+            config.mqtt.mode = MqttMode::External;
+            config.mqtt.external.url = format!("mqtt://127.0.0.1:{port}");
+            config.mqtt.external.shared_group = Some("parkd".into());
+            Mode::Serve
+        }
+        None => Mode::Demo,
+    };
     let store = open_store(&config).await.unwrap();
     store.put_lot(&small_lot()).await.unwrap();
     for spot in ["1", "2", "3", "4"] {
@@ -156,17 +173,49 @@ async fn garage() -> (RunningApp, tempfile::TempDir) {
         register_gate(store.as_ref(), gate).await;
     }
     drop(store);
-    let app = RunningApp::start(config, Mode::Demo).await.unwrap();
-    let port = app.mqtt_addr().unwrap().port();
-    for spot in ["1", "2", "3", "4"] {
-        sensor(port, spot, false).await;
-    }
+    let app = RunningApp::start(config, mode).await.unwrap();
+    let port = external.unwrap_or_else(|| app.mqtt_addr().unwrap().port());
     let http = app.http_addr();
+    // An external broker gets parkd's subscriptions once connected: report until they count.
     until("all four spots are free", || async {
+        for spot in ["1", "2", "3", "4"] {
+            sensor(port, spot, false).await;
+        }
         free_spots(http).await == 4
     })
     .await;
-    (app, dir)
+    (app, dir, port)
+}
+
+/// Checks that `command` admitted the first walk-in of the garage at `in-1` (request
+/// `request_id`, plate key `plate_key`): a stored session on the spot the command names, held
+/// (three spots free). The session.
+async fn admitted_walk_in(
+    store: &dyn Store,
+    http: SocketAddr,
+    command: &GateCommand,
+    request_id: &str,
+    plate_key: &str,
+) -> parkd_store::ParkingSession {
+    assert_eq!(
+        (command.action, command.reason),
+        (Action::Open, Reason::WalkIn)
+    );
+    assert_eq!(command.request_id.as_deref(), Some(request_id));
+    let session = store
+        .parking_session(command.session.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.plate_key.as_deref(), Some(plate_key));
+    assert_eq!(session.entry_gate, Some(GateId::parse("in-1").unwrap()));
+    assert!(command.spot.is_some());
+    assert_eq!(
+        session.assigned_spot.as_ref().map(SpotId::as_str),
+        command.spot.as_deref()
+    );
+    assert_eq!(free_spots(http).await, 3);
+    session
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,24 +232,8 @@ async fn cars_enter_and_leave_through_gates_over_mqtt() {
         &json!({"request_id": "w1", "direction": "entry", "plate": "WALK 1", "plate_confidence": 0.97}),
     )
     .await;
-    assert_eq!(
-        (walk_in.action, walk_in.reason),
-        (Action::Open, Reason::WalkIn)
-    );
-    assert_eq!(walk_in.request_id.as_deref(), Some("w1"));
-    let assigned = walk_in.spot.clone().unwrap();
-    let session = store
-        .parking_session(walk_in.session.as_deref().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(session.plate_key.as_deref(), Some("WALK1"));
-    assert_eq!(session.entry_gate, Some(GateId::parse("in-1").unwrap()));
-    assert_eq!(
-        session.assigned_spot.as_ref().map(SpotId::as_str),
-        Some(assigned.as_str())
-    );
-    assert_eq!(free_spots(http).await, 3);
+    let assigned = walk_in.spot.clone().unwrap_or_default();
+    let session = admitted_walk_in(store.as_ref(), http, &walk_in, "w1", "WALK1").await;
 
     // 2. It parks elsewhere: the sensor of another spot reports it, and the session follows.
     let elsewhere = ["1", "2", "3", "4"]
@@ -349,7 +382,16 @@ async fn commands_during<F: std::future::Future<Output = T>, T>(
     count: usize,
     during: F,
 ) -> (T, Vec<(String, GateCommand)>) {
-    let mut subscriber = Command::new("mosquitto_sub")
+    let subscriber = command_subscriber(port, "+", count, 10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let result = during.await;
+    (result, received_commands(subscriber).await)
+}
+
+/// mosquitto_sub on the command topic of `gate` (`+`: every gate of the lot), until `count`
+/// commands came or `wait_s` passed.
+fn command_subscriber(port: u16, gate: &str, count: usize, wait_s: u32) -> tokio::process::Child {
+    Command::new("mosquitto_sub")
         .args([
             "-h",
             "127.0.0.1",
@@ -359,19 +401,15 @@ async fn commands_during<F: std::future::Future<Output = T>, T>(
             "mqttv311",
             "-v",
         ])
-        .args([
-            "-t",
-            "parking/v1/g1/gates/+/command",
-            "-C",
-            &count.to_string(),
-            "-W",
-            "10",
-        ])
+        .args(["-t", &format!("parking/v1/g1/gates/{gate}/command")])
+        .args(["-C", &count.to_string(), "-W", &wait_s.to_string()])
         .stdout(Stdio::piped())
         .spawn()
-        .expect("mosquitto_sub is installed");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let result = during.await;
+        .expect("mosquitto_sub is installed")
+}
+
+/// What `subscriber` received: topic and command.
+async fn received_commands(mut subscriber: tokio::process::Child) -> Vec<(String, GateCommand)> {
     let mut out = String::new();
     subscriber
         .stdout
@@ -381,8 +419,7 @@ async fn commands_during<F: std::future::Future<Output = T>, T>(
         .await
         .unwrap();
     let _ = subscriber.wait().await;
-    let commands = out
-        .lines()
+    out.lines()
         .map(|line| {
             let (topic, payload) = line.split_once(' ').unwrap();
             (
@@ -390,8 +427,7 @@ async fn commands_during<F: std::future::Future<Output = T>, T>(
                 GateCommand::decode(payload.as_bytes()).unwrap(),
             )
         })
-        .collect();
-    (result, commands)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -670,4 +706,81 @@ async fn drivers_check_in_and_out_from_the_app() {
     assert_eq!(status, 201, "{walk}");
     assert_eq!(walk["reason"], "walk_in");
     app.shutdown().await.unwrap();
+}
+
+/// A request with a plate read with confidence.
+fn plate_read(request_id: &str, direction: &str, plate: &str) -> Value {
+    json!({"request_id": request_id, "direction": direction, "plate": plate, "plate_confidence": 0.97})
+}
+
+/// The gate publishes `request` every 300 ms, as a real gate repeats an unanswered request,
+/// until the first command arrives (within 20 s); that command.
+async fn gate_insists(port: u16, gate: &str, request: &Value) -> GateCommand {
+    let mut subscriber = command_subscriber(port, gate, 1, 20);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let topic = format!("parking/v1/g1/gates/{gate}/request");
+    while subscriber.try_wait().unwrap().is_none() {
+        mosquitto_pub(port, &["-q", "1", "-t", &topic, "-m", &request.to_string()]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, command) = received_commands(subscriber)
+        .await
+        .pop()
+        .expect("a command within 20 s");
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_broker_mode_answers_gates_through_a_real_mosquitto() {
+    let (mosquitto, port) = common::start_mosquitto().await;
+    let (app, _dir, _) = garage_on(Some(port)).await;
+    let store = app.store();
+    let http = app.http_addr();
+
+    // A walk-in through Mosquitto: admitted with a spot, its session stored.
+    let entry = plate_read("x1", "entry", "EXT 1");
+    let walk_in = gate_asks(port, "in-1", &entry).await;
+    let session = admitted_walk_in(store.as_ref(), http, &walk_in, "x1", "EXT1").await;
+
+    // The gate missed the answer and repeats the request: the same answer, no second car.
+    let again = gate_asks(port, "in-1", &entry).await;
+    assert_eq!(
+        (again.action, again.session),
+        (Action::Open, walk_in.session.clone())
+    );
+    assert_eq!(store.open_parking_sessions(&lot()).await.unwrap().len(), 1);
+
+    // A plate already inside is denied.
+    let twice = gate_asks(port, "in-1", &plate_read("x2", "entry", "EXT-1")).await;
+    assert_eq!(
+        (twice.action, twice.reason),
+        (Action::Deny, Reason::AlreadyInside)
+    );
+
+    // The broker restarts on the same port: parkd reconnects and subscribes again, and the
+    // exit gate's repeated request is answered; the lot has no tariff, so nothing is due.
+    drop(mosquitto);
+    let _mosquitto = common::start_mosquitto_on(port).await;
+    let exit = gate_insists(port, "out-1", &plate_read("x3", "exit", "EXT 1")).await;
+    assert_eq!(
+        (exit.action, exit.reason),
+        (Action::Open, Reason::NothingDue)
+    );
+    assert_eq!(exit.session, walk_in.session);
+    let closed = store.parking_session(&session.id).await.unwrap().unwrap();
+    assert_eq!(closed.exit_gate, Some(GateId::parse("out-1").unwrap()));
+    assert!(closed.exited_at.is_some());
+
+    let metrics = common::get_text(http, "/metrics").await;
+    assert!(
+        metrics.contains(r#"parkd_gate_dropped_total{stage="command"} 0"#),
+        "{metrics}"
+    );
+    let started = std::time::Instant::now();
+    app.shutdown().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
 }

@@ -659,6 +659,14 @@ pub trait GateStore: Send + Sync {
         command: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<String>>;
+    /// Deletes at most `limit` recorded answers decided before `before`, in one short
+    /// transaction; returns how many. The caller repeats while a whole batch comes back, so
+    /// a large backlog never holds locks (or SQLite's one writer) for long.
+    async fn delete_gate_decisions_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64>;
     /// Opens a session and, if it has a reservation, checks that in (confirmed to checked
     /// in), atomically. [`StoreError::Conflict`] if the plate or the reservation already has
     /// an open session in the lot, or the reservation is no longer confirmed.
@@ -1419,6 +1427,13 @@ macro_rules! forward_gate_store {
                 self.$field
                     .record_gate_decision(lot, gate, request_id, command, at)
                     .await
+            }
+            async fn delete_gate_decisions_before(
+                &self,
+                before: ::chrono::DateTime<::chrono::Utc>,
+                limit: u32,
+            ) -> $crate::StoreResult<u64> {
+                self.$field.delete_gate_decisions_before(before, limit).await
             }
             async fn open_parking_session(
                 &self,

@@ -50,9 +50,11 @@ macro_rules! conformance {
 
 conformance!(
     gate_decisions_are_recorded_once,
+    gate_decisions_are_pruned_in_batches,
     parking_sessions_check_reservations_in_and_out,
     one_open_session_per_plate_and_reservation,
     operator_actions_are_an_audit_trail,
+    an_emergency_is_found_quickly_behind_a_long_audit_trail,
     identifies_itself_and_answers_ping,
     migrations_are_idempotent,
     device_registry_round_trip,
@@ -1901,6 +1903,49 @@ async fn one_open_session_per_plate_and_reservation(h: &Harness) {
     ));
 }
 
+async fn gate_decisions_are_pruned_in_batches(h: &Harness) {
+    let store = h.store();
+    let (l, g) = (lot("garage-a"), GateId::parse("in-1").unwrap());
+    let record = |request_id: String, secs: i64| {
+        let (store, l, g) = (h.store.clone(), l.clone(), g.clone());
+        async move {
+            store
+                .record_gate_decision(&l, &g, &request_id, "{}", t(secs))
+                .await
+                .unwrap()
+        }
+    };
+    for n in 0..25 {
+        record(format!("old-{n}"), 100 + n).await;
+    }
+    record("at-the-limit".into(), 500).await;
+    record("new".into(), 900).await;
+    // Batches of 10: 10, 10, 5, then nothing left before the limit.
+    let mut batches = Vec::new();
+    loop {
+        let deleted = store
+            .delete_gate_decisions_before(t(500), 10)
+            .await
+            .unwrap();
+        batches.push(deleted);
+        if deleted < 10 {
+            break;
+        }
+    }
+    assert_eq!(batches, [10, 10, 5]);
+    assert_eq!(store.gate_decision(&l, &g, "old-0").await.unwrap(), None);
+    assert_eq!(store.gate_decision(&l, &g, "old-24").await.unwrap(), None);
+    // Decided at or after the limit: kept.
+    for kept in ["at-the-limit", "new"] {
+        assert!(
+            store.gate_decision(&l, &g, kept).await.unwrap().is_some(),
+            "{kept}"
+        );
+    }
+    // A pruned request id is decided afresh.
+    assert_eq!(record("old-0".into(), 1000).await, None);
+}
+
 async fn operator_actions_are_an_audit_trail(h: &Harness) {
     let store = h.store();
     let action = |id: &str, secs: i64, lot_id: &str, what: &str| OperatorAction {
@@ -1974,6 +2019,46 @@ async fn operator_actions_are_an_audit_trail(h: &Harness) {
             .await
             .is_err()
     );
+}
+
+async fn an_emergency_is_found_quickly_behind_a_long_audit_trail(h: &Harness) {
+    let store = h.store();
+    store
+        .record_operator_action(&OperatorAction {
+            id: "start".into(),
+            at: t(10),
+            user_id: "op-1".into(),
+            lot: lot("garage-a"),
+            gate: None,
+            action: "emergency_start".into(),
+            reason: "fire alarm".into(),
+        })
+        .await
+        .unwrap();
+    // Years of manual opens after it, in the same lot and another, written in one statement.
+    let bulk = if store.backend() == "sqlite" {
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO operator_actions (action_id, seq, at, user_id, lot_id, gate_id, action, reason)
+         SELECT 'open-' || i, 1000 + i, 20000000 + i, 'op-1',
+                CASE i % 2 WHEN 0 THEN 'garage-a' ELSE 'garage-b' END, 'in-1', 'gate_open', 'x'
+         FROM n"
+    } else {
+        "INSERT INTO operator_actions (action_id, at, user_id, lot_id, gate_id, action, reason)
+         SELECT 'open-' || i, now(), 'op-1',
+                CASE i % 2 WHEN 0 THEN 'garage-a' ELSE 'garage-b' END, 'in-1', 'gate_open', 'x'
+         FROM generate_series(1, 20000) AS i"
+    };
+    h.execute(bulk).await.unwrap();
+    // Read at every start: it must not grow with the square of the trail.
+    let started = std::time::Instant::now();
+    let latest = store.latest_emergency_actions().await.unwrap();
+    let took = started.elapsed();
+    let ids: Vec<(&str, &str)> = latest
+        .iter()
+        .map(|a| (a.lot.as_str(), a.id.as_str()))
+        .collect();
+    assert_eq!(ids, [("garage-a", "start")]);
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -103,3 +103,54 @@ fn fxhash(text: &str) -> u64 {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+/// A running Mosquitto (a broker nobody here wrote); its config directory lives as long as it
+/// does, and dropping it stops the broker.
+pub(crate) struct Mosquitto(std::process::Child, tempfile::TempDir);
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Mosquitto on a free loopback port, anonymous clients allowed; and the port.
+pub(crate) async fn start_mosquitto() -> (Mosquitto, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    (start_mosquitto_on(port).await, port)
+}
+
+/// Mosquitto on `port` (again: to test reconnects after a broker restart).
+pub(crate) async fn start_mosquitto_on(port: u16) -> Mosquitto {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"),
+    )
+    .unwrap();
+    #[allow(clippy::zombie_processes)] // waited for in Mosquitto's Drop
+    let child = std::process::Command::new("/usr/sbin/mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto is installed (Debian package mosquitto)");
+    let mosquitto = Mosquitto(child, dir);
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return mosquitto;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("mosquitto did not start on port {port}");
+}

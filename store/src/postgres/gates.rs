@@ -122,6 +122,29 @@ impl GateStore for PostgresStore {
         row.map(|row| col(&row, 0, "gate_decisions")).transpose()
     }
 
+    async fn delete_gate_decisions_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let client = self.client().await?;
+        // The batch is found through the BRIN index on decided_at (rows arrive in time
+        // order) and deleted by row address; the table is an ordinary one on TimescaleDB too.
+        let statement = client
+            .prepare_cached(
+                "DELETE FROM gate_decisions
+                 WHERE ctid = ANY (ARRAY(
+                     SELECT ctid FROM gate_decisions WHERE decided_at < $1 LIMIT $2
+                 ))",
+            )
+            .await
+            .map_err(pg_err)?;
+        client
+            .execute(&statement, &[&before, &i64::from(limit)])
+            .await
+            .map_err(pg_err)
+    }
+
     async fn open_parking_session(&self, s: &ParkingSession, at: DateTime<Utc>) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
