@@ -250,32 +250,31 @@ impl GateStore for PostgresStore {
         exit_gate: Option<&GateId>,
         overstay_s: Option<i64>,
     ) -> StoreResult<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        let closed = tx
+        // One statement (one round trip, on every exit): the session closes and its
+        // reservation completes together; data-modifying CTEs always run to completion.
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "WITH closed AS (
+                     UPDATE parking_sessions SET exited_at = $2, exit_gate = $3, overstay_s = $4
+                     WHERE session_id = $1 AND exited_at IS NULL
+                     RETURNING reservation_id),
+                 completed AS (
+                     UPDATE reservations SET state = 'completed', updated_at = $2
+                     WHERE reservation_id = (SELECT reservation_id FROM closed)
+                       AND state = 'checked_in')
+                 SELECT 1 FROM closed",
+            )
+            .await
+            .map_err(pg_err)?;
+        let closed = client
             .query_opt(
-                "UPDATE parking_sessions SET exited_at = $2, exit_gate = $3, overstay_s = $4
-                 WHERE session_id = $1 AND exited_at IS NULL
-                 RETURNING reservation_id",
+                &statement,
                 &[&id, &exited_at, &exit_gate.map(GateId::as_str), &overstay_s],
             )
             .await
             .map_err(pg_err)?;
-        let Some(closed) = closed else {
-            return Ok(false);
-        };
-        let reservation: Option<String> = col(&closed, 0, "parking_sessions")?;
-        if let Some(reservation) = reservation {
-            tx.execute(
-                "UPDATE reservations SET state = 'completed', updated_at = $2
-                 WHERE reservation_id = $1 AND state = 'checked_in'",
-                &[&reservation, &exited_at],
-            )
-            .await
-            .map_err(pg_err)?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(true)
+        Ok(closed.is_some())
     }
 
     async fn record_operator_action(&self, a: &OperatorAction) -> StoreResult<()> {

@@ -235,11 +235,15 @@ impl PaymentStore for PostgresStore {
     async fn tariff(&self, lot: &LotId) -> StoreResult<Option<TariffRow>> {
         const T: &str = "tariffs";
         let client = self.client().await?;
-        let row = client
-            .query_opt(
+        // Read on every bill (each exit request and payment): prepared once per connection.
+        let statement = client
+            .prepare_cached(
                 "SELECT lot_id, tariff, version, updated_at FROM tariffs WHERE lot_id = $1",
-                &[&lot.as_str()],
             )
+            .await
+            .map_err(pg_err)?;
+        let row = client
+            .query_opt(&statement, &[&lot.as_str()])
             .await
             .map_err(pg_err)?;
         row.map(|row| {
@@ -418,17 +422,28 @@ impl PaymentStore for PostgresStore {
         at: DateTime<Utc>,
         memo: &str,
     ) -> StoreResult<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_err)?;
+        // One statement: the move and its ledger row commit together or not at all, in one
+        // round trip (this is on the pay-at-exit path).
+        let client = self.client().await?;
         let sql = format!(
-            "UPDATE payments SET status = $3, updated_at = $9, {APPLY_UPDATE}
-             WHERE payment_id = $1 AND status = ANY($2) AND status <> 'succeeded'
-             RETURNING payment_id"
+            "WITH moved AS (
+                 UPDATE payments SET status = $3, updated_at = $9, {APPLY_UPDATE}
+                 WHERE payment_id = $1 AND status = ANY($2) AND status <> 'succeeded'
+                 RETURNING lot_id, purpose, amount_minor, currency, payment_id, reservation_id,
+                           session_id, user_id)
+             INSERT INTO ledger_entries (at, lot_id, kind, amount_minor, currency, payment_id,
+                                         reservation_id, session_id, user_id, memo)
+             SELECT $9, lot_id,
+                    CASE purpose WHEN 'no_show_fee' THEN 'no_show_fee' ELSE 'charge' END,
+                    amount_minor, currency, payment_id, reservation_id, session_id, user_id, $10
+             FROM moved
+             RETURNING seq"
         );
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
         let method = update.method.as_ref();
-        let moved = tx
-            .query_opt(
-                &sql,
+        let written = client
+            .query(
+                &statement,
                 &[
                     &id,
                     &status_names(from),
@@ -439,26 +454,12 @@ impl PaymentStore for PostgresStore {
                     &method.map(|m| m.brand.as_str()),
                     &method.map(|m| m.last4.as_str()),
                     &at,
+                    &memo,
                 ],
             )
             .await
             .map_err(pg_err)?;
-        if moved.is_none() {
-            return Ok(false);
-        }
-        tx.execute(
-            "INSERT INTO ledger_entries (at, lot_id, kind, amount_minor, currency, payment_id,
-                                         reservation_id, session_id, user_id, memo)
-             SELECT $2, lot_id,
-                    CASE purpose WHEN 'no_show_fee' THEN 'no_show_fee' ELSE 'charge' END,
-                    amount_minor, currency, payment_id, reservation_id, session_id, user_id, $3
-             FROM payments WHERE payment_id = $1",
-            &[&id, &at, &memo],
-        )
-        .await
-        .map_err(pg_err)?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(true)
+        Ok(!written.is_empty())
     }
 
     async fn record_refund(&self, r: &RefundRow, memo: &str) -> StoreResult<()> {
