@@ -4,7 +4,7 @@
 //! their parking sessions and the live availability shows them parked. With the demo's tariff
 //! the drivers pay (some reservations in advance, stays at the exit: walk-ins at the pay
 //! station), the exit gates open after payment, the ledger shows the revenue, and no
-//! card-number-like value is stored anywhere.
+//! card-number-like value is stored anywhere or written to the log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,8 +29,41 @@ fn counter(metrics: &str, prefix: &str) -> u64 {
         .sum()
 }
 
+/// Everything the process logs, kept to be scanned for card numbers afterwards.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_cars_enter_park_and_leave_through_the_gates() {
+    // parkd's own crates at debug, everything else at info, as text: what an operator's log
+    // file would hold, and more.
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,parkd=debug,parkd_api=debug,parkd_gates=debug,parkd_payments=debug,\
+                 parkd_store=debug,parkd_sim=debug",
+            ))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .expect("the only subscriber of this test binary");
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
     config.demo.simulate = true;
@@ -312,6 +345,20 @@ async fn demo_cars_enter_park_and_leave_through_the_gates() {
         }
     }
     assert!(scanned > 100, "{scanned} text values scanned");
+
+    // Nor in the logs.
+    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let lines = logged.lines().count();
+    assert!(
+        lines > 50 && logged.contains("payment"),
+        "{lines} log lines captured"
+    );
+    for line in logged.lines() {
+        assert!(
+            !parkd_payments::guard::contains_card_number(&without_hex_ids(line)),
+            "a card-number-like value in the log: {line}"
+        );
+    }
 }
 
 /// `text` with random hex identifiers (32 hex digits and more, e.g. `pay_0a1b...`) blanked
