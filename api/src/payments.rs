@@ -1191,22 +1191,6 @@ pub(crate) async fn refund_reservation(
         return Ok(0);
     };
     let now = state.accounts.now();
-    // A prepayment still waiting for the customer's 3-D Secure step is stopped at the
-    // provider: the reservation it was for is over. (One the provider is already processing
-    // cannot be stopped; if it succeeds, `refund_if_orphaned` sends it back.)
-    for payment in store
-        .payments_of_reservation(&reservation.id)
-        .await
-        .map_err(Problem::internal)?
-    {
-        if payment.purpose == PaymentPurpose::Reservation
-            && payment.status == PaymentStatus::RequiresAction
-            && let Err(problem) =
-                cancel_abandoned(store.as_ref(), pay.provider.as_ref(), &payment.id, now).await
-        {
-            tracing::warn!(payment = %payment.id, ?problem, "could not cancel a waiting prepayment");
-        }
-    }
     // What the no-show keeps, taken from the prepayments in order.
     let mut fee_left = match cause {
         RefundCause::Cancelled => 0,
@@ -1221,13 +1205,41 @@ pub(crate) async fn refund_reservation(
                 .0
         }
     };
+    let (reason, memo) = match cause {
+        RefundCause::Cancelled => (
+            "cancelled",
+            format!("reservation {} cancelled", reservation.id),
+        ),
+        RefundCause::NoShow => (
+            "no_show",
+            format!(
+                "reservation {} not used: prepayment less the no-show fee",
+                reservation.id
+            ),
+        ),
+    };
     let mut refunded = 0;
     for payment in store
         .payments_of_reservation(&reservation.id)
         .await
         .map_err(Problem::internal)?
     {
-        if payment.purpose != PaymentPurpose::Reservation || payment.refundable_minor() <= 0 {
+        if payment.purpose != PaymentPurpose::Reservation {
+            continue;
+        }
+        // A prepayment still waiting for the customer's 3-D Secure step is stopped at the
+        // provider: the reservation it was for is over. (One the provider is already
+        // processing cannot be stopped; if it succeeds, or had succeeded after all, the
+        // settlement sends it back: `refund_if_orphaned`.)
+        if payment.status == PaymentStatus::RequiresAction {
+            if let Err(problem) =
+                cancel_abandoned(store.as_ref(), pay.provider.as_ref(), &payment.id, now).await
+            {
+                tracing::warn!(payment = %payment.id, ?problem, "could not cancel a waiting prepayment");
+            }
+            continue;
+        }
+        if payment.refundable_minor() <= 0 {
             continue;
         }
         let amount = match cause {
@@ -1250,17 +1262,6 @@ pub(crate) async fn refund_reservation(
         if amount <= 0 {
             continue;
         }
-        let memo = match cause {
-            RefundCause::Cancelled => format!("reservation {} cancelled", reservation.id),
-            RefundCause::NoShow => format!(
-                "reservation {} not used: prepayment less the no-show fee",
-                reservation.id
-            ),
-        };
-        let reason = match cause {
-            RefundCause::Cancelled => "cancelled",
-            RefundCause::NoShow => "no_show",
-        };
         if !refund_payment(
             store.as_ref(),
             pay.provider.as_ref(),

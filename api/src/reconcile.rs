@@ -51,6 +51,11 @@ pub const QUIET_PERIOD: Duration = Duration::from_secs(10);
 /// pages time out within minutes; an hour leaves room for a slow customer.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(60 * 60);
 
+/// Only what has not changed since this instant is examined (see [`QUIET_PERIOD`]).
+fn quiet_since(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(QUIET_PERIOD).unwrap_or(chrono::Duration::MAX)
+}
+
 fn abandoned_after() -> chrono::Duration {
     chrono::Duration::from_std(ABANDONED_AFTER).unwrap_or(chrono::Duration::MAX)
 }
@@ -230,8 +235,7 @@ pub async fn reconcile_once(
     now: DateTime<Utc>,
     limit: u32,
 ) -> Result<ReconcileReport, ReconcileError> {
-    let quiet = chrono::Duration::from_std(QUIET_PERIOD).unwrap_or(chrono::Duration::MAX);
-    let pending = store.payments_pending(now - quiet, limit).await?;
+    let pending = store.payments_pending(quiet_since(now), limit).await?;
     let mut report = ReconcileReport::default();
     for payment in &pending {
         report.examined += 1;
@@ -339,8 +343,7 @@ pub async fn reconcile_refunds_once(
     now: DateTime<Utc>,
     limit: u32,
 ) -> Result<ReconcileReport, ReconcileError> {
-    let quiet = chrono::Duration::from_std(QUIET_PERIOD).unwrap_or(chrono::Duration::MAX);
-    let pending = store.refunds_pending(now - quiet, limit).await?;
+    let pending = store.refunds_pending(quiet_since(now), limit).await?;
     let mut report = ReconcileReport::default();
     for refund in &pending {
         report.examined += 1;
@@ -505,39 +508,33 @@ pub async fn run(
             () = stop.cancelled() => return,
             reports = round => reports,
         };
-        match refunds {
-            Ok(refunds) => {
-                metrics.record_refunds(&refunds);
-                if refunds.examined > 0 {
-                    tracing::info!(
-                        examined = refunds.examined,
-                        succeeded = refunds.succeeded,
-                        failed = refunds.failed,
-                        pending = refunds.pending,
-                        provider_errors = refunds.provider_errors,
-                        unresolvable = refunds.unresolvable,
-                        "refunds reconciled"
-                    );
-                }
-            }
-            Err(error) => tracing::warn!(%error, "refund reconciliation failed"),
+        log_round("payments", &report);
+        log_round("refunds", &refunds);
+        if let Ok(report) = &report {
+            metrics.record(report);
         }
-        match report {
-            Ok(report) => {
-                metrics.record(&report);
-                if report.examined > 0 {
-                    tracing::info!(
-                        examined = report.examined,
-                        resolved = report.resolved(),
-                        pending = report.pending,
-                        provider_errors = report.provider_errors,
-                        unresolvable = report.unresolvable,
-                        store_errors = report.store_errors,
-                        "payments reconciled"
-                    );
-                }
-            }
-            Err(error) => tracing::warn!(%error, "payment reconciliation failed"),
+        if let Ok(refunds) = &refunds {
+            metrics.record_refunds(refunds);
         }
+    }
+}
+
+/// Logs a round that examined anything, or that could not run.
+fn log_round(what: &'static str, round: &Result<ReconcileReport, ReconcileError>) {
+    match round {
+        Ok(report) if report.examined > 0 => tracing::info!(
+            what,
+            examined = report.examined,
+            succeeded = report.succeeded,
+            failed = report.failed,
+            cancelled = report.cancelled,
+            pending = report.pending,
+            provider_errors = report.provider_errors,
+            unresolvable = report.unresolvable,
+            store_errors = report.store_errors,
+            "reconciled"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(what, %error, "reconciliation failed"),
     }
 }
