@@ -7,9 +7,8 @@
 
 mod common;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use common::Server;
-use parkd_core::garage::demo_garage;
 use parkd_core::ids::LotId;
 use parkd_store::PaymentStatus;
 use serde_json::{Value, json};
@@ -23,23 +22,13 @@ const TARIFF: &str = r#"{"currency": "EUR", "unit_minutes": 15, "grace_minutes":
                          "cancellation": {"free_until_hours_before": 2, "late_refund_bp": 5000},
                          "no_show": {"flat": 300}}"#;
 
-fn now(s: &Server) -> DateTime<Utc> {
-    parkd_core::clock::Clock::now(s.clock.as_ref())
-}
-
 fn at(s: &Server, minutes: i64) -> String {
-    (now(s) + Duration::minutes(minutes)).to_rfc3339()
+    (s.now() + Duration::minutes(minutes)).to_rfc3339()
 }
 
 /// The garage with its tariff, and a driver with a car; returns the driver's token and car.
 async fn setup(s: &Server, email: &str) -> (String, String) {
-    let lot_id = LotId::parse("garage").unwrap();
-    if s.engine.model(&lot_id).is_none() {
-        let lot = demo_garage(lot_id.clone(), 1, 40);
-        s.store.put_lot(&lot).await.unwrap();
-        s.engine.install_lot(lot, now(s));
-        s.store.put_tariff(&lot_id, TARIFF, now(s)).await.unwrap();
-    }
+    s.garage_with_tariff(TARIFF).await;
     s.register(email, PASSWORD).await;
     let token = s.token(email, PASSWORD).await;
     let vehicle = s
@@ -99,17 +88,13 @@ async fn pay(s: &Server, token: &str, path: &str, key: &str, body: &Value) -> co
     .await
 }
 
-fn kind(reply: &common::Reply) -> String {
-    reply.body["type"]
-        .as_str()
-        .unwrap_or_default()
-        .trim_start_matches("https://parkd.dev/problems/")
-        .to_owned()
-}
-
 async fn revenue(s: &Server) -> Vec<(String, i64)> {
     s.store
-        .revenue_between(now(s) - Duration::days(1), now(s) + Duration::days(1), None)
+        .revenue_between(
+            s.now() - Duration::days(1),
+            s.now() + Duration::days(1),
+            None,
+        )
         .await
         .unwrap()
         .into_iter()
@@ -144,7 +129,7 @@ async fn paying_a_reservation_in_advance(s: Server) {
     )
     .await;
     assert_eq!(
-        (stale.status, kind(&stale).as_str()),
+        (stale.status, stale.problem_kind().as_str()),
         (409, "amount-mismatch")
     );
     let dollars = pay(
@@ -156,7 +141,7 @@ async fn paying_a_reservation_in_advance(s: Server) {
     )
     .await;
     assert_eq!(
-        (dollars.status, kind(&dollars).as_str()),
+        (dollars.status, dollars.problem_kind().as_str()),
         (422, "currency-mismatch")
     );
 
@@ -174,7 +159,7 @@ async fn paying_a_reservation_in_advance(s: Server) {
     ] {
         let refused = pay(&s, &token, &path, key, &body).await;
         assert_eq!(
-            (refused.status, kind(&refused).as_str()),
+            (refused.status, refused.problem_kind().as_str()),
             (422, "card-data-refused"),
             "{body}"
         );
@@ -199,7 +184,7 @@ async fn paying_a_reservation_in_advance(s: Server) {
     )
     .await;
     assert_eq!(
-        (declined.status, kind(&declined).as_str()),
+        (declined.status, declined.problem_kind().as_str()),
         (402, "payment-declined")
     );
     assert!(revenue(&s).await.is_empty());
@@ -217,7 +202,10 @@ async fn paying_a_reservation_in_advance(s: Server) {
     assert_eq!(replay.body, paid.body);
     assert!(replay.headers.contains("idempotent-replayed: true"));
     let again = pay(&s, &token, &path, "p-8", &body).await;
-    assert_eq!((again.status, kind(&again).as_str()), (409, "nothing-due"));
+    assert_eq!(
+        (again.status, again.problem_kind().as_str()),
+        (409, "nothing-due")
+    );
     assert_eq!(revenue(&s).await, vec![("EUR".to_owned(), 500)]);
 
     // The receipt: the owner sees it, another driver does not.
@@ -337,13 +325,13 @@ async fn paying_a_stay_at_exit(s: Server) {
         entry_gate: None,
         assigned_spot: None,
         sensed_spot: None,
-        entered_at: now(&s),
+        entered_at: s.now(),
         exit_gate: None,
         exited_at: None,
         overstay_s: None,
     };
     s.store
-        .open_parking_session(&session, now(&s))
+        .open_parking_session(&session, s.now())
         .await
         .unwrap();
     s.clock.advance(Duration::minutes(90));
@@ -388,7 +376,7 @@ async fn paying_a_stay_at_exit(s: Server) {
     )
     .await;
     assert_eq!(
-        (nothing.status, kind(&nothing).as_str()),
+        (nothing.status, nothing.problem_kind().as_str()),
         (409, "amount-mismatch")
     );
     s.stop.cancel();
@@ -434,7 +422,7 @@ async fn one_payment_of_a_bill_at_a_time(s: Server) {
     )
     .await;
     assert_eq!(
-        (second.status, kind(&second).as_str()),
+        (second.status, second.problem_kind().as_str()),
         (409, "payment-in-progress"),
         "{}",
         second.body
@@ -497,7 +485,7 @@ async fn one_payment_of_a_bill_at_a_time(s: Server) {
     let refused: Vec<String> = answers
         .iter()
         .filter(|a| a.status != 201)
-        .map(|a| format!("{} {}", a.status, kind(a)))
+        .map(|a| format!("{} {}", a.status, a.problem_kind()))
         .collect();
     assert_eq!(created, 1, "{refused:?}");
     assert!(

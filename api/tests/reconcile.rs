@@ -7,14 +7,13 @@
 
 mod common;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use common::Server;
 use parkd_api::reconcile::{
     BATCH, ReconcileMetrics, ReconcileReport, reconcile_once, reconcile_refunds_once,
 };
-use parkd_core::garage::demo_garage;
 use parkd_core::ids::LotId;
-use parkd_payments::{CreateIntent, IdempotencyKey, IntentId, Metadata, PaymentMethodToken};
+use parkd_payments::{CreateIntent, IdempotencyKey, Metadata, PaymentMethodToken};
 use parkd_store::{CardRef, PaymentPurpose, PaymentRow, PaymentStatus};
 use serde_json::json;
 
@@ -24,19 +23,9 @@ const PASSWORD: &str = "violet tram under lantern";
 const TARIFF: &str = r#"{"currency": "EUR", "unit_minutes": 15, "grace_minutes": 15,
                          "rates": {"base": {"per_hour": 250}}}"#;
 
-fn now(s: &Server) -> DateTime<Utc> {
-    parkd_core::clock::Clock::now(s.clock.as_ref())
-}
-
 /// The garage with its tariff, and a driver with a car; returns the driver's token.
 async fn setup(s: &Server, email: &str) -> String {
-    let lot_id = LotId::parse("garage").unwrap();
-    if s.engine.model(&lot_id).is_none() {
-        let lot = demo_garage(lot_id.clone(), 1, 40);
-        s.store.put_lot(&lot).await.unwrap();
-        s.engine.install_lot(lot, now(s));
-        s.store.put_tariff(&lot_id, TARIFF, now(s)).await.unwrap();
-    }
+    s.garage_with_tariff(TARIFF).await;
     s.register(email, PASSWORD).await;
     s.token(email, PASSWORD).await
 }
@@ -52,8 +41,8 @@ async fn reserve(s: &Server, token: &str, key: &str) -> String {
         .await;
     assert_eq!(vehicle.status, 201, "{}", vehicle.body);
     let body = json!({"lot": "garage", "vehicle_id": vehicle.body["id"],
-                      "starts_at": (now(s) + Duration::minutes(60)).to_rfc3339(),
-                      "ends_at": (now(s) + Duration::minutes(180)).to_rfc3339()});
+                      "starts_at": (s.now() + Duration::minutes(60)).to_rfc3339(),
+                      "ends_at": (s.now() + Duration::minutes(180)).to_rfc3339()});
     let made = s
         .call_with(
             "POST",
@@ -84,13 +73,13 @@ fn provider(s: &Server) -> &parkd_payments::TestProvider {
 }
 
 async fn reconcile(s: &Server) -> ReconcileReport {
-    reconcile_once(s.store.as_ref(), provider(s), now(s), BATCH)
+    reconcile_once(s.store.as_ref(), provider(s), s.now(), BATCH)
         .await
         .unwrap()
 }
 
 async fn reconcile_refunds(s: &Server) -> ReconcileReport {
-    reconcile_refunds_once(s.store.as_ref(), provider(s), now(s), BATCH)
+    reconcile_refunds_once(s.store.as_ref(), provider(s), s.now(), BATCH)
         .await
         .unwrap()
 }
@@ -98,33 +87,6 @@ async fn reconcile_refunds(s: &Server) -> ReconcileReport {
 /// Lets the quiet period pass.
 fn later(s: &Server) {
     s.clock.advance(Duration::seconds(11));
-}
-
-/// The ledger entries of a payment.
-async fn ledger_of(s: &Server, payment: &str) -> Vec<i64> {
-    s.store
-        .ledger_between(
-            now(s) - Duration::days(1),
-            now(s) + Duration::days(1),
-            None,
-            None,
-            1000,
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.payment_id.as_deref() == Some(payment))
-        .map(|e| e.amount_minor)
-        .collect()
-}
-
-async fn status(s: &Server, id: &str) -> PaymentStatus {
-    s.store.payment(id).await.unwrap().unwrap().status
-}
-
-async fn intent_of(s: &Server, id: &str) -> IntentId {
-    let row = s.store.payment(id).await.unwrap().unwrap();
-    IntentId::parse(row.provider_intent_id.unwrap()).unwrap()
 }
 
 /// Processing at the provider, then finished: the reconciler sees it through, once.
@@ -142,20 +104,20 @@ async fn processing_is_seen_through(s: Server) {
     later(&s);
     let report = reconcile(&s).await;
     assert_eq!((report.examined, report.pending), (1, 1), "{report:?}");
-    assert_eq!(status(&s, &id).await, PaymentStatus::Processing);
+    assert_eq!(s.payment_status(&id).await, PaymentStatus::Processing);
 
     provider(&s)
-        .finish_processing(&intent_of(&s, &id).await, true)
+        .finish_processing(&s.intent_of(&id).await, true)
         .unwrap();
     later(&s);
     let report = reconcile(&s).await;
     assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
-    assert_eq!(status(&s, &id).await, PaymentStatus::Succeeded);
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.payment_status(&id).await, PaymentStatus::Succeeded);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
 
     later(&s);
     assert_eq!(reconcile(&s).await, ReconcileReport::default());
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
     assert_eq!(provider(&s).charge_count(), 1);
     s.stop.cancel();
 }
@@ -174,12 +136,12 @@ async fn a_completed_action_is_seen_through(s: Server) {
     assert_eq!(report.pending, 1, "{report:?}");
 
     provider(&s)
-        .complete_action(&intent_of(&s, &id).await, true)
+        .complete_action(&s.intent_of(&id).await, true)
         .unwrap();
     later(&s);
     let report = reconcile(&s).await;
     assert_eq!(report.succeeded, 1, "{report:?}");
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
 
     // The app's late confirmation finds it paid, and charges nothing more.
     let confirmed = s
@@ -193,7 +155,7 @@ async fn a_completed_action_is_seen_through(s: Server) {
         .await;
     assert_eq!(confirmed.status, 200, "{}", confirmed.body);
     assert_eq!(confirmed.body["status"], "succeeded");
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
     assert_eq!(provider(&s).charge_count(), 1);
 
     // A failed action: the reconciler records the failure.
@@ -201,13 +163,13 @@ async fn a_completed_action_is_seen_through(s: Server) {
     let paid = pay(&s, &token, &reservation, "tok_test_requires_action").await;
     let id = paid.body["id"].as_str().unwrap().to_owned();
     provider(&s)
-        .complete_action(&intent_of(&s, &id).await, false)
+        .complete_action(&s.intent_of(&id).await, false)
         .unwrap();
     later(&s);
     let report = reconcile(&s).await;
     assert_eq!(report.failed, 1, "{report:?}");
-    assert_eq!(status(&s, &id).await, PaymentStatus::Failed);
-    assert!(ledger_of(&s, &id).await.is_empty());
+    assert_eq!(s.payment_status(&id).await, PaymentStatus::Failed);
+    assert!(s.ledger_of(&id).await.is_empty());
     s.stop.cancel();
 }
 
@@ -228,9 +190,9 @@ async fn a_lost_answer_is_sent_again_with_the_method_given(s: Server) {
     later(&s);
     let report = reconcile(&s).await;
     assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
-    assert_eq!(status(&s, &id).await, PaymentStatus::Succeeded);
+    assert_eq!(s.payment_status(&id).await, PaymentStatus::Succeeded);
     assert_eq!(provider(&s).charge_count(), 1);
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
     s.stop.cancel();
 }
 
@@ -251,7 +213,7 @@ async fn a_payment_never_sent_is_sent(s: Server) {
     let report = reconcile(&s).await;
     assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
     assert_eq!(provider(&s).charge_count(), 1);
-    assert_eq!(ledger_of(&s, &row.id).await, vec![500]);
+    assert_eq!(s.ledger_of(&row.id).await, vec![500]);
     s.stop.cancel();
 }
 
@@ -266,9 +228,12 @@ async fn a_lost_answer_without_a_method_is_left_alone(s: Server) {
     later(&s);
     let report = reconcile(&s).await;
     assert_eq!((report.examined, report.unresolvable), (1, 1), "{report:?}");
-    assert_eq!(status(&s, &row.id).await, PaymentStatus::PendingUnknown);
+    assert_eq!(
+        s.payment_status(&row.id).await,
+        PaymentStatus::PendingUnknown
+    );
     assert_eq!(provider(&s).charge_count(), 0);
-    assert!(ledger_of(&s, &row.id).await.is_empty());
+    assert!(s.ledger_of(&row.id).await.is_empty());
     s.stop.cancel();
 }
 
@@ -289,10 +254,10 @@ async fn an_abandoned_action_is_cancelled(s: Server) {
     s.clock.advance(Duration::minutes(5));
     let report = reconcile(&s).await;
     assert_eq!((report.examined, report.cancelled), (1, 1), "{report:?}");
-    assert_eq!(status(&s, &id).await, PaymentStatus::Cancelled);
+    assert_eq!(s.payment_status(&id).await, PaymentStatus::Cancelled);
     assert!(
         provider(&s)
-            .complete_action(&intent_of(&s, &id).await, true)
+            .complete_action(&s.intent_of(&id).await, true)
             .is_err(),
         "cancelled at the provider too"
     );
@@ -326,8 +291,8 @@ async fn legacy_row(s: &Server, token: &str, reservation: &str) -> PaymentRow {
         method: None,
         amount_refunded_minor: 0,
         quote_json: "{}".into(),
-        created_at: now(s),
-        updated_at: now(s),
+        created_at: s.now(),
+        updated_at: s.now(),
         requested_method: None,
     }
 }
@@ -377,8 +342,8 @@ async fn a_lost_answer_with_a_method_is_resent_with_its_key(s: Server) {
         }),
         amount_refunded_minor: 0,
         quote_json: "{}".into(),
-        created_at: now(&s),
-        updated_at: now(&s),
+        created_at: s.now(),
+        updated_at: s.now(),
         requested_method: None,
     };
     s.store.create_payment(&row).await.unwrap();
@@ -404,11 +369,11 @@ async fn a_lost_answer_with_a_method_is_resent_with_its_key(s: Server) {
         Some(provider(&s).charges()[0].intent_id.as_str())
     );
     assert_eq!(provider(&s).charge_count(), 1);
-    assert_eq!(ledger_of(&s, &row.id).await, vec![500]);
+    assert_eq!(s.ledger_of(&row.id).await, vec![500]);
 
     later(&s);
     assert_eq!(reconcile(&s).await, ReconcileReport::default());
-    assert_eq!(ledger_of(&s, &row.id).await, vec![500]);
+    assert_eq!(s.ledger_of(&row.id).await, vec![500]);
 
     // Counted by outcome.
     let metrics = ReconcileMetrics::new(&s.state.registry).unwrap();
@@ -462,7 +427,7 @@ async fn provider_errors_leave_the_payment_alone(s: Server) {
         "{report:?}"
     );
     for payment in [&id, &other.id, &unknown.id] {
-        assert_eq!(status(&s, payment).await, PaymentStatus::Processing);
+        assert_eq!(s.payment_status(payment).await, PaymentStatus::Processing);
     }
     s.stop.cancel();
 }
@@ -510,7 +475,7 @@ async fn pending_refunds_are_reconciled(s: Server) {
     later(&s);
     let report = reconcile_refunds(&s).await;
     assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
-    assert_eq!(ledger_of(&s, &held).await, vec![500, -500]);
+    assert_eq!(s.ledger_of(&held).await, vec![500, -500]);
 
     // The answer is lost: re-sent under its key, the provider replays it.
     provider(&s).hold_refunds(false);
@@ -520,9 +485,9 @@ async fn pending_refunds_are_reconciled(s: Server) {
     later(&s);
     let report = reconcile_refunds(&s).await;
     assert_eq!((report.examined, report.succeeded), (1, 1), "{report:?}");
-    assert_eq!(ledger_of(&s, &lost).await, vec![500, -500]);
+    assert_eq!(s.ledger_of(&lost).await, vec![500, -500]);
     assert_eq!(
-        provider(&s).refunded_minor(&intent_of(&s, &lost).await),
+        provider(&s).refunded_minor(&s.intent_of(&lost).await),
         Some(500),
         "refunded once"
     );
@@ -541,7 +506,7 @@ async fn pending_refunds_are_reconciled(s: Server) {
     assert_eq!((report.examined, report.failed), (1, 1), "{report:?}");
     let row = s.store.payment(&failed).await.unwrap().unwrap();
     assert_eq!(row.amount_refunded_minor, 0);
-    assert_eq!(ledger_of(&s, &failed).await, vec![500]);
+    assert_eq!(s.ledger_of(&failed).await, vec![500]);
     later(&s);
     assert_eq!(reconcile_refunds(&s).await, ReconcileReport::default());
     s.stop.cancel();

@@ -11,8 +11,6 @@ use chrono::{DateTime, Duration, Utc};
 use common::Server;
 use hmac::{Hmac, Mac};
 use parkd_api::reconcile::{BATCH, reconcile_once};
-use parkd_core::garage::demo_garage;
-use parkd_core::ids::LotId;
 use parkd_store::PaymentStatus;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -25,18 +23,8 @@ const OLD_SECRET: &str = "whsec_old_one";
 const TARIFF: &str = r#"{"currency": "EUR", "unit_minutes": 15, "grace_minutes": 15,
                          "rates": {"base": {"per_hour": 250}}}"#;
 
-fn now(s: &Server) -> DateTime<Utc> {
-    parkd_core::clock::Clock::now(s.clock.as_ref())
-}
-
 async fn setup(s: &Server, email: &str) -> String {
-    let lot_id = LotId::parse("garage").unwrap();
-    if s.engine.model(&lot_id).is_none() {
-        let lot = demo_garage(lot_id.clone(), 1, 40);
-        s.store.put_lot(&lot).await.unwrap();
-        s.engine.install_lot(lot, now(s));
-        s.store.put_tariff(&lot_id, TARIFF, now(s)).await.unwrap();
-    }
+    s.garage_with_tariff(TARIFF).await;
     s.register(email, PASSWORD).await;
     s.token(email, PASSWORD).await
 }
@@ -52,8 +40,8 @@ async fn reserve_and_pay(s: &Server, token: &str, key: &str, method: &str) -> St
         .await;
     assert_eq!(vehicle.status, 201, "{}", vehicle.body);
     let body = json!({"lot": "garage", "vehicle_id": vehicle.body["id"],
-                      "starts_at": (now(s) + Duration::minutes(60)).to_rfc3339(),
-                      "ends_at": (now(s) + Duration::minutes(180)).to_rfc3339()});
+                      "starts_at": (s.now() + Duration::minutes(60)).to_rfc3339(),
+                      "ends_at": (s.now() + Duration::minutes(180)).to_rfc3339()});
     let made = s
         .call_with(
             "POST",
@@ -122,47 +110,8 @@ async fn deliver(s: &Server, body: &str, signature: Option<&str>) -> common::Rep
 }
 
 async fn deliver_signed(s: &Server, body: &str) -> common::Reply {
-    let signature = sign(body, NEW_SECRET, now(s));
+    let signature = sign(body, NEW_SECRET, s.now());
     deliver(s, body, Some(&signature)).await
-}
-
-fn kind(reply: &common::Reply) -> String {
-    reply.body["type"]
-        .as_str()
-        .unwrap_or_default()
-        .trim_start_matches("https://parkd.dev/problems/")
-        .to_owned()
-}
-
-async fn ledger_of(s: &Server, payment: &str) -> Vec<i64> {
-    s.store
-        .ledger_between(
-            now(s) - Duration::days(1),
-            now(s) + Duration::days(1),
-            None,
-            None,
-            1000,
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.payment_id.as_deref() == Some(payment))
-        .map(|e| e.amount_minor)
-        .collect()
-}
-
-async fn status(s: &Server, id: &str) -> PaymentStatus {
-    s.store.payment(id).await.unwrap().unwrap().status
-}
-
-async fn intent_of(s: &Server, id: &str) -> String {
-    s.store
-        .payment(id)
-        .await
-        .unwrap()
-        .unwrap()
-        .provider_intent_id
-        .unwrap()
 }
 
 fn counter(s: &Server, outcome: &str) -> f64 {
@@ -185,22 +134,22 @@ fn counter(s: &Server, outcome: &str) -> f64 {
 async fn a_success_settles_once(s: Server) {
     let token = setup(&s, "ana@example.com").await;
     let id = reserve_and_pay(&s, &token, "r-1", "tok_test_processing").await;
-    let intent = intent_of(&s, &id).await;
-    let t0 = now(&s);
+    let intent = s.intent_of(&id).await.as_str().to_owned();
+    let t0 = s.now();
     s.clock.advance(Duration::seconds(30));
 
     let succeeded = event(
         "evt_ok",
         "payment_intent.succeeded",
-        now(&s),
+        s.now(),
         &intent,
         "succeeded",
     );
     let reply = deliver_signed(&s, &succeeded).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.body["outcome"], "applied");
-    assert_eq!(status(&s, &id).await, PaymentStatus::Succeeded);
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.payment_status(&id).await, PaymentStatus::Succeeded);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
 
     // Stripe redelivers it.
     let reply = deliver_signed(&s, &succeeded).await;
@@ -208,7 +157,7 @@ async fn a_success_settles_once(s: Server) {
         (reply.status, reply.body["outcome"].as_str()),
         (200, Some("duplicate"))
     );
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
 
     // Late and out-of-order events: an older processing, an older and a newer failure.
     for (event_id, kind, at, status_name) in [
@@ -227,7 +176,7 @@ async fn a_success_settles_once(s: Server) {
         (
             "evt_action_late",
             "payment_intent.requires_action",
-            now(&s),
+            s.now(),
             "requires_action",
         ),
     ] {
@@ -242,9 +191,13 @@ async fn a_success_settles_once(s: Server) {
             "{kind}: {}",
             reply.body
         );
-        assert_eq!(status(&s, &id).await, PaymentStatus::Succeeded, "{kind}");
+        assert_eq!(
+            s.payment_status(&id).await,
+            PaymentStatus::Succeeded,
+            "{kind}"
+        );
     }
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
     assert_eq!(counter(&s, "applied"), 1.0);
     assert_eq!(counter(&s, "duplicate"), 1.0);
     s.stop.cancel();
@@ -254,12 +207,12 @@ async fn a_success_settles_once(s: Server) {
 async fn failure_then_action_events(s: Server) {
     let token = setup(&s, "bo@example.com").await;
     let id = reserve_and_pay(&s, &token, "r-2", "tok_test_requires_action").await;
-    let intent = intent_of(&s, &id).await;
+    let intent = s.intent_of(&id).await.as_str().to_owned();
     s.clock.advance(Duration::seconds(5));
     let failed = event(
         "evt_failed",
         "payment_intent.payment_failed",
-        now(&s),
+        s.now(),
         &intent,
         "requires_payment_method",
     );
@@ -268,34 +221,34 @@ async fn failure_then_action_events(s: Server) {
     let row = s.store.payment(&id).await.unwrap().unwrap();
     assert_eq!(row.status, PaymentStatus::Failed);
     assert_eq!(row.failure_reason.as_deref(), Some("insufficient_funds"));
-    assert!(ledger_of(&s, &id).await.is_empty());
+    assert!(s.ledger_of(&id).await.is_empty());
 
     // The new attempt is a bank debit: processing, settled later.
     s.clock.advance(Duration::seconds(5));
     let processing = event(
         "evt_processing_2",
         "payment_intent.processing",
-        now(&s),
+        s.now(),
         &intent,
         "processing",
     );
     let reply = deliver_signed(&s, &processing).await;
     assert_eq!(reply.body["outcome"], "applied", "{}", reply.text);
-    assert_eq!(status(&s, &id).await, PaymentStatus::Processing);
+    assert_eq!(s.payment_status(&id).await, PaymentStatus::Processing);
 
     // It clears; Stripe says so.
     s.clock.advance(Duration::seconds(5));
     let succeeded = event(
         "evt_ok_2",
         "payment_intent.succeeded",
-        now(&s),
+        s.now(),
         &intent,
         "succeeded",
     );
     let reply = deliver_signed(&s, &succeeded).await;
     assert_eq!(reply.body["outcome"], "applied", "{}", reply.text);
-    assert_eq!(status(&s, &id).await, PaymentStatus::Succeeded);
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.payment_status(&id).await, PaymentStatus::Succeeded);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
     s.stop.cancel();
 }
 
@@ -304,14 +257,14 @@ async fn signatures_are_checked(s: Server) {
     let body = event(
         "evt_unknown",
         "payment_intent.succeeded",
-        now(&s),
+        s.now(),
         "pi_nobody",
         "succeeded",
     );
-    let forged = sign(&body, "whsec_someone_else", now(&s));
-    let stale = sign(&body, NEW_SECRET, now(&s) - Duration::seconds(301));
-    let ahead = sign(&body, NEW_SECRET, now(&s) + Duration::seconds(301));
-    let tampered = sign(&body.replace("500", "1"), NEW_SECRET, now(&s));
+    let forged = sign(&body, "whsec_someone_else", s.now());
+    let stale = sign(&body, NEW_SECRET, s.now() - Duration::seconds(301));
+    let ahead = sign(&body, NEW_SECRET, s.now() + Duration::seconds(301));
+    let tampered = sign(&body.replace("500", "1"), NEW_SECRET, s.now());
     for (name, signature) in [
         ("forged", Some(forged.as_str())),
         ("stale", Some(stale.as_str())),
@@ -322,7 +275,7 @@ async fn signatures_are_checked(s: Server) {
     ] {
         let reply = deliver(&s, &body, signature).await;
         assert_eq!(
-            (reply.status, kind(&reply).as_str()),
+            (reply.status, reply.problem_kind().as_str()),
             (400, "invalid-signature"),
             "{name}: {}",
             reply.text
@@ -333,12 +286,12 @@ async fn signatures_are_checked(s: Server) {
 
     // Within the tolerance, either secret of a rotation signs; an unknown intent is
     // acknowledged (or Stripe would retry for days) and counted.
-    let recent = now(&s) - Duration::seconds(299);
+    let recent = s.now() - Duration::seconds(299);
     for (secret, event_id) in [(NEW_SECRET, "evt_new"), (OLD_SECRET, "evt_old")] {
         let body = event(
             event_id,
             "payment_intent.succeeded",
-            now(&s),
+            s.now(),
             "pi_nobody",
             "succeeded",
         );
@@ -351,11 +304,11 @@ async fn signatures_are_checked(s: Server) {
     // Signed but not an event: 400 invalid-event. A type parkd does not use: acknowledged.
     let reply = deliver_signed(&s, "{\"hello\": 1}").await;
     assert_eq!(
-        (reply.status, kind(&reply).as_str()),
+        (reply.status, reply.problem_kind().as_str()),
         (400, "invalid-event")
     );
     let other =
-        json!({"id": "evt_customer", "type": "customer.created", "created": now(&s).timestamp(),
+        json!({"id": "evt_customer", "type": "customer.created", "created": s.now().timestamp(),
                        "data": {"object": {"id": "cus_1"}}})
         .to_string();
     let reply = deliver_signed(&s, &other).await;
@@ -372,7 +325,7 @@ async fn signatures_are_checked(s: Server) {
 async fn a_lost_answer_is_found_by_its_metadata(s: Server) {
     let token = setup(&s, "cy@example.com").await;
     let id = reserve_and_pay(&s, &token, "r-3", "tok_test_timeout").await;
-    assert_eq!(status(&s, &id).await, PaymentStatus::PendingUnknown);
+    assert_eq!(s.payment_status(&id).await, PaymentStatus::PendingUnknown);
     let charged = s.provider.as_ref().unwrap().charges();
     assert_eq!(charged.len(), 1);
     let intent = charged[0].intent_id.as_str().to_owned();
@@ -380,7 +333,7 @@ async fn a_lost_answer_is_found_by_its_metadata(s: Server) {
     let body = event_with(
         "evt_lost",
         "payment_intent.succeeded",
-        now(&s),
+        s.now(),
         &intent,
         "succeeded",
         json!({"payment_id": id}),
@@ -390,15 +343,15 @@ async fn a_lost_answer_is_found_by_its_metadata(s: Server) {
     let row = s.store.payment(&id).await.unwrap().unwrap();
     assert_eq!(row.status, PaymentStatus::Succeeded);
     assert_eq!(row.provider_intent_id.as_deref(), Some(intent.as_str()));
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
 
     s.clock.advance(Duration::seconds(60));
     let provider = s.provider.as_deref().unwrap();
-    let report = reconcile_once(s.store.as_ref(), provider, now(&s), BATCH)
+    let report = reconcile_once(s.store.as_ref(), provider, s.now(), BATCH)
         .await
         .unwrap();
     assert_eq!(report.examined, 0, "{report:?}");
-    assert_eq!(ledger_of(&s, &id).await, vec![500]);
+    assert_eq!(s.ledger_of(&id).await, vec![500]);
     assert_eq!(provider.charge_count(), 1);
     s.stop.cancel();
 }
@@ -408,12 +361,15 @@ async fn no_endpoint_without_settings(s: Server) {
     let body = event(
         "evt_x",
         "payment_intent.succeeded",
-        now(&s),
+        s.now(),
         "pi_x",
         "succeeded",
     );
     let reply = deliver_signed(&s, &body).await;
-    assert_eq!((reply.status, kind(&reply).as_str()), (404, "not-found"));
+    assert_eq!(
+        (reply.status, reply.problem_kind().as_str()),
+        (404, "not-found")
+    );
     s.stop.cancel();
 }
 

@@ -19,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+pub mod money;
+
 pub struct Server {
     pub addr: SocketAddr,
     pub clock: Arc<ManualClock>,
