@@ -102,8 +102,14 @@ fn parse_gate(raw: &str) -> anyhow::Result<GateId> {
 /// Cars of the unmeasured warm-up run.
 const WARM_UP_CARS: usize = 100;
 
-/// Numbers the runs, so that each has its own plates, request ids and keys.
-static LEVEL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// One pay-at-exit run: its place in the sequence (each run has its own plates, request ids
+/// and idempotency keys, derived from it), its cars and how many leave at once.
+#[derive(Debug, Clone, Copy)]
+struct RunShape {
+    index: usize,
+    cars: usize,
+    concurrency: usize,
+}
 
 /// What the pay-at-exit measurement saw at one concurrency.
 #[derive(Debug, Default)]
@@ -165,14 +171,21 @@ async fn measure(
         }
     }
     let operator = account(addr, &store, "station", true).await?;
-    // The first flows of a fresh process and database prepare every statement on every
-    // pooled connection and create the tables' first pages and maps: a warm-up run absorbs
-    // that; it is reported, not judged. Each run has its own plates, request ids and keys
-    // (`LEVEL`): reusing them would measure recorded answers being replayed.
-    let warm_up = pay_at_exit(WARM_UP_CARS, 4, app, lot, gates, addr, &operator).await?;
-    let mut exit = vec![warm_up];
-    for &concurrency in &args.concurrency {
-        exit.push(pay_at_exit(args.cars, concurrency, app, lot, gates, addr, &operator).await?);
+    // The first flows of a fresh process and database are not representative (statements
+    // not yet prepared on the pooled connections, empty tables): a warm-up run is reported,
+    // not judged. Each run has its own plates, request ids and keys: reusing them would
+    // measure recorded answers being replayed.
+    let shapes = std::iter::once((WARM_UP_CARS, 4))
+        .chain(args.concurrency.iter().map(|&c| (args.cars, c)))
+        .enumerate()
+        .map(|(index, (cars, concurrency))| RunShape {
+            index,
+            cars,
+            concurrency,
+        });
+    let mut exit = Vec::new();
+    for shape in shapes {
+        exit.push(pay_at_exit(shape, app, lot, gates, addr, &operator).await?);
     }
     let driver = account(addr, &store, "retry", false).await?;
     let retries = concurrent_retries(args, addr, &store, &driver, lot).await?;
@@ -210,8 +223,11 @@ fn gate_request(id: &str, direction: &str, plate: &str) -> Vec<u8> {
 }
 
 async fn pay_at_exit(
-    cars: usize,
-    concurrency: usize,
+    RunShape {
+        index: level,
+        cars,
+        concurrency,
+    }: RunShape,
     app: &RunningApp,
     lot: &LotId,
     gates: &[GateId; 2],
@@ -220,7 +236,6 @@ async fn pay_at_exit(
 ) -> anyhow::Result<ExitRun> {
     let service = app.gates();
     // Everyone in first.
-    let level = LEVEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for car in 0..cars {
         let plate = format!("PAY{level}X{car:04}");
         let entry = service
