@@ -11,6 +11,7 @@
 //!   each spot's timeline, walk);
 //! - [`reservation`]: reservation states, their moves, and the rules on times;
 //! - [`tariff`]: tariffs and the exact pricing of stays, reservations, no-shows and refunds;
+//! - [`secret`]: [`secret::Secret`], a credential that never prints;
 //! - [`topic`]: the MQTT topic grammar (`parking/v1/...`) and the per-device topic ACL;
 //! - [`payload`]: codecs for every device payload, with the size limit and typed errors;
 //! - [`dedup`]: the per-device sequence window that drops duplicates and replays;
@@ -26,6 +27,7 @@ pub mod gate;
 pub mod ids;
 pub mod payload;
 pub mod reservation;
+pub mod secret;
 pub mod tariff;
 pub mod throttle;
 pub mod topic;

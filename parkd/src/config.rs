@@ -9,31 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use parkd_core::secret::{REDACTED, Secret};
 use serde::{Deserialize, Serialize, Serializer};
-
-/// A value that must never reach a log or a terminal.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself; call only where it is used.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("<redacted>")
-    }
-}
 
 /// The database URL: printed with its password redacted.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -46,8 +23,9 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `<redacted>`. Handles both the URL form
-    /// (`postgres://user:pass@host/db`) and the key/value form (`password=...`).
+    /// The URL with any password replaced by [`REDACTED`], as a [`Secret`] prints. Handles
+    /// both the URL form (`postgres://user:pass@host/db`) and the key/value form
+    /// (`password=...`).
     pub fn redacted(&self) -> String {
         let url = &self.0;
         if let Some(scheme_end) = url.find("://") {
@@ -56,7 +34,7 @@ impl DatabaseUrl {
                 let userinfo = &rest[..at];
                 if let Some(colon) = userinfo.find(':') {
                     return format!(
-                        "{}{}:<redacted>{}",
+                        "{}{}:{REDACTED}{}",
                         &url[..scheme_end + 3],
                         &userinfo[..colon],
                         &rest[at..]
@@ -68,7 +46,7 @@ impl DatabaseUrl {
         url.split_whitespace()
             .map(|pair| {
                 if pair.to_ascii_lowercase().starts_with("password=") {
-                    "password=<redacted>".to_owned()
+                    format!("password={REDACTED}")
                 } else {
                     pair.to_owned()
                 }
@@ -828,6 +806,12 @@ mod tests {
         assert!(
             printed.contains("postgres://parkd:<redacted>@db:5432/parkd"),
             "{printed}"
+        );
+        // The MQTT password (a Secret) redacts with the same text as the URL's password.
+        assert!(printed.contains("password = \"<redacted>\""), "{printed}");
+        assert_eq!(
+            config.mqtt.external.password.as_ref().map(Secret::expose),
+            Some("s3cret")
         );
         assert_eq!(
             config.database.url.unwrap().expose(),

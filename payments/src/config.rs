@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Every section refuses unknown keys; keys and secrets are [`Secret`]s, so printing the
-//! configuration shows `[redacted]`.
+//! configuration shows `<redacted>`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use parkd_core::clock::Clock;
 use serde::{Deserialize, Serialize};
 
 use crate::Provider;
-use crate::secret::Secret;
+use crate::Secret;
 use crate::stripe::{
     DEFAULT_API_VERSION, DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, StripeProvider,
     StripeSettings,

@@ -12,7 +12,8 @@
 //!   out-of-order events agree.
 //! - [`guard`]: finds card numbers and security codes in a request body, so the HTTP layer
 //!   can refuse it, and blanks them out of text to be logged.
-//! - [`config`]: `[payments]`, with [`Secret`]s that print as `[redacted]`.
+//! - [`config`]: `[payments]`, with [`Secret`]s (`parkd_core::secret`) that print as
+//!   `<redacted>`.
 //!
 //! This crate does no storage and serves no HTTP: the ledger (payments, refunds, seen event
 //! ids) and the routes are the API's and the store's.
@@ -76,7 +77,6 @@ use async_trait::async_trait;
 pub mod config;
 pub mod error;
 pub mod guard;
-pub mod secret;
 pub mod stripe;
 pub mod test_provider;
 pub mod types;
@@ -84,7 +84,7 @@ pub mod webhook;
 
 pub use config::{ConfigError, PaymentsConfig, ProviderKind, StripeConfig, TestProviderConfig};
 pub use error::{Disposition, ProviderError};
-pub use secret::Secret;
+pub use parkd_core::secret::Secret;
 pub use stripe::{StripeProvider, StripeSettings};
 pub use test_provider::TestProvider;
 pub use types::{

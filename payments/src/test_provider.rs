@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use parkd_core::clock::{Clock, SystemClock};
 
 use crate::Provider;
+use crate::Secret;
 use crate::error::ProviderError;
-use crate::secret::Secret;
 use crate::types::{
     CardBrand, ConfirmIntent, CreateIntent, Currency, DeclineReason, IdempotencyKey, IntentId,
     IntentStatus, Last4, NextAction, PaymentFailure, PaymentIntent, PaymentMethodRef,

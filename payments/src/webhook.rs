@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::secret::Secret;
+use crate::Secret;
 use crate::stripe::wire;
 use crate::types::{Currency, DeclineReason, EventId, IntentId, IntentStatus, PaymentIntent};
 

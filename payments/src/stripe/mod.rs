@@ -25,9 +25,9 @@ use async_trait::async_trait;
 use hyper::Method;
 
 use crate::Provider;
+use crate::Secret;
 use crate::config::ConfigError;
 use crate::error::ProviderError;
-use crate::secret::Secret;
 use crate::types::{
     ConfirmIntent, CreateIntent, IdempotencyKey, IntentId, PaymentIntent, Refund, RefundId,
     RefundRequest,

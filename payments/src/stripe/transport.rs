@@ -21,9 +21,9 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use super::wire;
+use crate::Secret;
 use crate::config::ConfigError;
 use crate::error::ProviderError;
-use crate::secret::Secret;
 use crate::types::IdempotencyKey;
 
 #[cfg(feature = "tls")]

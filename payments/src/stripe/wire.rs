@@ -8,9 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::Secret;
 use crate::error::ProviderError;
 use crate::guard;
-use crate::secret::Secret;
 use crate::types::{
     CardBrand, Currency, DeclineReason, IntentId, IntentStatus, Last4, Metadata, NextAction,
     PaymentFailure, PaymentIntent, PaymentMethodRef, PaymentMethodToken, Refund, RefundId,

@@ -71,7 +71,7 @@ fn secrets_never_print() {
             assert!(!text.contains(secret), "{text}");
         }
         assert!(
-            text.contains("[redacted]") || text.contains("StripeProvider"),
+            text.contains("<redacted>") || text.contains("StripeProvider"),
             "{text}"
         );
     }

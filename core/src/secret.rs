@@ -1,15 +1,21 @@
-//! [`Secret`]: a provider credential (API key, webhook signing secret) that never prints.
+//! [`Secret`]: a credential (a provider's API key, a webhook signing secret, a broker
+//! password) that never prints.
 //!
-//! `Debug`, `Display` and `Serialize` all write `[redacted]`, so a secret inside a config
+//! `Debug`, `Display` and `Serialize` all write [`REDACTED`], so a secret inside a config
 //! struct cannot reach a log line, an error message or `parkd config print`. The value is
-//! read only through [`Secret::expose`], at the one place that sends it.
+//! read only through [`Secret::expose`], at the one place that uses it. It deserializes from
+//! a plain string.
+//!
+//! It lives here, in the crate every other one depends on, so that the payments crate and
+//! the `parkd` binary's configuration share one type and one redaction text.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-/// What a [`Secret`] prints as.
-pub const REDACTED: &str = "[redacted]";
+/// What a [`Secret`] prints as. The same text replaces a password inside a printed database
+/// URL, so `parkd config print` shows one spelling.
+pub const REDACTED: &str = "<redacted>";
 
 /// A value that must never reach a log, a terminal or an error message.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -84,5 +90,8 @@ mod tests {
     fn deserializes_from_a_plain_string() {
         let secret: Secret = serde_json::from_str("\"whsec_abc\"").unwrap();
         assert_eq!(secret.expose(), "whsec_abc");
+        assert!(!secret.is_empty());
+        assert!(Secret::default().is_empty());
+        assert_eq!(Secret::from("x".to_owned()), Secret::from("x"));
     }
 }
