@@ -9,6 +9,7 @@ use parkd_core::account::{Email, Plate, Role, VehicleClass};
 use parkd_core::garage::{GeoPoint, Lot, Spot};
 use parkd_core::ids::{DeviceId, GateId, IdError, LevelId, LotId, SpotId, ZoneId};
 use parkd_core::reservation::ReservationState;
+use parkd_core::tariff::Currency;
 use parkd_core::vehicle::{SpotKind, VehicleType};
 
 use crate::{
@@ -294,6 +295,21 @@ pub(crate) fn parse_class(raw: &str) -> StoreResult<VehicleClass> {
             message: format!("class {other:?}"),
         }),
     }
+}
+
+/// Parses a stored currency (the `currency` column of payments, refunds and the ledger).
+///
+/// Strict on purpose: these columns have been upper case (`EUR`) since the tables were
+/// created. Both schemas hold a CHECK that refuses anything but three upper-case letters
+/// (postgres/0010_payments.sql, sqlite/0009_payments.sql; store/tests/conformance.rs shows a
+/// lower-case insert refused), and parkd has always converted Stripe's lower case before
+/// storing. So no written database holds a lower-case code: no migration and no
+/// case-insensitive read are needed, and a code that does not parse is corruption.
+pub(crate) fn parse_currency(table: &'static str, raw: &str) -> StoreResult<Currency> {
+    Currency::parse(raw).map_err(|_| StoreError::Corrupt {
+        table,
+        message: format!("bad currency {raw:?}"),
+    })
 }
 
 /// Parses a stored role.

@@ -15,7 +15,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{PostgresStore, col, pg_err};
-use crate::common::parse_id;
+use crate::common::{parse_currency, parse_id};
 use crate::{
     CardRef, LedgerEntry, LedgerKind, NewAdjustment, PaymentPurpose, PaymentRow, PaymentStatus,
     PaymentStore, PaymentUpdate, RefundRow, RefundStatus, StoreError, StoreResult, TariffRow,
@@ -44,10 +44,6 @@ fn corrupt(table: &'static str, message: String) -> StoreError {
     StoreError::Corrupt { table, message }
 }
 
-fn currency(table: &'static str, raw: &str) -> StoreResult<Currency> {
-    Currency::parse(raw).map_err(|_| corrupt(table, format!("bad currency {raw:?}")))
-}
-
 fn payment_from(row: &Row) -> StoreResult<PaymentRow> {
     const T: &str = "payments";
     let purpose: &str = col(row, 5, T)?;
@@ -73,7 +69,7 @@ fn payment_from(row: &Row) -> StoreResult<PaymentRow> {
         purpose: PaymentPurpose::parse(purpose)
             .ok_or_else(|| corrupt(T, format!("bad purpose {purpose:?}")))?,
         amount_minor: col(row, 6, T)?,
-        currency: currency(T, col(row, 7, T)?)?,
+        currency: parse_currency(T, col(row, 7, T)?)?,
         provider: col(row, 8, T)?,
         provider_intent_id: col(row, 9, T)?,
         status: PaymentStatus::parse(status)
@@ -95,7 +91,7 @@ fn refund_from(row: &Row) -> StoreResult<RefundRow> {
         id: col(row, 0, T)?,
         payment_id: col(row, 1, T)?,
         amount_minor: col(row, 2, T)?,
-        currency: currency(T, col(row, 3, T)?)?,
+        currency: parse_currency(T, col(row, 3, T)?)?,
         provider: col(row, 4, T)?,
         provider_refund_id: col(row, 5, T)?,
         status: RefundStatus::parse(status)
@@ -115,7 +111,7 @@ fn ledger_from(row: &Row) -> StoreResult<LedgerEntry> {
         lot: parse_id(T, "lot_id", col(row, 2, T)?, LotId::parse)?,
         kind: LedgerKind::parse(kind).ok_or_else(|| corrupt(T, format!("bad kind {kind:?}")))?,
         amount_minor: col(row, 4, T)?,
-        currency: currency(T, col(row, 5, T)?)?,
+        currency: parse_currency(T, col(row, 5, T)?)?,
         payment_id: col(row, 6, T)?,
         refund_id: col(row, 7, T)?,
         reservation_id: col(row, 8, T)?,
@@ -700,7 +696,7 @@ impl PaymentStore for PostgresStore {
             .await
             .map_err(pg_err)?;
         rows.iter()
-            .map(|row| Ok((currency(T, col(row, 0, T)?)?, col(row, 1, T)?)))
+            .map(|row| Ok((parse_currency(T, col(row, 0, T)?)?, col(row, 1, T)?)))
             .collect()
     }
 

@@ -12,7 +12,7 @@ use parkd_core::tariff::Currency;
 use rusqlite::{OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{SqliteStore, col, from_micros, query_rows, sq_err};
-use crate::common::parse_id;
+use crate::common::{parse_currency, parse_id};
 use crate::{
     CardRef, LedgerEntry, LedgerKind, NewAdjustment, PaymentPurpose, PaymentRow, PaymentStatus,
     PaymentStore, PaymentUpdate, RefundRow, RefundStatus, StoreError, StoreResult, TariffRow,
@@ -35,10 +35,6 @@ const PENDING_CONDITION: &str = "status IN ('created', 'requires_action', 'proce
 
 fn corrupt(table: &'static str, message: String) -> StoreError {
     StoreError::Corrupt { table, message }
-}
-
-fn currency(table: &'static str, raw: &str) -> StoreResult<Currency> {
-    Currency::parse(raw).map_err(|_| corrupt(table, format!("bad currency {raw:?}")))
 }
 
 fn payment_from(row: &Row<'_>) -> StoreResult<PaymentRow> {
@@ -66,7 +62,7 @@ fn payment_from(row: &Row<'_>) -> StoreResult<PaymentRow> {
         purpose: PaymentPurpose::parse(&purpose)
             .ok_or_else(|| corrupt(T, format!("bad purpose {purpose:?}")))?,
         amount_minor: col(row, 6, T)?,
-        currency: currency(T, &col::<String>(row, 7, T)?)?,
+        currency: parse_currency(T, &col::<String>(row, 7, T)?)?,
         provider: col(row, 8, T)?,
         provider_intent_id: col(row, 9, T)?,
         status: PaymentStatus::parse(&status)
@@ -88,7 +84,7 @@ fn refund_from(row: &Row<'_>) -> StoreResult<RefundRow> {
         id: col(row, 0, T)?,
         payment_id: col(row, 1, T)?,
         amount_minor: col(row, 2, T)?,
-        currency: currency(T, &col::<String>(row, 3, T)?)?,
+        currency: parse_currency(T, &col::<String>(row, 3, T)?)?,
         provider: col(row, 4, T)?,
         provider_refund_id: col(row, 5, T)?,
         status: RefundStatus::parse(&status)
@@ -108,7 +104,7 @@ fn ledger_from(row: &Row<'_>) -> StoreResult<LedgerEntry> {
         lot: parse_id(T, "lot_id", &col::<String>(row, 2, T)?, LotId::parse)?,
         kind: LedgerKind::parse(&kind).ok_or_else(|| corrupt(T, format!("bad kind {kind:?}")))?,
         amount_minor: col(row, 4, T)?,
-        currency: currency(T, &col::<String>(row, 5, T)?)?,
+        currency: parse_currency(T, &col::<String>(row, 5, T)?)?,
         payment_id: col(row, 6, T)?,
         refund_id: col(row, 7, T)?,
         reservation_id: col(row, 8, T)?,
@@ -737,7 +733,12 @@ impl PaymentStore for SqliteStore {
                  WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR lot_id = ?3)
                  GROUP BY currency ORDER BY currency",
                 params![from.timestamp_micros(), to.timestamp_micros(), lot],
-                |row| Ok((currency(T, &col::<String>(row, 0, T)?)?, col(row, 1, T)?)),
+                |row| {
+                    Ok((
+                        parse_currency(T, &col::<String>(row, 0, T)?)?,
+                        col(row, 1, T)?,
+                    ))
+                },
             )
         })
         .await
