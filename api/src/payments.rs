@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use parkd_core::account::Role;
 use parkd_core::reservation::ReservationState;
-use parkd_core::tariff::{Money, Occupant, Quote, ReservedPeriod, quote_reservation};
+use parkd_core::tariff::{Currency, Money, Occupant, Quote, ReservedPeriod, quote_reservation};
 use parkd_gates::{Bill, ChargeError, ExitCharge};
 use parkd_payments::{
     CreateIntent, IdempotencyKey, IntentStatus, Metadata, NextAction, PaymentIntent,
@@ -149,8 +149,8 @@ pub(crate) struct PaymentOut {
     amount_minor: i64,
     /// Refunded or being refunded, in minor units.
     amount_refunded_minor: i64,
-    /// The currency.
-    currency: String,
+    /// The currency (ISO 4217, upper case).
+    currency: Currency,
     /// The card's network, once known.
     #[serde(skip_serializing_if = "Option::is_none")]
     card_brand: Option<String>,
@@ -198,7 +198,7 @@ fn payment_out(row: &PaymentRow, refunds: &[RefundRow], next: Option<NextAction>
         session_id: row.session_id.clone(),
         amount_minor: row.amount_minor,
         amount_refunded_minor: row.amount_refunded_minor,
-        currency: row.currency.as_str().to_owned(),
+        currency: row.currency.clone(),
         card_brand: row.method.as_ref().map(|m| m.brand.clone()),
         card_last4: row.method.as_ref().map(|m| m.last4.clone()),
         failure_reason: row.failure_reason.clone(),
@@ -280,14 +280,13 @@ async fn price_reservation(
     let (tz, period, occupant) = reservation_terms(&model, &reservation)?;
     let quote = quote_reservation(&tariff, tz, period, occupant)
         .map_err(|e| quote_failed(&ChargeError::Quote(e)))?;
-    let currency = quote.currency.as_str().to_owned();
     let paid = store
         .payments_of_reservation(&reservation.id)
         .await
         .map_err(Problem::internal)?
         .iter()
         .filter(|p| p.purpose == PaymentPurpose::Reservation)
-        .map(|p| parkd_gates::charge::net_paid(p, &currency))
+        .map(|p| parkd_gates::charge::net_paid(p, &quote.currency))
         .sum();
     Ok((reservation, quote, paid))
 }
@@ -457,10 +456,11 @@ where
     Ok(answer.into_response(false))
 }
 
-/// The shown amount and currency must be what is due.
-fn check_shown(body: &PayBody, due: i64, currency: &str) -> Result<(), Problem> {
+/// The shown amount and currency must be what is due. The shown currency is the client's
+/// text, taken in any case (`eur` is EUR), as it always was.
+fn check_shown(body: &PayBody, due: i64, currency: &Currency) -> Result<(), Problem> {
     if let Some(shown) = &body.currency
-        && !shown.eq_ignore_ascii_case(currency)
+        && !shown.eq_ignore_ascii_case(currency.as_str())
     {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -565,7 +565,7 @@ async fn pay_reservation(
     let request = (&id, &body);
     idempotent(&state, &caller, &headers, PAY_SCOPE, &request, async {
         let (reservation, quote, due) = reservation_due(&state, &caller, &id).await?;
-        check_shown(&body, due, quote.currency.as_str())?;
+        check_shown(&body, due, &quote.currency)?;
         let row = new_payment(
             &caller,
             reservation.lot.clone(),
@@ -715,8 +715,7 @@ pub(crate) fn create_intent_request(
     }
     Ok(CreateIntent {
         amount_minor: u64::try_from(row.amount_minor).map_err(|e| error(e.to_string()))?,
-        currency: parkd_payments::Currency::parse(&row.currency.as_str().to_ascii_lowercase())
-            .map_err(|e| error(e.to_string()))?,
+        currency: row.currency.clone(),
         idempotency_key: IdempotencyKey::parse(format!("parkd-{}-create", row.id))
             .map_err(|e| error(e.to_string()))?,
         metadata,

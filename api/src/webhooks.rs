@@ -284,10 +284,7 @@ async fn payment_of(
         row.provider == provider
             && row.provider_intent_id.is_none()
             && u64::try_from(row.amount_minor).is_ok_and(|amount| amount == intent.amount_minor)
-            && row
-                .currency
-                .as_str()
-                .eq_ignore_ascii_case(intent.currency.as_str())
+            && row.currency == intent.currency
     }))
 }
 

@@ -301,7 +301,7 @@ async fn legacy_row(s: &Server, token: &str, reservation: &str) -> PaymentRow {
 fn create_request(row: &PaymentRow, method: &str) -> CreateIntent {
     CreateIntent {
         amount_minor: row.amount_minor as u64,
-        currency: parkd_payments::Currency::parse("eur").unwrap(),
+        currency: parkd_core::tariff::Currency::parse("EUR").unwrap(),
         idempotency_key: IdempotencyKey::parse(format!("parkd-{}-create", row.id)).unwrap(),
         metadata: Metadata::new()
             .with("payment_id", row.id.clone())

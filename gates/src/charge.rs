@@ -18,7 +18,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use parkd_core::ids::LotId;
-use parkd_core::tariff::{Money, Occupant, Quote, QuoteError, ReservedPeriod, Tariff, quote_stay};
+use parkd_core::tariff::{
+    Currency, Money, Occupant, Quote, QuoteError, ReservedPeriod, Tariff, quote_stay,
+};
 use parkd_occupancy::OccupancyEngine;
 use parkd_store::{ParkingSession, PaymentPurpose, PaymentRow, PaymentStatus, Store, StoreError};
 use serde::Serialize;
@@ -32,8 +34,8 @@ pub struct Bill {
     pub paid_minor: i64,
     /// Still to pay; never negative.
     pub due_minor: i64,
-    /// The currency (upper case).
-    pub currency: String,
+    /// The tariff's currency.
+    pub currency: Currency,
     /// The end of the priced stay: the moment asked about, or the end of a recent payment's
     /// stay when the car leaves within the exit grace.
     pub priced_until: DateTime<Utc>,
@@ -130,8 +132,8 @@ impl TariffCharge {
 }
 
 /// What a payment still counts for: its amount less refunds, if it succeeded in `currency`.
-pub fn net_paid(payment: &PaymentRow, currency: &str) -> i64 {
-    if payment.status == PaymentStatus::Succeeded && payment.currency.as_str() == currency {
+pub fn net_paid(payment: &PaymentRow, currency: &Currency) -> i64 {
+    if payment.status == PaymentStatus::Succeeded && payment.currency == *currency {
         payment.amount_minor - payment.amount_refunded_minor
     } else {
         0
@@ -164,7 +166,7 @@ impl ExitCharge for TariffCharge {
             .or(session.assigned_spot.as_ref())
             .and_then(|spot| model.spot(spot))
             .map_or(vehicle.usual_kind(), |spot| spot.kind);
-        let currency = tariff.currency.as_str().to_owned();
+        let currency = tariff.currency.clone();
 
         let mut paid = 0;
         let mut paid_until: Option<DateTime<Utc>> = None;

@@ -965,7 +965,7 @@ impl GateService {
         {
             let mut command = GateCommand::deny(id, Reason::PaymentRequired, now);
             command.amount_due = Some(bill.due_minor);
-            command.currency = Some(bill.currency.clone());
+            command.currency = Some(bill.currency.as_str().to_owned());
             command.session = Some(session.id);
             return Ok(command);
         }

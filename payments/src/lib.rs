@@ -88,10 +88,10 @@ pub use parkd_core::secret::Secret;
 pub use stripe::{StripeProvider, StripeSettings};
 pub use test_provider::TestProvider;
 pub use types::{
-    CardBrand, ConfirmIntent, CreateIntent, Currency, DeclineReason, EventId, IdempotencyKey,
-    IntentId, IntentStatus, InvalidValue, Last4, Metadata, NextAction, PaymentFailure,
-    PaymentIntent, PaymentMethodRef, PaymentMethodToken, Refund, RefundId, RefundReason,
-    RefundRequest, RefundStatus,
+    CardBrand, ConfirmIntent, CreateIntent, DeclineReason, EventId, IdempotencyKey, IntentId,
+    IntentStatus, InvalidValue, Last4, Metadata, NextAction, PaymentFailure, PaymentIntent,
+    PaymentMethodRef, PaymentMethodToken, Refund, RefundId, RefundReason, RefundRequest,
+    RefundStatus,
 };
 
 /// A payment provider. Implementations are safe to share between tasks; every method

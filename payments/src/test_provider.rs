@@ -17,14 +17,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parkd_core::clock::{Clock, SystemClock};
+use parkd_core::tariff::Currency;
 
 use crate::Provider;
 use crate::Secret;
 use crate::error::ProviderError;
 use crate::types::{
-    CardBrand, ConfirmIntent, CreateIntent, Currency, DeclineReason, IdempotencyKey, IntentId,
-    IntentStatus, Last4, NextAction, PaymentFailure, PaymentIntent, PaymentMethodRef,
-    PaymentMethodToken, Refund, RefundId, RefundRequest, RefundStatus,
+    CardBrand, ConfirmIntent, CreateIntent, DeclineReason, IdempotencyKey, IntentId, IntentStatus,
+    Last4, NextAction, PaymentFailure, PaymentIntent, PaymentMethodRef, PaymentMethodToken, Refund,
+    RefundId, RefundRequest, RefundStatus,
 };
 
 /// What a test token makes the provider do on confirmation.

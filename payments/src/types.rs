@@ -1,5 +1,7 @@
-//! The types a provider is called with and answers: amounts, currencies, keys, ids, the
-//! card reference, payment intents and refunds.
+//! The types a provider is called with and answers: amounts, keys, ids, the card reference,
+//! payment intents and refunds. Currencies are parkd's one [`Currency`]
+//! (`parkd_core::tariff`, ISO 4217 upper case); a provider's own spelling is its adapter's
+//! business (Stripe's lower case: `stripe::wire`).
 //!
 //! Every identifier is validated when built, so a value that reaches a URL path or a header
 //! is known to be safe there. There is no type for a card number or a security code: the only
@@ -10,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use parkd_core::tariff::Currency;
 use serde::{Deserialize, Serialize};
 
 use crate::Secret;
@@ -19,7 +22,7 @@ use crate::guard;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what}: {reason}")]
 pub struct InvalidValue {
-    /// What was being built (`currency`, `idempotency key`, ...).
+    /// What was being built (`idempotency key`, `metadata`, ...).
     pub what: &'static str,
     /// Why it was refused (never the value itself).
     pub reason: &'static str,
@@ -96,45 +99,6 @@ string_id!(
     EventId,
     "event id"
 );
-
-/// A three-letter ISO 4217 currency code, kept in lower case as Stripe spells it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Currency(String);
-
-impl Currency {
-    /// Parses `EUR`, `eur`, `Usd`...: three ASCII letters.
-    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
-        if value.len() != 3 || !value.chars().all(|c| c.is_ascii_alphabetic()) {
-            return Err(invalid("currency", "must be three letters (ISO 4217)"));
-        }
-        Ok(Self(value.to_ascii_lowercase()))
-    }
-
-    /// The lower-case code.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Currency {
-    type Error = InvalidValue;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Currency> for String {
-    fn from(value: Currency) -> String {
-        value.0
-    }
-}
-
-impl fmt::Display for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Our idempotency key for one provider operation: the same key with the same parameters
 /// gets the same answer, whatever happened to the first request.
@@ -812,13 +776,6 @@ mod tests {
         for bad in ["", "pi/../x", "pi 1", "pi?x=1", &"a".repeat(256)] {
             assert!(IntentId::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn currency_is_lower_case_iso() {
-        assert_eq!(Currency::parse("EUR").unwrap().as_str(), "eur");
-        assert!(Currency::parse("EU").is_err());
-        assert!(Currency::parse("€ur").is_err());
     }
 
     #[test]

@@ -23,13 +23,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
+use parkd_core::tariff::Currency;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::Secret;
 use crate::stripe::wire;
-use crate::types::{Currency, DeclineReason, EventId, IntentId, IntentStatus, PaymentIntent};
+use crate::types::{DeclineReason, EventId, IntentId, IntentStatus, PaymentIntent};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -338,7 +339,7 @@ pub fn parse_stripe_event(payload: &[u8]) -> Result<WebhookEvent, EventError> {
                 charge_id: charge.id,
                 amount_minor: charge.amount,
                 amount_refunded_minor: charge.amount_refunded,
-                currency: Currency::parse(&charge.currency)
+                currency: wire::currency(&charge.currency)
                     .map_err(|e| EventError(e.to_string()))?,
                 fully_refunded: charge.refunded,
             })

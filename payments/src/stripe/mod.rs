@@ -120,7 +120,7 @@ impl Provider for StripeProvider {
     async fn create_intent(&self, request: &CreateIntent) -> Result<PaymentIntent, ProviderError> {
         let mut params = vec![
             pair("amount", request.amount_minor.to_string()),
-            pair("currency", request.currency.as_str()),
+            pair("currency", wire::stripe_currency(&request.currency)),
             pair("payment_method_types[]", "card"),
         ];
         for (key, value) in request.metadata.iter() {

@@ -1,6 +1,10 @@
 //! Stripe's JSON shapes (only the fields parkd reads) and their translation into this
 //! crate's types and errors. Unknown fields are ignored: Stripe adds fields without a new
 //! API version.
+//!
+//! Currencies: parkd has one [`Currency`] (`parkd_core::tariff`, ISO 4217 upper case, `EUR`);
+//! Stripe spells codes in lower case (`eur`). The translation lives here and nowhere else:
+//! [`stripe_currency`] on the way out, [`currency`] (any case) on the way in.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,13 +12,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use parkd_core::tariff::Currency;
+
 use crate::Secret;
 use crate::error::ProviderError;
 use crate::guard;
 use crate::types::{
-    CardBrand, Currency, DeclineReason, IntentId, IntentStatus, Last4, Metadata, NextAction,
-    PaymentFailure, PaymentIntent, PaymentMethodRef, PaymentMethodToken, Refund, RefundId,
-    RefundStatus,
+    CardBrand, DeclineReason, IntentId, IntentStatus, Last4, Metadata, NextAction, PaymentFailure,
+    PaymentIntent, PaymentMethodRef, PaymentMethodToken, Refund, RefundId, RefundStatus,
 };
 
 /// A PaymentIntent object.
@@ -137,6 +142,18 @@ pub(crate) fn unexpected(message: impl Into<String>) -> ProviderError {
     }
 }
 
+/// A currency as it is sent to Stripe: the code in lower case (`eur`).
+pub(crate) fn stripe_currency(currency: &Currency) -> String {
+    currency.as_str().to_ascii_lowercase()
+}
+
+/// A currency as Stripe answers it (in an object or an event), as ours. Stripe writes lower
+/// case; any case is taken, since the case of a code carries no meaning.
+pub(crate) fn currency(raw: &str) -> Result<Currency, ProviderError> {
+    Currency::parse(&raw.to_ascii_uppercase())
+        .map_err(|_| unexpected("currency is not a three-letter ISO 4217 code"))
+}
+
 pub(crate) fn timestamp(seconds: i64) -> Result<DateTime<Utc>, ProviderError> {
     DateTime::from_timestamp(seconds, 0).ok_or_else(|| unexpected("timestamp out of range"))
 }
@@ -201,7 +218,7 @@ fn metadata(map: BTreeMap<String, String>) -> Metadata {
 pub(crate) fn intent(wire: WirePaymentIntent) -> Result<PaymentIntent, ProviderError> {
     let id = IntentId::parse(wire.id).map_err(|e| unexpected(e.to_string()))?;
     let status = intent_status(&wire.status, wire.last_payment_error.is_some())?;
-    let currency = Currency::parse(&wire.currency).map_err(|e| unexpected(e.to_string()))?;
+    let currency = currency(&wire.currency)?;
     let payment_method = match wire.payment_method {
         Some(WirePaymentMethodField::Object(method)) => card(method),
         Some(WirePaymentMethodField::Id(_)) | None => None,
@@ -251,7 +268,7 @@ pub(crate) fn refund(
         id: RefundId::parse(wire.id).map_err(|e| unexpected(e.to_string()))?,
         intent_id,
         amount_minor: wire.amount,
-        currency: Currency::parse(&wire.currency).map_err(|e| unexpected(e.to_string()))?,
+        currency: currency(&wire.currency)?,
         status,
         created: timestamp(wire.created)?,
     })
@@ -382,6 +399,18 @@ mod tests {
                 next_action: Some(NextAction::UseProviderSdk),
             }
         );
+    }
+
+    #[test]
+    fn currencies_go_out_lower_case_and_come_back_in_any_case() {
+        let eur = Currency::parse("EUR").unwrap();
+        assert_eq!(stripe_currency(&eur), "eur");
+        for raw in ["eur", "EUR", "Eur"] {
+            assert_eq!(currency(raw).unwrap(), eur, "{raw}");
+        }
+        for bad in ["", "eu", "euro", "€ur", "e1r"] {
+            assert!(currency(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
+use parkd_core::tariff::Currency;
 use parkd_payments::stripe::DEFAULT_API_VERSION;
 use parkd_payments::{
-    CardBrand, ConfirmIntent, CreateIntent, Currency, DeclineReason, Disposition, IdempotencyKey,
-    IntentId, IntentStatus, Metadata, NextAction, PaymentMethodToken, Provider, ProviderError,
-    RefundReason, RefundRequest, RefundStatus, StripeProvider, StripeSettings,
+    CardBrand, ConfirmIntent, CreateIntent, DeclineReason, Disposition, IdempotencyKey, IntentId,
+    IntentStatus, Metadata, NextAction, PaymentMethodToken, Provider, ProviderError, RefundReason,
+    RefundRequest, RefundStatus, StripeProvider, StripeSettings,
 };
 use serde_json::json;
 
@@ -77,7 +78,8 @@ async fn create_and_confirm_sends_the_documented_form_and_reads_the_intent() {
     assert_eq!(intent.id.as_str(), "pi_3Pcreate");
     assert_eq!(intent.status, IntentStatus::Succeeded);
     assert_eq!(intent.amount_received_minor, 1250);
-    assert_eq!(intent.currency.as_str(), "eur");
+    // Stripe answers `eur`; parkd reads it as its one currency type, upper case.
+    assert_eq!(intent.currency.as_str(), "EUR");
     assert_eq!(intent.metadata.get("reservation_id"), Some("r-1"));
     let card = intent.payment_method.unwrap();
     assert_eq!(card.token.as_str(), "pm_1PtestVisa");
@@ -93,6 +95,7 @@ async fn create_and_confirm_sends_the_documented_form_and_reads_the_intent() {
     assert_eq!(request.path, "/v1/payment_intents");
     assert_stripe_headers(request, Some("resv-r-1:create"));
     assert_eq!(request.field("amount"), Some("1250"));
+    // ... and sends it as Stripe spells it.
     assert_eq!(request.field("currency"), Some("eur"));
     assert_eq!(request.fields("payment_method_types[]"), ["card"]);
     assert_eq!(request.field("metadata[reservation_id]"), Some("r-1"));

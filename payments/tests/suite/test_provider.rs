@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use parkd_core::clock::ManualClock;
+use parkd_core::tariff::Currency;
 use parkd_payments::test_provider::{TEST_TOKENS, TestBehaviour};
 use parkd_payments::{
-    CardBrand, ConfirmIntent, CreateIntent, Currency, DeclineReason, Disposition, IdempotencyKey,
-    IntentId, IntentStatus, Metadata, NextAction, PaymentIntent, PaymentMethodToken, Provider,
-    ProviderError, RefundRequest, RefundStatus, TestProvider,
+    CardBrand, ConfirmIntent, CreateIntent, DeclineReason, Disposition, IdempotencyKey, IntentId,
+    IntentStatus, Metadata, NextAction, PaymentIntent, PaymentMethodToken, Provider, ProviderError,
+    RefundRequest, RefundStatus, TestProvider,
 };
 
 fn provider() -> TestProvider {
@@ -31,7 +32,7 @@ fn token(text: &str) -> PaymentMethodToken {
 fn create(amount: u64, method: Option<&str>, confirm: bool, idempotency_key: &str) -> CreateIntent {
     CreateIntent {
         amount_minor: amount,
-        currency: Currency::parse("eur").unwrap(),
+        currency: Currency::parse("EUR").unwrap(),
         idempotency_key: key(idempotency_key),
         metadata: Metadata::new().with("reservation_id", "r-1").unwrap(),
         payment_method: method.map(token),

@@ -214,6 +214,8 @@ fn parses_the_events_parkd_uses_and_acknowledges_the_rest() {
         EventKind::PaymentIntentSucceeded(intent) => {
             assert_eq!(intent.status, IntentStatus::Succeeded);
             assert_eq!(intent.amount_received_minor, 1250);
+            // Stripe's `eur` is parkd's one currency type, upper case.
+            assert_eq!(intent.currency.as_str(), "EUR");
             assert_eq!(intent.metadata.get("reservation_id"), Some("r-1"));
         }
         other => panic!("{other:?}"),
@@ -263,6 +265,7 @@ fn parses_the_events_parkd_uses_and_acknowledges_the_rest() {
     match &refunded.kind {
         EventKind::ChargeRefunded(charge) => {
             assert_eq!(charge.amount_refunded_minor, 500);
+            assert_eq!(charge.currency.as_str(), "EUR");
             assert!(!charge.fully_refunded);
             assert_eq!(charge.intent_id.as_ref().unwrap().as_str(), "pi_1");
         }
@@ -396,7 +399,7 @@ fn a_retrieval_reconciles_like_an_event() {
         status: IntentStatus::Succeeded,
         amount_minor: 1250,
         amount_received_minor: 1250,
-        currency: parkd_payments::Currency::parse("eur").unwrap(),
+        currency: parkd_core::tariff::Currency::parse("EUR").unwrap(),
         metadata: parkd_payments::Metadata::new(),
         payment_method: None,
         next_action: None,
