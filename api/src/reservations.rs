@@ -251,11 +251,20 @@ pub(crate) async fn claim(
         .map_err(Problem::internal)?
     {
         IdempotencyBegin::Started => Ok(None),
+        found => verdict(found).map(Some),
+    }
+}
+
+/// The answer to a request whose key is already recorded: a replay of the first answer, or a
+/// problem for a key still running (`Started` included: someone else's claim) or used for
+/// another request.
+fn verdict(found: IdempotencyBegin) -> Result<Response, Problem> {
+    match found {
         IdempotencyBegin::Replay { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            Ok(Some(Answer { status, body }.into_response(true)))
+            Ok(Answer { status, body }.into_response(true))
         }
-        IdempotencyBegin::InFlight => Err(Problem::new(
+        IdempotencyBegin::Started | IdempotencyBegin::InFlight => Err(Problem::new(
             StatusCode::CONFLICT,
             "request-in-flight",
             "Request in flight",
@@ -267,6 +276,41 @@ pub(crate) async fn claim(
             "Idempotency-Key reused",
         )
         .with_detail("this Idempotency-Key was used for a different request")),
+    }
+}
+
+/// One request's `Idempotency-Key` and what it must match on a retry.
+struct Keyed<'a> {
+    user_id: &'a str,
+    key: &'a str,
+    request_sha256: [u8; 32],
+}
+
+impl Keyed<'_> {
+    fn answer<'b>(&'b self, answer: &'b Answer, at: DateTime<Utc>) -> IdempotentAnswer<'b> {
+        IdempotentAnswer {
+            user_id: self.user_id,
+            key: self.key,
+            scope: CREATE_SCOPE,
+            request_sha256: &self.request_sha256,
+            status: answer.status.as_u16(),
+            body: &answer.body,
+            at,
+        }
+    }
+}
+
+/// Why a create wrote nothing.
+enum NotMade {
+    /// An answer to send (and to record for the key unless it is a 5xx).
+    Problem(Problem),
+    /// The key was already recorded when the reservation was written.
+    KeyTaken,
+}
+
+impl From<Problem> for NotMade {
+    fn from(problem: Problem) -> Self {
+        NotMade::Problem(problem)
     }
 }
 
@@ -299,50 +343,56 @@ async fn create(
     let store = accounts.store();
     let now = accounts.now();
     let canonical = serde_json::to_vec(&body).map_err(Problem::internal)?;
-    let hash: [u8; 32] = Sha256::digest(&canonical).into();
-    if let Some(replay) = claim(
-        store.as_ref(),
-        &caller.user.id,
-        &key,
-        CREATE_SCOPE,
-        &hash,
-        now,
-    )
-    .await?
-    {
-        return Ok(replay);
-    }
-    let (answer, recorded) = match create_reservation(&state, &caller, &key, body, now).await {
-        Ok(made) => (made, true),
-        Err(problem) => (Answer::problem(&problem), false),
+    let keyed = Keyed {
+        user_id: &caller.user.id,
+        key: &key,
+        request_sha256: Sha256::digest(&canonical).into(),
     };
-    if answer.status.is_server_error() {
-        // Not worth replaying: let a retry run again.
-        let _ = store.abandon_idempotent(&caller.user.id, &key).await;
-    } else if !recorded {
-        store
-            .finish_idempotent(
-                &caller.user.id,
-                &key,
-                answer.status.as_u16(),
-                &answer.body,
-                accounts.now(),
-            )
-            .await
-            .map_err(Problem::internal)?;
+    // No claim before the work: the key is written with the reservation and its answer, in
+    // one statement. A retry of an answered request, or one racing it, fails on the key (after
+    // waiting for the first to commit) and replays; so does one refused for what the first
+    // did (its spot is gone, its entry time has passed).
+    let problem = match create_reservation(&state, &caller, &keyed, body, now).await {
+        Ok(made) => return Ok(made.into_response(false)),
+        Err(NotMade::KeyTaken) => {
+            let found = store
+                .idempotent_lookup(
+                    keyed.user_id,
+                    keyed.key,
+                    CREATE_SCOPE,
+                    &keyed.request_sha256,
+                )
+                .await
+                .map_err(Problem::internal)?;
+            // Gone again since (a key older than a day, purged): let the client retry.
+            return verdict(found.unwrap_or(IdempotencyBegin::InFlight));
+        }
+        Err(NotMade::Problem(problem)) => problem,
+    };
+    if problem.status >= 500 {
+        // Not worth replaying: a retry runs again.
+        return Err(problem);
     }
-    Ok(answer.into_response(false))
+    let answer = Answer::problem(&problem);
+    match store
+        .record_idempotent(keyed.answer(&answer, accounts.now()))
+        .await
+        .map_err(Problem::internal)?
+    {
+        None => Ok(answer.into_response(false)),
+        Some(found) => verdict(found),
+    }
 }
 
-/// Chooses a spot and writes the reservation with its idempotent answer (one transaction).
-/// `Ok` is the 201 answer, already recorded for `key`; a problem is not recorded yet.
+/// Chooses a spot and writes the reservation with its key and answer (one transaction). `Ok`
+/// is the 201 answer, already recorded for the key; a problem is not recorded yet.
 async fn create_reservation(
     state: &ApiState,
     caller: &Caller,
-    key: &str,
+    keyed: &Keyed<'_>,
     body: CreateBody,
     now: DateTime<Utc>,
-) -> Result<Answer, Problem> {
+) -> Result<Answer, NotMade> {
     let rules = state.reservation_rules;
     rules
         .check(body.starts_at, body.ends_at, now)
@@ -380,7 +430,8 @@ async fn create_reservation(
             "unknown-zone",
             "Unknown zone",
         )
-        .with_detail(format!("lot {} has no zone {zone}", body.lot)));
+        .with_detail(format!("lot {} has no zone {zone}", body.lot))
+        .into());
     }
     if let Some(spot) = &body.preferred_spot
         && !model.spots.iter().any(|s| &s.id == spot)
@@ -390,7 +441,8 @@ async fn create_reservation(
             "unknown-spot",
             "Unknown spot",
         )
-        .with_detail(format!("lot {} has no spot {spot}", body.lot)));
+        .with_detail(format!("lot {} has no spot {spot}", body.lot))
+        .into());
     }
     let interval = Interval::from_datetimes(body.starts_at, body.ends_at)
         .map_err(|_| time_problem(TimeError::ExitBeforeEntry))?;
@@ -452,7 +504,7 @@ async fn create_reservation(
                     .inc();
                 continue;
             }
-            Err(refusal) => return Err(refusal_problem(&refusal)),
+            Err(refusal) => return Err(refusal_problem(&refusal).into()),
         };
         let row = ReservationRow {
             id: random_id(),
@@ -473,15 +525,11 @@ async fn create_reservation(
             status: StatusCode::CREATED,
             body: serde_json::to_string(&out(&row, &rules)).map_err(Problem::internal)?,
         };
-        let record = IdempotentAnswer {
-            user_id: &caller.user.id,
-            key,
-            status: answer.status.as_u16(),
-            body: &answer.body,
-            at: now,
-        };
         attempts += 1;
-        match store.create_reservation(&row, Some(record)).await {
+        match store
+            .create_reservation(&row, Some(keyed.answer(&answer, now)))
+            .await
+        {
             Ok(()) => {
                 book.add(&row.lot, &HoldingSpan::of(&row));
                 state
@@ -506,7 +554,8 @@ async fn create_reservation(
                 .await
                 .map_err(Problem::internal)?;
             }
-            Err(error) => return Err(Problem::internal(error)),
+            Err(StoreError::IdempotencyKeyTaken) => return Err(NotMade::KeyTaken),
+            Err(error) => return Err(Problem::internal(error).into()),
         }
     }
     Err(Problem::new(
@@ -514,7 +563,8 @@ async fn create_reservation(
         "no-spot-available",
         "No spot available",
     )
-    .with_detail("the lot is being booked very fast right now; retry"))
+    .with_detail("the lot is being booked very fast right now; retry")
+    .into())
 }
 
 /// The caller's reservations.

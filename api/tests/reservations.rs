@@ -66,6 +66,37 @@ async fn reserve(s: &Server, token: &str, key: &str, body: &Value) -> common::Re
     .await
 }
 
+/// One create per key, all sent at once; the replies in the keys' order.
+async fn all_at_once(
+    s: &Server,
+    token: &str,
+    body: &Value,
+    keys: Vec<String>,
+) -> Vec<common::Reply> {
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .map(|key| {
+            let (addr, token, body) = (s.addr, token.to_owned(), body.to_string());
+            tokio::spawn(async move {
+                common::call_at(
+                    addr,
+                    "POST",
+                    "/api/v1/reservations",
+                    Some(&token),
+                    &[("Idempotency-Key", &key)],
+                    Some(&body),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for task in tasks {
+        replies.push(task.await.unwrap());
+    }
+    replies
+}
+
 async fn idempotent_creation(s: Server) {
     let (token, vehicle) = setup(&s, "car").await;
     let body = json!({"lot": "garage", "vehicle_id": vehicle,
@@ -139,30 +170,46 @@ async fn idempotent_creation(s: Server) {
     s.stop.cancel();
 }
 
+/// Retries of one request racing each other (a client that times out and resends): one
+/// booking, and every retry gets its answer; a retry after the entry time still replays.
+async fn retries_racing_with_one_key_book_once(s: Server) {
+    let (token, vehicle) = setup(&s, "car").await;
+    for round in 0..5 {
+        let body = json!({"lot": "garage", "vehicle_id": vehicle,
+                          "starts_at": at(&s, 60 + round * 300),
+                          "ends_at": at(&s, 120 + round * 300)});
+        let keys = vec![format!("retry-{round}"); 10];
+        let mut ids = Vec::new();
+        for reply in all_at_once(&s, &token, &body, keys).await {
+            assert_eq!(reply.status, 201, "round {round}: {}", reply.body);
+            ids.push(reply.body["id"].as_str().unwrap().to_owned());
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "round {round}: one booking for every retry");
+    }
+    let mine = s
+        .call("GET", "/api/v1/reservations", Some(&token), None)
+        .await;
+    assert_eq!(mine.body["reservations"].as_array().unwrap().len(), 5);
+    // Hours later, the first round's entry time has passed: the retry replays, not refuses.
+    let first = json!({"lot": "garage", "vehicle_id": vehicle,
+                       "starts_at": at(&s, 60), "ends_at": at(&s, 120)});
+    s.clock.advance(Duration::minutes(90));
+    let late = reserve(&s, &token, "retry-0", &first).await;
+    assert_eq!(late.status, 201, "{}", late.body);
+    assert!(late.headers.contains("idempotent-replayed: true"));
+    s.stop.cancel();
+}
+
 async fn exactly_one_winner_for_the_last_spot(s: Server) {
     let (token, vehicle) = setup(&s, "car").await;
     for round in 0..5 {
         let body = json!({"lot": "tiny", "vehicle_id": vehicle,
                           "starts_at": at(&s, 60 + round * 300),
                           "ends_at": at(&s, 120 + round * 300)});
-        let mut tasks = Vec::new();
-        for racer in 0..50 {
-            let (s_addr, token, body) = (s.addr, token.clone(), body.clone());
-            tasks.push(tokio::spawn(async move {
-                common::call_at(
-                    s_addr,
-                    "POST",
-                    "/api/v1/reservations",
-                    Some(&token),
-                    &[("Idempotency-Key", &format!("race-{round}-{racer}"))],
-                    Some(&body.to_string()),
-                )
-                .await
-            }));
-        }
+        let keys = (0..50).map(|racer| format!("race-{round}-{racer}"));
         let mut created = 0;
-        for task in tasks {
-            let reply = task.await.unwrap();
+        for reply in all_at_once(&s, &token, &body, keys.collect()).await {
             match reply.status {
                 201 => created += 1,
                 409 => assert_eq!(
@@ -528,6 +575,7 @@ macro_rules! both_stores {
 
 both_stores!(
     idempotent_creation,
+    retries_racing_with_one_key_book_once,
     exactly_one_winner_for_the_last_spot,
     holds_and_no_shows,
     cancel_and_modify,

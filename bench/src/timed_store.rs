@@ -238,39 +238,7 @@ impl AccountStore for TimedStore {
 
 parkd_store::forward_reservation_store!(impl[] for TimedStore, inner);
 
-#[async_trait]
-impl parkd_store::IdempotencyStore for TimedStore {
-    async fn begin_idempotent(
-        &self,
-        user_id: &str,
-        key: &str,
-        scope: &str,
-        request_sha256: &[u8; 32],
-        at: DateTime<Utc>,
-    ) -> StoreResult<parkd_store::IdempotencyBegin> {
-        self.inner
-            .begin_idempotent(user_id, key, scope, request_sha256, at)
-            .await
-    }
-    async fn finish_idempotent(
-        &self,
-        user_id: &str,
-        key: &str,
-        status: u16,
-        body: &str,
-        at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        self.inner
-            .finish_idempotent(user_id, key, status, body, at)
-            .await
-    }
-    async fn abandon_idempotent(&self, user_id: &str, key: &str) -> StoreResult<()> {
-        self.inner.abandon_idempotent(user_id, key).await
-    }
-    async fn purge_idempotent(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        self.inner.purge_idempotent(before).await
-    }
-}
+parkd_store::forward_idempotency_store!(impl[] for TimedStore, inner);
 
 parkd_store::forward_gate_store!(impl[] for TimedStore, inner);
 parkd_store::forward_payment_store!(impl[] for TimedStore, inner);

@@ -404,39 +404,7 @@ impl<S: Store> parkd_store::AccountStore for Flaky<S> {
 
 parkd_store::forward_reservation_store!(impl[S: Store] for Flaky<S>, inner);
 
-#[async_trait]
-impl<S: Store> parkd_store::IdempotencyStore for Flaky<S> {
-    async fn begin_idempotent(
-        &self,
-        user_id: &str,
-        key: &str,
-        scope: &str,
-        request_sha256: &[u8; 32],
-        at: DateTime<Utc>,
-    ) -> StoreResult<parkd_store::IdempotencyBegin> {
-        self.inner
-            .begin_idempotent(user_id, key, scope, request_sha256, at)
-            .await
-    }
-    async fn finish_idempotent(
-        &self,
-        user_id: &str,
-        key: &str,
-        status: u16,
-        body: &str,
-        at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        self.inner
-            .finish_idempotent(user_id, key, status, body, at)
-            .await
-    }
-    async fn abandon_idempotent(&self, user_id: &str, key: &str) -> StoreResult<()> {
-        self.inner.abandon_idempotent(user_id, key).await
-    }
-    async fn purge_idempotent(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        self.inner.purge_idempotent(before).await
-    }
-}
+parkd_store::forward_idempotency_store!(impl[S: Store] for Flaky<S>, inner);
 
 parkd_store::forward_gate_store!(impl[S: Store] for Flaky<S>, inner);
 parkd_store::forward_payment_store!(impl[S: Store] for Flaky<S>, inner);

@@ -78,6 +78,11 @@ pub enum StoreError {
         /// Where it stands.
         status: PaymentStatus,
     },
+    /// The idempotency key of the write is already recorded (answered, still running, or used
+    /// for another request): nothing was written. [`IdempotencyStore::idempotent_lookup`]
+    /// tells which.
+    #[error("idempotency key already recorded")]
+    IdempotencyKeyTaken,
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
@@ -482,14 +487,21 @@ pub struct ReservationRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The answer of an idempotent request, recorded in the same transaction as the write it
-/// answers: a reservation never exists without the answer a retry of its request replays.
+/// The answer of an idempotent request under a key not yet recorded, written with its key in
+/// the same transaction as the write it answers: a reservation never exists without the
+/// answer a retry of its request replays, and a key that is already recorded (answered, still
+/// running, or used for another request) refuses the write with
+/// [`StoreError::IdempotencyKeyTaken`].
 #[derive(Debug, Clone, Copy)]
 pub struct IdempotentAnswer<'a> {
     /// Whose key.
     pub user_id: &'a str,
-    /// The `Idempotency-Key` (claimed before with [`IdempotencyStore::begin_idempotent`]).
+    /// The `Idempotency-Key`.
     pub key: &'a str,
+    /// What kind of request (e.g. `POST /api/v1/reservations`): a key is good for one.
+    pub scope: &'a str,
+    /// The hash of the request's canonical body: a retry must send the same.
+    pub request_sha256: &'a [u8; 32],
     /// The HTTP status answered.
     pub status: u16,
     /// The body answered.
@@ -529,8 +541,9 @@ impl HoldingSpan {
 pub trait ReservationStore: Send + Sync {
     /// Records a reservation; [`StoreError::Conflict`] if it holds its spot and overlaps
     /// another holding reservation of that spot (or its id or code is taken). With `answer`,
-    /// records that answer for its idempotency key in the same transaction (nothing is
-    /// written on a conflict).
+    /// records its idempotency key with that answer in the same transaction, or refuses with
+    /// [`StoreError::IdempotencyKeyTaken`] if the key is already recorded (nothing is written
+    /// on either refusal). A concurrent writer of the same key waits for the first to end.
     async fn create_reservation(
         &self,
         reservation: &ReservationRow,
@@ -763,6 +776,23 @@ pub trait IdempotencyStore: Send + Sync {
         body: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Records `answer` under its key, which was not claimed before: `None` when recorded
+    /// now; when the key was already there, what it holds (never `Started`), and nothing is
+    /// written. For requests that do their work first and record their answer after (the key
+    /// then only exists once answered, so a retry waits or replays instead of a 409).
+    async fn record_idempotent(
+        &self,
+        answer: IdempotentAnswer<'_>,
+    ) -> StoreResult<Option<IdempotencyBegin>>;
+    /// What a key holds for a request with this scope and body hash (never `Started`); `None`
+    /// if the key is not recorded.
+    async fn idempotent_lookup(
+        &self,
+        user_id: &str,
+        key: &str,
+        scope: &str,
+        request_sha256: &[u8; 32],
+    ) -> StoreResult<Option<IdempotencyBegin>>;
     /// Forgets a started request that failed without an answer worth replaying (a 5xx), so a
     /// retry runs it again.
     async fn abandon_idempotent(&self, user_id: &str, key: &str) -> StoreResult<()>;
@@ -1394,6 +1424,68 @@ macro_rules! forward_reservation_store {
                 at: ::chrono::DateTime<::chrono::Utc>,
             ) -> $crate::StoreResult<Vec<$crate::ReservationRow>> {
                 self.$field.mark_no_shows(started_before, at).await
+            }
+        }
+    };
+}
+
+/// Implements [`IdempotencyStore`] for a wrapper by forwarding every call to one of its
+/// fields, like [`forward_gate_store!`]:
+/// `forward_idempotency_store!(impl[S: Store] for Wrapper<S>, inner);`.
+#[macro_export]
+macro_rules! forward_idempotency_store {
+    (impl[$($generics:tt)*] for $ty:ty, $field:ident) => {
+        #[::async_trait::async_trait]
+        impl<$($generics)*> $crate::IdempotencyStore for $ty {
+            async fn begin_idempotent(
+                &self,
+                user_id: &str,
+                key: &str,
+                scope: &str,
+                request_sha256: &[u8; 32],
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<$crate::IdempotencyBegin> {
+                self.$field
+                    .begin_idempotent(user_id, key, scope, request_sha256, at)
+                    .await
+            }
+            async fn finish_idempotent(
+                &self,
+                user_id: &str,
+                key: &str,
+                status: u16,
+                body: &str,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<()> {
+                self.$field
+                    .finish_idempotent(user_id, key, status, body, at)
+                    .await
+            }
+            async fn record_idempotent(
+                &self,
+                answer: $crate::IdempotentAnswer<'_>,
+            ) -> $crate::StoreResult<Option<$crate::IdempotencyBegin>> {
+                self.$field.record_idempotent(answer).await
+            }
+            async fn idempotent_lookup(
+                &self,
+                user_id: &str,
+                key: &str,
+                scope: &str,
+                request_sha256: &[u8; 32],
+            ) -> $crate::StoreResult<Option<$crate::IdempotencyBegin>> {
+                self.$field
+                    .idempotent_lookup(user_id, key, scope, request_sha256)
+                    .await
+            }
+            async fn abandon_idempotent(&self, user_id: &str, key: &str) -> $crate::StoreResult<()> {
+                self.$field.abandon_idempotent(user_id, key).await
+            }
+            async fn purge_idempotent(
+                &self,
+                before: ::chrono::DateTime<::chrono::Utc>,
+            ) -> $crate::StoreResult<u64> {
+                self.$field.purge_idempotent(before).await
             }
         }
     };

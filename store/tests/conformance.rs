@@ -86,6 +86,7 @@ conformance!(
     idempotency_keys,
     holding_spans_are_where_and_when,
     a_reservation_and_its_answer_are_one_write,
+    one_reservation_per_key_when_retries_race,
     tariffs_are_versioned_per_lot,
     payments_round_trip_and_compare_and_set,
     one_payment_in_flight_per_bill,
@@ -1617,51 +1618,185 @@ async fn a_reservation_and_its_answer_are_one_write(h: &Harness) {
         .create_user(&user("u1", "ana@example.com"))
         .await
         .unwrap();
-    for key in ["k1", "k2"] {
-        assert_eq!(
-            store
-                .begin_idempotent("u1", key, scope, &[1; 32], t(0))
-                .await
-                .unwrap(),
-            IdempotencyBegin::Started
-        );
-    }
-    let answer = |key| IdempotentAnswer {
+    let answer = |key, hash| IdempotentAnswer {
         user_id: "u1",
         key,
+        scope,
+        request_sha256: hash,
         status: 201,
         body: "{\"id\":\"r1\"}",
         at: t(1),
     };
+    let lookup = |key: &'static str, hash: &'static [u8; 32]| {
+        let store = h.store();
+        async move {
+            store
+                .idempotent_lookup("u1", key, scope, hash)
+                .await
+                .unwrap()
+        }
+    };
     store
-        .create_reservation(&reservation("r1", "s1", 60, 120), Some(answer("k1")))
+        .create_reservation(
+            &reservation("r1", "s1", 60, 120),
+            Some(answer("k1", &[1; 32])),
+        )
         .await
         .unwrap();
+    let replay = IdempotencyBegin::Replay {
+        status: 201,
+        body: "{\"id\":\"r1\"}".into(),
+    };
+    assert_eq!(lookup("k1", &[1; 32]).await, Some(replay.clone()));
+    assert_eq!(
+        lookup("k1", &[2; 32]).await,
+        Some(IdempotencyBegin::Mismatch)
+    );
     assert_eq!(
         store
             .begin_idempotent("u1", "k1", scope, &[1; 32], t(2))
             .await
             .unwrap(),
-        IdempotencyBegin::Replay {
-            status: 201,
-            body: "{\"id\":\"r1\"}".into()
-        }
+        replay
     );
-    // A conflict writes neither the row nor the answer.
+    // The same key again, on a free spot: refused, nothing written.
     assert!(matches!(
         store
-            .create_reservation(&reservation("r2", "s1", 90, 150), Some(answer("k2")))
+            .create_reservation(
+                &reservation("r1-again", "s2", 60, 120),
+                Some(answer("k1", &[1; 32]))
+            )
+            .await,
+        Err(StoreError::IdempotencyKeyTaken)
+    ));
+    assert_eq!(store.reservation("r1-again").await.unwrap(), None);
+    // A conflict writes neither the row nor the key.
+    assert!(matches!(
+        store
+            .create_reservation(
+                &reservation("r2", "s1", 90, 150),
+                Some(answer("k2", &[1; 32]))
+            )
             .await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.reservation("r2").await.unwrap(), None);
+    assert_eq!(lookup("k2", &[1; 32]).await, None);
+    // A key claimed by a request still running refuses the write too.
     assert_eq!(
         store
-            .begin_idempotent("u1", "k2", scope, &[1; 32], t(2))
+            .begin_idempotent("u1", "k3", scope, &[1; 32], t(2))
             .await
             .unwrap(),
-        IdempotencyBegin::InFlight
+        IdempotencyBegin::Started
     );
+    assert!(matches!(
+        store
+            .create_reservation(
+                &reservation("r3", "s3", 60, 120),
+                Some(answer("k3", &[1; 32]))
+            )
+            .await,
+        Err(StoreError::IdempotencyKeyTaken)
+    ));
+    assert_eq!(
+        lookup("k3", &[1; 32]).await,
+        Some(IdempotencyBegin::InFlight)
+    );
+    // An answer without a write (a refusal) is recorded once; then the key holds it.
+    let refusal = IdempotentAnswer {
+        status: 422,
+        body: "{\"type\":\"x\"}",
+        ..answer("k4", &[4; 32])
+    };
+    assert_eq!(store.record_idempotent(refusal).await.unwrap(), None);
+    assert_eq!(
+        store.record_idempotent(refusal).await.unwrap(),
+        Some(IdempotencyBegin::Replay {
+            status: 422,
+            body: "{\"type\":\"x\"}".into()
+        })
+    );
+    assert_eq!(
+        store
+            .record_idempotent(IdempotentAnswer {
+                scope: "POST /api/v1/payments",
+                ..refusal
+            })
+            .await
+            .unwrap(),
+        Some(IdempotencyBegin::Mismatch)
+    );
+    assert!(matches!(
+        store
+            .create_reservation(
+                &reservation("r4", "s4", 60, 120),
+                Some(answer("k4", &[4; 32]))
+            )
+            .await,
+        Err(StoreError::IdempotencyKeyTaken)
+    ));
+    assert_eq!(lookup("nothing", &[1; 32]).await, None);
+}
+
+async fn one_reservation_per_key_when_retries_race(h: &Harness) {
+    let scope = "POST /api/v1/reservations";
+    h.store()
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    for round in 0..10 {
+        let key = format!("k{round}");
+        let mut tasks = Vec::new();
+        // Ten retries of one request, each allocated to another spot (as a retry whose first
+        // spot was taken would be): one reservation, nine refusals on the key.
+        for racer in 0..10 {
+            let (store, key) = (h.store.clone(), key.clone());
+            let r = reservation(
+                &format!("r{round}-{racer}"),
+                &format!("s{racer}"),
+                round * 100,
+                round * 100 + 60,
+            );
+            tasks.push(tokio::spawn(async move {
+                let answer = IdempotentAnswer {
+                    user_id: "u1",
+                    key: &key,
+                    scope,
+                    request_sha256: &[7; 32],
+                    status: 201,
+                    body: &r.id,
+                    at: t(1),
+                };
+                match store.create_reservation(&r, Some(answer)).await {
+                    Ok(()) => Some(r.id),
+                    Err(StoreError::IdempotencyKeyTaken) => None,
+                    Err(other) => panic!("{other:?}"),
+                }
+            }));
+        }
+        let mut made = Vec::new();
+        for task in tasks {
+            made.extend(task.await.unwrap());
+        }
+        assert_eq!(made.len(), 1, "round {round}: {made:?}");
+        assert_eq!(
+            h.store()
+                .idempotent_lookup("u1", &key, scope, &[7; 32])
+                .await
+                .unwrap(),
+            Some(IdempotencyBegin::Replay {
+                status: 201,
+                body: made[0].clone()
+            })
+        );
+    }
+    let holding = h
+        .store()
+        .holding_between(&lot("garage-a"), t(0), t(1_000_000))
+        .await
+        .unwrap();
+    assert_eq!(holding.len(), 10);
 }
 
 fn parking(

@@ -11,7 +11,9 @@ use tokio_postgres::Row;
 
 use super::{PostgresStore, col, pg_err};
 use crate::common::{parse_id, parse_reservation_state, parse_vehicle_type};
-use crate::{HoldingSpan, IdempotentAnswer, ReservationRow, ReservationStore, StoreResult};
+use crate::{
+    HoldingSpan, IdempotentAnswer, ReservationRow, ReservationStore, StoreError, StoreResult,
+};
 
 const COLUMNS: &str = "reservation_id, code, user_id, vehicle_id, plate_key, vehicle_type, \
                        lot_id, spot_id, starts_at, ends_at, state, created_at, updated_at";
@@ -71,8 +73,9 @@ impl ReservationStore for PostgresStore {
     ) -> StoreResult<()> {
         let client = self.client().await?;
         // One statement, so one round trip and one transaction: the spot's advisory lock
-        // (taken while producing the row, so before the constraint's check), the row, and the
-        // idempotent answer (only if the row went in; on a conflict the statement fails whole).
+        // (taken while producing the row, so before the constraint's check), the row, and its
+        // idempotency key with the answer (only if the row went in; on a conflict or a taken
+        // key the statement fails whole).
         let values = "SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, \
                       $7::text, $8::text, $9::timestamptz, $10::timestamptz, $11::text, \
                       $12::timestamptz, $13::timestamptz \
@@ -96,29 +99,43 @@ impl ReservationStore for PostgresStore {
             &r.updated_at,
             &key,
         ];
-        let status;
+        let (status, hash);
         let sql = match &answer {
             None => format!("INSERT INTO reservations ({COLUMNS}) {values}"),
             Some(answer) => {
                 status = i32::from(answer.status);
+                hash = answer.request_sha256.as_slice();
                 params.extend_from_slice(&[
                     &answer.user_id,
                     &answer.key,
+                    &answer.scope,
+                    &hash,
                     &status,
                     &answer.body,
                     &answer.at,
                 ]);
+                // The key goes in after the row (so after the spot's lock): a concurrent
+                // request with the same key waits here for this transaction, then fails on
+                // the primary key and replays this answer.
                 format!(
                     "WITH made AS (INSERT INTO reservations ({COLUMNS}) {values} \
                      RETURNING reservation_id) \
-                     UPDATE idempotency_keys \
-                     SET status = $17, response = $18, completed_at = $19 \
-                     WHERE user_id = $15 AND key = $16 AND EXISTS (SELECT 1 FROM made)"
+                     INSERT INTO idempotency_keys (user_id, key, scope, request_sha256, \
+                                                   status, response, created_at, completed_at) \
+                     SELECT $15, $16, $17, $18, $19, $20, $21, $21 FROM made"
                 )
             }
         };
         let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
-        client.execute(&statement, &params).await.map_err(pg_err)?;
+        client
+            .execute(&statement, &params)
+            .await
+            .map_err(|error| match error.as_db_error() {
+                Some(db) if db.constraint() == Some("idempotency_keys_pkey") => {
+                    StoreError::IdempotencyKeyTaken
+                }
+                _ => pg_err(error),
+            })?;
         Ok(())
     }
 

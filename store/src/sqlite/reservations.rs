@@ -7,6 +7,7 @@ use parkd_core::ids::{LotId, SpotId};
 use parkd_core::reservation::ReservationState;
 use rusqlite::{Row, TransactionBehavior, params};
 
+use super::idempotency::OwnedAnswer;
 use super::{SqliteStore, col, from_micros, query_rows, sq_err};
 use crate::common::{parse_id, parse_reservation_state, parse_vehicle_type};
 use crate::{
@@ -89,19 +90,18 @@ impl ReservationStore for SqliteStore {
         answer: Option<IdempotentAnswer<'_>>,
     ) -> StoreResult<()> {
         let r = reservation.clone();
-        let answer = answer.map(|a| {
-            (
-                a.user_id.to_owned(),
-                a.key.to_owned(),
-                i64::from(a.status),
-                a.body.to_owned(),
-                a.at.timestamp_micros(),
-            )
-        });
+        let answer = answer.as_ref().map(OwnedAnswer::of);
         self.write(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sq_err)?;
+            // The key first: a taken key writes nothing, whatever the spot (the transaction
+            // rolls back when dropped).
+            if let Some(answer) = &answer
+                && answer.record(&tx)?.is_some()
+            {
+                return Err(StoreError::IdempotencyKeyTaken);
+            }
             if r.state.holds_spot() {
                 refuse_overlap(&tx, &r.lot, &r.spot, r.starts_at, r.ends_at, None)?;
             }
@@ -128,14 +128,6 @@ impl ReservationStore for SqliteStore {
                     ])
                 })
                 .map_err(sq_err)?;
-            if let Some((user_id, key, status, body, at)) = answer {
-                tx.prepare_cached(
-                    "UPDATE idempotency_keys SET status = ?3, response = ?4, completed_at = ?5
-                     WHERE user_id = ?1 AND key = ?2",
-                )
-                .and_then(|mut s| s.execute(params![user_id, key, status, body, at]))
-                .map_err(sq_err)?;
-            }
             tx.commit().map_err(sq_err)
         })
         .await
