@@ -818,26 +818,6 @@ async fn holding_plans(url: &str, lot: &str, plan: &Plan) -> anyhow::Result<Vec<
             out.push(row.try_get(0)?);
         }
     }
-    // The experiment: an index that leads with the time instead of the spot, inside a
-    // transaction that is rolled back (the database is the run's own and dropped anyway).
-    client
-        .batch_execute(&format!(
-            "BEGIN; CREATE INDEX bench_holding_by_time ON reservations USING gist \
-             (lot_id, tstzrange(starts_at, ends_at, '[)')) WHERE state IN {HOLDING}; \
-             ANALYZE reservations; SET plan_cache_mode = force_custom_plan; \
-             {execute}; {execute}"
-        ))
-        .await?;
-    let sql = explain(
-        &mut out,
-        "-- EXPERIMENT (rolled back): plus a GiST index on (lot_id, tstzrange(starts_at, \
-         ends_at)) of the holding rows, plan_cache_mode = force_custom_plan"
-            .to_owned(),
-    );
-    for row in client.query(&sql, &[]).await? {
-        out.push(row.try_get(0)?);
-    }
-    client.batch_execute("ROLLBACK").await?;
     drop(client);
     let _ = task.await;
     Ok(out)
@@ -1698,10 +1678,8 @@ fn render(
              for one request of the run's shape, each from its third execution in the \
              session. parkd runs it as a prepared statement, which PostgreSQL plans custom for \
              the first 5 executions on a connection, then generic if that is not estimated \
-             dearer. Last, an experiment rolled back after: the same query with one more \
-             index, on `(lot_id, tstzrange(starts_at, ends_at))` of the holding rows (the \
-             exclusion constraint's index leads with `spot_id` after `lot_id`, which this \
-             query does not give):\n"
+             dearer. The index it uses is `reservations_holding_by_time` (the holding rows' \
+             time range; migration 0012):\n"
         );
     }
     if !r.holding_plans.is_empty() {

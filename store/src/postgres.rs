@@ -93,6 +93,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "payments_in_flight",
         sql: include_str!("../../sql/postgres/0011_payments_in_flight.sql"),
     },
+    Migration {
+        version: 12,
+        name: "cheaper_double_booking_check",
+        sql: include_str!("../../sql/postgres/0012_cheaper_double_booking_check.sql"),
+    },
 ];
 
 mod accounts;

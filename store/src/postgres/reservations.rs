@@ -1,5 +1,6 @@
 //! Reservations on PostgreSQL: the exclusion constraint `reservations_no_double_booking`
-//! refuses an overlapping holding reservation whatever the concurrency; its violation comes
+//! (over a hash of the spot's name and the time range; migration 0012 says why) refuses an
+//! overlapping holding reservation whatever the concurrency; its violation comes
 //! back as [`crate::StoreError::Conflict`]. Writers of one spot queue on an advisory lock
 //! first ([`lock_spot`]) so that the constraint's checks never deadlock.
 
@@ -201,13 +202,16 @@ impl ReservationStore for PostgresStore {
     ) -> StoreResult<Vec<HoldingSpan>> {
         const T: &str = "reservations";
         let client = self.client().await?;
-        // Both forms match the exclusion constraint's index (lot, spot, range).
+        // One spot: the exclusion constraint's index (the spot's hash, range); the whole lot:
+        // `reservations_holding_by_time` (range), the lot a filter.
         let rows = match spot {
             Some(spot) => {
                 let statement = client
                     .prepare_cached(
                         "SELECT reservation_id, spot_id, starts_at, ends_at FROM reservations
-                         WHERE lot_id = $1 AND spot_id = $2
+                         WHERE hashtextextended(lot_id || '/' || spot_id, 0)
+                               = hashtextextended($1 || '/' || $2, 0)
+                           AND lot_id = $1 AND spot_id = $2
                            AND state IN ('requested', 'confirmed', 'checked_in')
                            AND tstzrange(starts_at, ends_at, '[)') && tstzrange($3, $4, '[)')",
                     )
