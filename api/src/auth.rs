@@ -44,6 +44,7 @@ use tokio::sync::Semaphore;
 
 use crate::ApiState;
 use crate::problem::Problem;
+use crate::session_cache::SessionCache;
 
 /// Argon2id cost. [`Argon2Cost::OWASP`] is the floor the configuration accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,10 @@ pub struct AuthSettings {
     pub max_failures_per_account_ip: usize,
     /// Failed logins per account per window, from addresses that never logged into it.
     pub max_failures_per_account: usize,
+    /// How long a session read from the store is trusted without reading it again (zero:
+    /// read at every request). Another instance's logout or revoke takes this long to reach
+    /// this one; this instance's own take effect at once.
+    pub session_cache: Duration,
 }
 
 impl Default for AuthSettings {
@@ -104,6 +109,7 @@ impl Default for AuthSettings {
             max_failures_per_ip: 30,
             max_failures_per_account_ip: 5,
             max_failures_per_account: 50,
+            session_cache: Duration::seconds(2),
         }
     }
 }
@@ -354,6 +360,7 @@ pub struct Accounts {
     hasher: Hasher,
     limiter: LoginLimiter,
     metrics: AuthMetrics,
+    sessions: SessionCache,
 }
 
 impl Accounts {
@@ -373,6 +380,7 @@ impl Accounts {
             hasher,
             limiter: LoginLimiter::default(),
             metrics: AuthMetrics::new(registry).map_err(|e| e.to_string())?,
+            sessions: SessionCache::new(settings.session_cache),
         })
     }
 
@@ -570,12 +578,22 @@ impl FromRequestParts<ApiState> for Caller {
                 .inc();
             return Err(unauthorized("invalid-token", "the token is malformed"));
         }
-        let found = accounts
-            .store
-            .session_by_token(&sha256(token))
-            .await
-            .map_err(|e| Problem::internal(e).into_response())?;
+        let token_sha256 = sha256(token);
         let now = accounts.clock.now();
+        let found = match accounts.sessions.get(&token_sha256, now) {
+            Some(cached) => Some(cached),
+            None => {
+                let found = accounts
+                    .store
+                    .session_by_token(&token_sha256)
+                    .await
+                    .map_err(|e| Problem::internal(e).into_response())?;
+                if let Some((session, user)) = &found {
+                    accounts.sessions.put(session, user, now);
+                }
+                found
+            }
+        };
         let refuse = |reason: &str, detail: &str| {
             accounts
                 .metrics
@@ -598,6 +616,7 @@ impl FromRequestParts<ApiState> for Caller {
                 .store
                 .revoke_session(&user.id, &session.id, now, "idle")
                 .await;
+            accounts.sessions.forget_user(&user.id);
             return Err(refuse(
                 "idle",
                 "the session expired after inactivity; log in again",
@@ -612,6 +631,7 @@ impl FromRequestParts<ApiState> for Caller {
                 .touch_session(&session.id, now)
                 .await
                 .map_err(|e| Problem::internal(e).into_response())?;
+            accounts.sessions.touched(&token_sha256, now);
         }
         Ok(Caller { user, session })
     }
@@ -919,6 +939,7 @@ async fn logout(State(state): State<ApiState>, caller: Caller) -> Result<Respons
         )
         .await
         .map_err(Problem::internal)?;
+    accounts.sessions.forget_user(&caller.user.id);
     accounts
         .metrics
         .sessions_ended
@@ -1012,6 +1033,7 @@ async fn change_password(
         )
         .await
         .map_err(Problem::internal)?;
+    accounts.sessions.forget_user(&caller.user.id);
     accounts
         .metrics
         .sessions_ended
@@ -1110,6 +1132,7 @@ async fn revoke_session(
         .await
         .map_err(Problem::internal)?;
     if revoked {
+        accounts.sessions.forget_user(&caller.user.id);
         accounts
             .metrics
             .sessions_ended
@@ -1375,6 +1398,7 @@ async fn admin_set_disabled(
         .set_user_disabled(id, disabled, accounts.clock.now())
         .await
         .map_err(Problem::internal)?;
+    accounts.sessions.forget_user(id);
     if !found {
         return Err(Problem::not_found("no such account"));
     }

@@ -23,6 +23,7 @@ pub mod problem;
 pub mod reconcile;
 mod rendered;
 pub mod reservations;
+mod session_cache;
 pub mod tariffs;
 pub mod web;
 pub mod webhooks;

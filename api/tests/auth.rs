@@ -87,6 +87,11 @@ async fn every_session_ending_event_ends_the_session(s: Server) {
     // Password change: other sessions end, this one stays.
     let mine = s.token("ana@example.com", PASSWORD).await;
     let other = s.token("ana@example.com", PASSWORD).await;
+    // Used just before, so that this instance holds it in its session cache.
+    assert_eq!(
+        s.call("GET", "/api/v1/me", Some(&other), None).await.status,
+        200
+    );
     let changed = s
         .post(
             "/api/v1/me/password",
@@ -120,6 +125,12 @@ async fn every_session_ending_event_ends_the_session(s: Server) {
 
     // Revoking one's own other session.
     let second = s.token("ana@example.com", "a brand new garden path").await;
+    assert_eq!(
+        s.call("GET", "/api/v1/me", Some(&second), None)
+            .await
+            .status,
+        200
+    );
     let list = s
         .call("GET", "/api/v1/me/sessions", Some(&mine), None)
         .await;
@@ -195,6 +206,42 @@ async fn every_session_ending_event_ends_the_session(s: Server) {
             .await
             .status,
         403
+    );
+    s.stop.cancel();
+}
+
+/// A session ended behind this instance's back (by another instance, here straight in the
+/// store) is refused once the session cache's 2 s have passed, not later.
+async fn an_end_decided_elsewhere_arrives_within_the_cache_time(s: Server) {
+    s.register("ana@example.com", PASSWORD).await;
+    let token = s.token("ana@example.com", PASSWORD).await;
+    let me = s.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!(me.status, 200);
+    let sessions = s
+        .call("GET", "/api/v1/me/sessions", Some(&token), None)
+        .await;
+    let id = sessions.body["sessions"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user_id = me.body["id"].as_str().unwrap().to_owned();
+    let now = parkd_core::clock::Clock::now(s.clock.as_ref());
+    assert!(
+        s.store
+            .revoke_session(&user_id, &id, now, "revoked")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.call("GET", "/api/v1/me", Some(&token), None).await.status,
+        200,
+        "still trusted from the cache"
+    );
+    s.clock.advance(Duration::seconds(2));
+    assert_eq!(
+        s.call("GET", "/api/v1/me", Some(&token), None).await.status,
+        401,
+        "read again after 2 s"
     );
     s.stop.cancel();
 }
@@ -380,6 +427,7 @@ macro_rules! both_stores {
 both_stores!(
     known_and_unknown_accounts_answer_alike,
     every_session_ending_event_ends_the_session,
+    an_end_decided_elsewhere_arrives_within_the_cache_time,
     failed_logins_are_limited_without_locking_the_user_out,
     bad_input_gets_precise_problems,
 );

@@ -353,6 +353,10 @@ pub struct AuthConfig {
     pub max_failures_per_account_ip: usize,
     /// Failed logins per account per window from addresses that never logged into it.
     pub max_failures_per_account: usize,
+    /// A session read from the database is trusted this long before it is read again,
+    /// seconds (0: read at every request). Another instance's logout or revoke reaches this
+    /// one within it; this instance's own act at once.
+    pub session_cache_s: u64,
 }
 
 impl Default for AuthConfig {
@@ -368,6 +372,7 @@ impl Default for AuthConfig {
             max_failures_per_ip: 30,
             max_failures_per_account_ip: 5,
             max_failures_per_account: 50,
+            session_cache_s: 2,
         }
     }
 }
@@ -571,6 +576,12 @@ impl ParkdConfig {
                  failure_window_s > 0 and hash_concurrency > 0",
             );
         }
+        if self.auth.session_cache_s > 60 {
+            return invalid(
+                "auth.session_cache_s must be at most 60: another instance's logout takes \
+                 that long to reach this one",
+            );
+        }
         if self.auth.max_failures_per_ip == 0
             || self.auth.max_failures_per_account_ip == 0
             || self.auth.max_failures_per_account == 0
@@ -679,6 +690,7 @@ impl ParkdConfig {
             max_failures_per_ip: self.auth.max_failures_per_ip,
             max_failures_per_account_ip: self.auth.max_failures_per_account_ip,
             max_failures_per_account: self.auth.max_failures_per_account,
+            session_cache: secs(self.auth.session_cache_s),
         }
     }
 

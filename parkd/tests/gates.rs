@@ -443,7 +443,7 @@ async fn operators_open_gates_by_hand_and_run_an_emergency() {
         json!({"plate": "DR 1", "class": "car"}),
     )
     .await;
-    let (operator, _) = common::driver_with_vehicle(
+    common::driver_with_vehicle(
         http,
         "ola@example.com",
         json!({"plate": "OP 1", "class": "car"}),
@@ -458,6 +458,12 @@ async fn operators_open_gates_by_hand_and_run_an_emergency() {
         .set_role(&ola.id, parkd_core::account::Role::Operator)
         .await
         .unwrap();
+    // Promoted behind the server's back (as `parkd admin` does, from another process): a new
+    // login sees the role at once; a token already in use would within auth.session_cache_s.
+    let creds = json!({"email": "ola@example.com", "password": "violet tram under lantern"});
+    let (status, login) = common::call(http, "POST", "/api/v1/auth/login", None, Some(creds)).await;
+    assert_eq!(status, 200, "{login}");
+    let operator = login["token"].as_str().unwrap().to_owned();
 
     // Drivers may not; a reason is required.
     let reason = json!({"reason": "ticket machine jammed"});

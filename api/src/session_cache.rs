@@ -1,0 +1,194 @@
+//! Sessions recently read from the store, by token hash, so that a burst of requests with one
+//! token costs one database read, not one per request.
+//!
+//! An entry is trusted for `ttl` after it was read (`auth.session_cache_s`, 2 s by default; 0
+//! turns the cache off). Everything this process does that ends or changes a session or an
+//! account (logout, revoke, password change, disable, idle expiry) forgets that account's
+//! entries at once, so on a single instance nothing changes. Another instance's revocation
+//! takes effect here within `ttl`: the price of the saved read, stated in docs/accounts.md.
+//! Expiry and idle checks still run on every request, against the injected clock.
+
+use chrono::{DateTime, Duration, Utc};
+use dashmap::DashMap;
+use parkd_store::{SessionRow, User};
+
+/// Entries kept before expired ones are swept (each sweep is one pass over the map).
+const SWEEP_ABOVE: usize = 10_000;
+
+/// The cache. `Debug` shows its size only (entries hold password hashes).
+pub(crate) struct SessionCache {
+    ttl: Duration,
+    entries: DashMap<[u8; 32], Entry>,
+}
+
+struct Entry {
+    session: SessionRow,
+    user: User,
+    read_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCache")
+            .field("ttl", &self.ttl)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl SessionCache {
+    /// A cache trusting entries for `ttl` (zero or less: never).
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: DashMap::new(),
+        }
+    }
+
+    /// The session of `token_sha256` and its account, if read less than `ttl` before `now`.
+    pub(crate) fn get(
+        &self,
+        token_sha256: &[u8; 32],
+        now: DateTime<Utc>,
+    ) -> Option<(SessionRow, User)> {
+        let entry = self.entries.get(token_sha256)?;
+        // A clock that went back counts as stale too.
+        let age = now - entry.read_at;
+        if age >= self.ttl || age < Duration::zero() {
+            return None;
+        }
+        Some((entry.session.clone(), entry.user.clone()))
+    }
+
+    /// Remembers what the store said of a token at `now`.
+    pub(crate) fn put(&self, session: &SessionRow, user: &User, now: DateTime<Utc>) {
+        if self.ttl <= Duration::zero() {
+            return;
+        }
+        if self.entries.len() >= SWEEP_ABOVE {
+            self.entries.retain(|_, e| now - e.read_at < self.ttl);
+        }
+        self.entries.insert(
+            session.token_sha256,
+            Entry {
+                session: session.clone(),
+                user: user.clone(),
+                read_at: now,
+            },
+        );
+    }
+
+    /// Records that the session was touched at `at` (so the next request does not touch it
+    /// again because of a stale copy).
+    pub(crate) fn touched(&self, token_sha256: &[u8; 32], at: DateTime<Utc>) {
+        if let Some(mut entry) = self.entries.get_mut(token_sha256) {
+            entry.session.last_seen_at = at;
+        }
+    }
+
+    /// Forgets every entry of `user_id`: its sessions or the account changed.
+    pub(crate) fn forget_user(&self, user_id: &str) {
+        self.entries.retain(|_, e| e.user.id != user_id);
+    }
+
+    /// How many entries are held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use chrono::TimeZone;
+    use parkd_core::account::{Email, Role};
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn pair(user_id: &str, token: u8) -> (SessionRow, User) {
+        let session = SessionRow {
+            id: format!("s{token}"),
+            user_id: user_id.into(),
+            token_sha256: [token; 32],
+            created_at: t(0),
+            last_seen_at: t(0),
+            expires_at: t(86_400),
+            user_agent: String::new(),
+            ip: String::new(),
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        let user = User {
+            id: user_id.into(),
+            email: Email::parse(&format!("{user_id}@example.com")).unwrap(),
+            password_hash: "x".into(),
+            role: Role::Driver,
+            display_name: String::new(),
+            disabled: false,
+            created_at: t(0),
+            password_changed_at: t(0),
+        };
+        (session, user)
+    }
+
+    #[test]
+    fn entries_live_for_the_ttl_only() {
+        let cache = SessionCache::new(Duration::seconds(2));
+        let (session, user) = pair("u1", 1);
+        assert!(cache.get(&[1; 32], t(0)).is_none());
+        cache.put(&session, &user, t(10));
+        assert_eq!(cache.get(&[1; 32], t(11)).unwrap().0, session);
+        assert!(cache.get(&[1; 32], t(12)).is_none(), "expired at the ttl");
+        assert!(
+            cache.get(&[1; 32], t(9)).is_none(),
+            "a clock that went back"
+        );
+        assert!(cache.get(&[2; 32], t(11)).is_none());
+    }
+
+    #[test]
+    fn forgetting_a_user_drops_all_their_sessions_only() {
+        let cache = SessionCache::new(Duration::seconds(60));
+        for (user_id, token) in [("u1", 1), ("u1", 2), ("u2", 3)] {
+            let (session, user) = pair(user_id, token);
+            cache.put(&session, &user, t(0));
+        }
+        cache.forget_user("u1");
+        assert!(cache.get(&[1; 32], t(1)).is_none());
+        assert!(cache.get(&[2; 32], t(1)).is_none());
+        assert!(cache.get(&[3; 32], t(1)).is_some());
+    }
+
+    #[test]
+    fn a_touch_updates_the_copy_and_zero_ttl_keeps_nothing() {
+        let cache = SessionCache::new(Duration::seconds(60));
+        let (session, user) = pair("u1", 1);
+        cache.put(&session, &user, t(0));
+        cache.touched(&[1; 32], t(5));
+        assert_eq!(cache.get(&[1; 32], t(6)).unwrap().0.last_seen_at, t(5));
+        let off = SessionCache::new(Duration::zero());
+        off.put(&session, &user, t(0));
+        assert_eq!(off.len(), 0);
+        assert!(off.get(&[1; 32], t(0)).is_none());
+    }
+
+    #[test]
+    fn expired_entries_are_swept_when_the_map_is_large() {
+        let cache = SessionCache::new(Duration::seconds(2));
+        let (mut session, user) = pair("u1", 0);
+        for i in 0..SWEEP_ABOVE {
+            let bytes = u32::try_from(i).unwrap().to_be_bytes();
+            session.token_sha256[..4].copy_from_slice(&bytes);
+            cache.put(&session, &user, t(0));
+        }
+        assert_eq!(cache.len(), SWEEP_ABOVE);
+        session.token_sha256 = [0xff; 32];
+        cache.put(&session, &user, t(10));
+        assert_eq!(cache.len(), 1, "the stale ones went");
+    }
+}
