@@ -34,7 +34,7 @@ use parkd_core::account::{
 };
 use parkd_core::clock::Clock;
 use parkd_core::vehicle::VehicleType;
-use parkd_store::{SessionRow, Store, StoreError, User, VehicleRow};
+use parkd_store::{SessionRow, Store, StoreError, StoreResult, User, VehicleRow};
 use prometheus::{IntCounterVec, Opts, Registry};
 use rand::RngCore;
 use serde::de::DeserializeOwned;
@@ -392,6 +392,19 @@ impl Accounts {
     /// The current time, from the injected clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// The vehicles of `user_id`, from the session cache if read within
+    /// `auth.session_cache_s` (a vehicle added or removed through this instance is seen at
+    /// once; through another, within that time).
+    pub(crate) async fn vehicles_of(&self, user_id: &str) -> StoreResult<Arc<Vec<VehicleRow>>> {
+        let now = self.clock.now();
+        if let Some(vehicles) = self.sessions.vehicles(user_id, now) {
+            return Ok(vehicles);
+        }
+        let vehicles = Arc::new(self.store.vehicles(user_id).await?);
+        self.sessions.put_vehicles(user_id, vehicles.clone(), now);
+        Ok(vehicles)
     }
 
     /// Hashes a password with the configured cost (for the CLI's `admin create-user`).
@@ -1286,7 +1299,9 @@ async fn add_vehicle(
         label: body.label,
         created_at: accounts.clock.now(),
     };
-    match accounts.store.add_vehicle(&vehicle).await {
+    let added = accounts.store.add_vehicle(&vehicle).await;
+    accounts.sessions.forget_vehicles(&caller.user.id);
+    match added {
         Ok(()) => Ok((StatusCode::CREATED, Json(vehicle_out(&vehicle))).into_response()),
         Err(StoreError::Conflict(_)) => Err(Problem::new(
             StatusCode::CONFLICT,
@@ -1316,12 +1331,13 @@ async fn delete_vehicle(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let deleted = state
-        .accounts
+    let accounts = &state.accounts;
+    let deleted = accounts
         .store
         .delete_vehicle(&caller.user.id, &id)
         .await
         .map_err(Problem::internal)?;
+    accounts.sessions.forget_vehicles(&caller.user.id);
     if deleted {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
 use parkd_core::allocation::Interval;
+use parkd_core::garage::Spot;
 use parkd_core::ids::{LotId, SpotId};
 use parkd_store::{HoldingSpan, ReservationStore, StoreResult};
 
@@ -244,30 +245,31 @@ impl Book {
         Ok(())
     }
 
-    /// The busy intervals of each spot of `lot` overlapping `[from, to)` (spots without any are
-    /// absent), loading the lot first if needed.
+    /// The busy intervals overlapping `[from, to)` of each of `spots` (in that order; a spot
+    /// the book does not know has none), loading the lot first if needed. Aligned with the
+    /// caller's spot list, so that allocation needs no map and no copy of a spot id.
     pub async fn busy(
         &self,
         store: &dyn ReservationStore,
         lot: &LotId,
+        spots: &[Spot],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> StoreResult<HashMap<SpotId, Vec<Interval>>> {
+    ) -> StoreResult<Vec<Vec<Interval>>> {
         let entry = self.ensure_loaded(store, lot, now).await?;
         let state = lock(&entry.state);
         let (from, to) = (from.timestamp(), to.timestamp());
-        let mut busy: HashMap<SpotId, Vec<Interval>> = HashMap::new();
-        for (spot, timeline) in &state.spots {
-            let intervals: Vec<Interval> =
-                LotBook::overlapping(timeline, state.longest_s, from, to)
-                    .filter_map(|(start, _, end, _)| Interval::new(start, end).ok())
-                    .collect();
-            if !intervals.is_empty() {
-                busy.insert(spot.clone(), intervals);
-            }
-        }
-        Ok(busy)
+        Ok(spots
+            .iter()
+            .map(|spot| {
+                state.spots.get(&spot.id).map_or_else(Vec::new, |timeline| {
+                    LotBook::overlapping(timeline, state.longest_s, from, to)
+                        .filter_map(|(start, _, end, _)| Interval::new(start, end).ok())
+                        .collect()
+                })
+            })
+            .collect())
     }
 
     /// Re-reads the holding reservations of `spot` (or the whole lot) overlapping `[from, to)`

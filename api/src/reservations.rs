@@ -398,8 +398,9 @@ async fn create_reservation(
         .check(body.starts_at, body.ends_at, now)
         .map_err(time_problem)?;
     let store = state.accounts.store();
-    let vehicles = store
-        .vehicles(&caller.user.id)
+    let vehicles = state
+        .accounts
+        .vehicles_of(&caller.user.id)
         .await
         .map_err(Problem::internal)?;
     let vehicle = vehicles
@@ -461,31 +462,30 @@ async fn create_reservation(
     let mut attempts = 0;
     while attempts < ALLOCATION_ATTEMPTS {
         let mut busy = book
-            .busy(store.as_ref(), &body.lot, context_from, context_to, now)
+            .busy(
+                store.as_ref(),
+                &body.lot,
+                &model.spots,
+                context_from,
+                context_to,
+                now,
+            )
             .await
             .map_err(Problem::internal)?;
         // A car standing in a spot now keeps it busy for the near future.
         if body.starts_at < occupied_until
             && let Ok(iv) = Interval::from_datetimes(now, occupied_until)
         {
-            for spot in &model.spots {
+            for (spot, intervals) in model.spots.iter().zip(&mut busy) {
                 if engine
                     .spot(&body.lot, &spot.id)
                     .is_some_and(|live| live.state == SpotState::Occupied)
                 {
-                    busy.entry(spot.id.clone()).or_default().push(iv);
+                    intervals.push(iv);
                 }
             }
         }
-        let timelines: Vec<Timeline> = model
-            .spots
-            .iter()
-            .map(|spot| {
-                busy.get(&spot.id)
-                    .map(|ivs| Timeline::from_intervals(ivs.iter().copied()))
-                    .unwrap_or_default()
-            })
-            .collect();
+        let timelines: Vec<Timeline> = busy.into_iter().map(Timeline::from_intervals).collect();
         let candidates = model
             .spots
             .iter()

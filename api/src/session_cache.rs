@@ -1,5 +1,5 @@
-//! Sessions recently read from the store, by token hash, so that a burst of requests with one
-//! token costs one database read, not one per request.
+//! Sessions recently read from the store, by token hash, and their accounts' vehicles, so
+//! that a burst of requests with one token costs one database read, not one per request.
 //!
 //! An entry is trusted for `ttl` after it was read (`auth.session_cache_s`, 2 s by default; 0
 //! turns the cache off). Everything this process does that ends or changes a session or an
@@ -8,30 +8,67 @@
 //! takes effect here within `ttl`: the price of the saved read, stated in docs/accounts.md.
 //! Expiry and idle checks still run on every request, against the injected clock.
 
+use std::borrow::Borrow;
+use std::hash::Hash;
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use dashmap::DashMap;
-use parkd_store::{SessionRow, User};
+use parkd_store::{SessionRow, User, VehicleRow};
 
 /// Entries kept before expired ones are swept (each sweep is one pass over the map).
 const SWEEP_ABOVE: usize = 10_000;
 
-/// The cache. `Debug` shows its size only (entries hold password hashes).
-pub(crate) struct SessionCache {
+/// Values read at some time, trusted for `ttl` after.
+struct Recent<K: Eq + Hash, V> {
     ttl: Duration,
-    entries: DashMap<[u8; 32], Entry>,
+    entries: DashMap<K, (V, DateTime<Utc>)>,
 }
 
-struct Entry {
-    session: SessionRow,
-    user: User,
-    read_at: DateTime<Utc>,
+impl<K: Eq + Hash, V: Clone> Recent<K, V> {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: DashMap::new(),
+        }
+    }
+
+    fn get<Q>(&self, key: &Q, now: DateTime<Utc>) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        let entry = self.entries.get(key)?;
+        // A clock that went back counts as stale too.
+        let age = now - entry.1;
+        (age < self.ttl && age >= Duration::zero()).then(|| entry.0.clone())
+    }
+
+    fn put(&self, key: K, value: V, now: DateTime<Utc>) {
+        if self.ttl <= Duration::zero() {
+            return;
+        }
+        if self.entries.len() >= SWEEP_ABOVE {
+            self.entries
+                .retain(|_, (_, read_at)| now - *read_at < self.ttl);
+        }
+        self.entries.insert(key, (value, now));
+    }
+}
+
+/// The cache: sessions by token hash, and the vehicles of their accounts (the other read of
+/// a booking). `Debug` shows sizes only (entries hold password hashes).
+pub(crate) struct SessionCache {
+    sessions: Recent<[u8; 32], (SessionRow, User)>,
+    vehicles: Recent<String, Arc<Vec<VehicleRow>>>,
 }
 
 impl std::fmt::Debug for SessionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionCache")
-            .field("ttl", &self.ttl)
-            .field("entries", &self.entries.len())
+            .field("ttl", &self.sessions.ttl)
+            .field("sessions", &self.sessions.entries.len())
+            .field("vehicles", &self.vehicles.entries.len())
             .finish()
     }
 }
@@ -40,8 +77,8 @@ impl SessionCache {
     /// A cache trusting entries for `ttl` (zero or less: never).
     pub(crate) fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            entries: DashMap::new(),
+            sessions: Recent::new(ttl),
+            vehicles: Recent::new(ttl),
         }
     }
 
@@ -51,50 +88,59 @@ impl SessionCache {
         token_sha256: &[u8; 32],
         now: DateTime<Utc>,
     ) -> Option<(SessionRow, User)> {
-        let entry = self.entries.get(token_sha256)?;
-        // A clock that went back counts as stale too.
-        let age = now - entry.read_at;
-        if age >= self.ttl || age < Duration::zero() {
-            return None;
-        }
-        Some((entry.session.clone(), entry.user.clone()))
+        self.sessions.get(token_sha256, now)
     }
 
     /// Remembers what the store said of a token at `now`.
     pub(crate) fn put(&self, session: &SessionRow, user: &User, now: DateTime<Utc>) {
-        if self.ttl <= Duration::zero() {
-            return;
-        }
-        if self.entries.len() >= SWEEP_ABOVE {
-            self.entries.retain(|_, e| now - e.read_at < self.ttl);
-        }
-        self.entries.insert(
-            session.token_sha256,
-            Entry {
-                session: session.clone(),
-                user: user.clone(),
-                read_at: now,
-            },
-        );
+        self.sessions
+            .put(session.token_sha256, (session.clone(), user.clone()), now);
     }
 
     /// Records that the session was touched at `at` (so the next request does not touch it
     /// again because of a stale copy).
     pub(crate) fn touched(&self, token_sha256: &[u8; 32], at: DateTime<Utc>) {
-        if let Some(mut entry) = self.entries.get_mut(token_sha256) {
-            entry.session.last_seen_at = at;
+        if let Some(mut entry) = self.sessions.entries.get_mut(token_sha256) {
+            entry.0.0.last_seen_at = at;
         }
+    }
+
+    /// The vehicles of `user_id`, if read less than `ttl` before `now`.
+    pub(crate) fn vehicles(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Arc<Vec<VehicleRow>>> {
+        self.vehicles.get(user_id, now)
+    }
+
+    /// Remembers the vehicles of `user_id` as read at `now`.
+    pub(crate) fn put_vehicles(
+        &self,
+        user_id: &str,
+        vehicles: Arc<Vec<VehicleRow>>,
+        now: DateTime<Utc>,
+    ) {
+        self.vehicles.put(user_id.to_owned(), vehicles, now);
+    }
+
+    /// Forgets the vehicles of `user_id`: one was added or removed.
+    pub(crate) fn forget_vehicles(&self, user_id: &str) {
+        self.vehicles.entries.remove(user_id);
     }
 
     /// Forgets every entry of `user_id`: its sessions or the account changed.
     pub(crate) fn forget_user(&self, user_id: &str) {
-        self.entries.retain(|_, e| e.user.id != user_id);
+        self.sessions
+            .entries
+            .retain(|_, ((_, user), _)| user.id != user_id);
+        self.forget_vehicles(user_id);
     }
 
-    /// How many entries are held.
+    /// How many sessions are held.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.len()
+        self.sessions.entries.len()
     }
 }
 
@@ -175,6 +221,20 @@ mod tests {
         off.put(&session, &user, t(0));
         assert_eq!(off.len(), 0);
         assert!(off.get(&[1; 32], t(0)).is_none());
+    }
+
+    #[test]
+    fn vehicles_are_kept_per_account_and_forgotten_with_it() {
+        let cache = SessionCache::new(Duration::seconds(2));
+        let none = Arc::new(Vec::new());
+        cache.put_vehicles("u1", none.clone(), t(0));
+        cache.put_vehicles("u2", none.clone(), t(0));
+        assert!(cache.vehicles("u1", t(1)).is_some());
+        assert!(cache.vehicles("u1", t(2)).is_none(), "expired at the ttl");
+        cache.forget_vehicles("u1");
+        assert!(cache.vehicles("u1", t(1)).is_none());
+        cache.forget_user("u2");
+        assert!(cache.vehicles("u2", t(1)).is_none());
     }
 
     #[test]

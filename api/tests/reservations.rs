@@ -201,6 +201,48 @@ async fn retries_racing_with_one_key_book_once(s: Server) {
     s.stop.cancel();
 }
 
+/// The vehicles a booking checks come from the session cache; this instance's own changes
+/// reach it at once.
+async fn a_vehicle_added_or_removed_is_seen_at_once(s: Server) {
+    let (token, car) = setup(&s, "car").await;
+    let body = |vehicle: &str, minutes: i64| {
+        json!({"lot": "garage", "vehicle_id": vehicle,
+               "starts_at": at(&s, minutes), "ends_at": at(&s, minutes + 60)})
+    };
+    assert_eq!(
+        reserve(&s, &token, "v-1", &body(&car, 60)).await.status,
+        201
+    );
+    let van = s
+        .post(
+            "/api/v1/me/vehicles",
+            Some(&token),
+            json!({"plate": "B-VAN 2", "class": "van"}),
+        )
+        .await;
+    assert_eq!(van.status, 201, "{}", van.body);
+    let van = van.body["id"].as_str().unwrap().to_owned();
+    let booked = reserve(&s, &token, "v-2", &body(&van, 60)).await;
+    assert_eq!(booked.status, 201, "a new vehicle at once: {}", booked.body);
+    assert_eq!(booked.body["vehicle_type"], "van");
+    let removed = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/me/vehicles/{van}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, 204);
+    let refused = reserve(&s, &token, "v-3", &body(&van, 180)).await;
+    assert_eq!(refused.status, 422, "a removed vehicle at once");
+    assert_eq!(
+        refused.body["type"],
+        "https://parkd.dev/problems/unknown-vehicle"
+    );
+    s.stop.cancel();
+}
+
 async fn exactly_one_winner_for_the_last_spot(s: Server) {
     let (token, vehicle) = setup(&s, "car").await;
     for round in 0..5 {
@@ -576,6 +618,7 @@ macro_rules! both_stores {
 both_stores!(
     idempotent_creation,
     retries_racing_with_one_key_book_once,
+    a_vehicle_added_or_removed_is_seen_at_once,
     exactly_one_winner_for_the_last_spot,
     holds_and_no_shows,
     cancel_and_modify,

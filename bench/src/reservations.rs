@@ -949,7 +949,7 @@ async fn allocation_probe(
     let book = parkd_api::book::Book::new();
     let loading = Instant::now();
     let now = Utc::now();
-    book.busy(store.as_ref(), &lot.id, now, now, now)
+    book.busy(store.as_ref(), &lot.id, &lot.spots, now, now, now)
         .await
         .context("loading the reservation book")?;
     probe.load_us = loading.elapsed().as_secs_f64() * 1e6;
@@ -962,6 +962,7 @@ async fn allocation_probe(
             .busy(
                 store.as_ref(),
                 &lot.id,
+                &lot.spots,
                 starts_at - context,
                 ends_at + context,
                 now,
@@ -969,16 +970,8 @@ async fn allocation_probe(
             .await
             .context("reading the reservation book")?;
         let t1 = Instant::now();
-        let bookings: usize = busy.values().map(Vec::len).sum();
-        let timelines: Vec<Timeline> = lot
-            .spots
-            .iter()
-            .map(|spot| {
-                busy.get(&spot.id).map_or_else(Timeline::default, |ivs| {
-                    Timeline::from_intervals(ivs.iter().copied())
-                })
-            })
-            .collect();
+        let bookings: usize = busy.iter().map(Vec::len).sum();
+        let timelines: Vec<Timeline> = busy.into_iter().map(Timeline::from_intervals).collect();
         let t2 = Instant::now();
         let interval = Interval::from_datetimes(starts_at, ends_at)
             .map_err(|_| anyhow!("empty interval {starts_at}..{ends_at}"))?;
