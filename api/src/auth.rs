@@ -402,8 +402,10 @@ impl Accounts {
         if let Some(vehicles) = self.sessions.vehicles(user_id, now) {
             return Ok(vehicles);
         }
+        let ticket = self.sessions.ticket();
         let vehicles = Arc::new(self.store.vehicles(user_id).await?);
-        self.sessions.put_vehicles(user_id, vehicles.clone(), now);
+        self.sessions
+            .put_vehicles(ticket, user_id, vehicles.clone(), now);
         Ok(vehicles)
     }
 
@@ -596,13 +598,14 @@ impl FromRequestParts<ApiState> for Caller {
         let found = match accounts.sessions.get(&token_sha256, now) {
             Some(cached) => Some(cached),
             None => {
+                let ticket = accounts.sessions.ticket();
                 let found = accounts
                     .store
                     .session_by_token(&token_sha256)
                     .await
                     .map_err(|e| Problem::internal(e).into_response())?;
                 if let Some((session, user)) = &found {
-                    accounts.sessions.put(session, user, now);
+                    accounts.sessions.put(ticket, session, user, now);
                 }
                 found
             }

@@ -11,6 +11,7 @@
 use std::borrow::Borrow;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use dashmap::DashMap;
@@ -58,10 +59,20 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
 
 /// The cache: sessions by token hash, and the vehicles of their accounts (the other read of
 /// a booking). `Debug` shows sizes only (entries hold password hashes).
+///
+/// A read that started before a forget must not put back what the forget removed: every
+/// forget advances `forgets` before removing, and a put made with a [`Ticket`] taken before
+/// its read takes its entry out again if a forget happened since (so the entry is gone
+/// whichever of the two ran first).
 pub(crate) struct SessionCache {
     sessions: Recent<[u8; 32], (SessionRow, User)>,
     vehicles: Recent<String, Arc<Vec<VehicleRow>>>,
+    forgets: AtomicU64,
 }
+
+/// Taken before reading the store, given back with what was read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket(u64);
 
 impl std::fmt::Debug for SessionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,7 +90,17 @@ impl SessionCache {
         Self {
             sessions: Recent::new(ttl),
             vehicles: Recent::new(ttl),
+            forgets: AtomicU64::new(0),
         }
+    }
+
+    /// Take before reading the store; give to the put of what was read.
+    pub(crate) fn ticket(&self) -> Ticket {
+        Ticket(self.forgets.load(Ordering::SeqCst))
+    }
+
+    fn forgot_since(&self, ticket: Ticket) -> bool {
+        self.forgets.load(Ordering::SeqCst) != ticket.0
     }
 
     /// The session of `token_sha256` and its account, if read less than `ttl` before `now`.
@@ -91,10 +112,19 @@ impl SessionCache {
         self.sessions.get(token_sha256, now)
     }
 
-    /// Remembers what the store said of a token at `now`.
-    pub(crate) fn put(&self, session: &SessionRow, user: &User, now: DateTime<Utc>) {
-        self.sessions
-            .put(session.token_sha256, (session.clone(), user.clone()), now);
+    /// Remembers what the store said of a token at `now` (read after `ticket` was taken).
+    pub(crate) fn put(
+        &self,
+        ticket: Ticket,
+        session: &SessionRow,
+        user: &User,
+        now: DateTime<Utc>,
+    ) {
+        let key = session.token_sha256;
+        self.sessions.put(key, (session.clone(), user.clone()), now);
+        if self.forgot_since(ticket) {
+            self.sessions.entries.remove(&key);
+        }
     }
 
     /// Records that the session was touched at `at` (so the next request does not touch it
@@ -114,27 +144,33 @@ impl SessionCache {
         self.vehicles.get(user_id, now)
     }
 
-    /// Remembers the vehicles of `user_id` as read at `now`.
+    /// Remembers the vehicles of `user_id` as read at `now` (after `ticket` was taken).
     pub(crate) fn put_vehicles(
         &self,
+        ticket: Ticket,
         user_id: &str,
         vehicles: Arc<Vec<VehicleRow>>,
         now: DateTime<Utc>,
     ) {
         self.vehicles.put(user_id.to_owned(), vehicles, now);
+        if self.forgot_since(ticket) {
+            self.vehicles.entries.remove(user_id);
+        }
     }
 
     /// Forgets the vehicles of `user_id`: one was added or removed.
     pub(crate) fn forget_vehicles(&self, user_id: &str) {
+        self.forgets.fetch_add(1, Ordering::SeqCst);
         self.vehicles.entries.remove(user_id);
     }
 
     /// Forgets every entry of `user_id`: its sessions or the account changed.
     pub(crate) fn forget_user(&self, user_id: &str) {
+        self.forgets.fetch_add(1, Ordering::SeqCst);
         self.sessions
             .entries
             .retain(|_, ((_, user), _)| user.id != user_id);
-        self.forget_vehicles(user_id);
+        self.vehicles.entries.remove(user_id);
     }
 
     /// How many sessions are held.
@@ -187,7 +223,7 @@ mod tests {
         let cache = SessionCache::new(Duration::seconds(2));
         let (session, user) = pair("u1", 1);
         assert!(cache.get(&[1; 32], t(0)).is_none());
-        cache.put(&session, &user, t(10));
+        cache.put(cache.ticket(), &session, &user, t(10));
         assert_eq!(cache.get(&[1; 32], t(11)).unwrap().0, session);
         assert!(cache.get(&[1; 32], t(12)).is_none(), "expired at the ttl");
         assert!(
@@ -202,7 +238,7 @@ mod tests {
         let cache = SessionCache::new(Duration::seconds(60));
         for (user_id, token) in [("u1", 1), ("u1", 2), ("u2", 3)] {
             let (session, user) = pair(user_id, token);
-            cache.put(&session, &user, t(0));
+            cache.put(cache.ticket(), &session, &user, t(0));
         }
         cache.forget_user("u1");
         assert!(cache.get(&[1; 32], t(1)).is_none());
@@ -214,11 +250,11 @@ mod tests {
     fn a_touch_updates_the_copy_and_zero_ttl_keeps_nothing() {
         let cache = SessionCache::new(Duration::seconds(60));
         let (session, user) = pair("u1", 1);
-        cache.put(&session, &user, t(0));
+        cache.put(cache.ticket(), &session, &user, t(0));
         cache.touched(&[1; 32], t(5));
         assert_eq!(cache.get(&[1; 32], t(6)).unwrap().0.last_seen_at, t(5));
         let off = SessionCache::new(Duration::zero());
-        off.put(&session, &user, t(0));
+        off.put(off.ticket(), &session, &user, t(0));
         assert_eq!(off.len(), 0);
         assert!(off.get(&[1; 32], t(0)).is_none());
     }
@@ -227,8 +263,8 @@ mod tests {
     fn vehicles_are_kept_per_account_and_forgotten_with_it() {
         let cache = SessionCache::new(Duration::seconds(2));
         let none = Arc::new(Vec::new());
-        cache.put_vehicles("u1", none.clone(), t(0));
-        cache.put_vehicles("u2", none.clone(), t(0));
+        cache.put_vehicles(cache.ticket(), "u1", none.clone(), t(0));
+        cache.put_vehicles(cache.ticket(), "u2", none.clone(), t(0));
         assert!(cache.vehicles("u1", t(1)).is_some());
         assert!(cache.vehicles("u1", t(2)).is_none(), "expired at the ttl");
         cache.forget_vehicles("u1");
@@ -238,17 +274,33 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_raced_a_forget_is_not_kept() {
+        let cache = SessionCache::new(Duration::seconds(60));
+        let (session, user) = pair("u1", 1);
+        // Read the store, then the account's sessions end, then the read is put back.
+        let before_the_read = cache.ticket();
+        cache.forget_user("u1");
+        cache.put(before_the_read, &session, &user, t(0));
+        assert!(cache.get(&[1; 32], t(1)).is_none());
+        cache.put_vehicles(before_the_read, "u1", Arc::new(Vec::new()), t(0));
+        assert!(cache.vehicles("u1", t(1)).is_none());
+        // A read after the forget is kept.
+        cache.put(cache.ticket(), &session, &user, t(0));
+        assert!(cache.get(&[1; 32], t(1)).is_some());
+    }
+
+    #[test]
     fn expired_entries_are_swept_when_the_map_is_large() {
         let cache = SessionCache::new(Duration::seconds(2));
         let (mut session, user) = pair("u1", 0);
         for i in 0..SWEEP_ABOVE {
             let bytes = u32::try_from(i).unwrap().to_be_bytes();
             session.token_sha256[..4].copy_from_slice(&bytes);
-            cache.put(&session, &user, t(0));
+            cache.put(cache.ticket(), &session, &user, t(0));
         }
         assert_eq!(cache.len(), SWEEP_ABOVE);
         session.token_sha256 = [0xff; 32];
-        cache.put(&session, &user, t(10));
+        cache.put(cache.ticket(), &session, &user, t(10));
         assert_eq!(cache.len(), 1, "the stale ones went");
     }
 }
