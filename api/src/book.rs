@@ -22,7 +22,7 @@
 //! after the re-read started (each entry carries the sequence number of its local write), so a
 //! re-read racing a local create does not lose the create.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -53,18 +53,216 @@ struct LotEntry {
     state: Mutex<LotBook>,
 }
 
-/// One spot's bookings: (start, id) → (end, sequence number of the local write that added
-/// it), in seconds.
-type SpotTimeline = BTreeMap<(i64, String), (i64, u64)>;
+/// One booking on a spot's timeline, in seconds.
+#[derive(Debug, Clone)]
+struct Booking {
+    start: i64,
+    end: i64,
+    meta: Meta,
+}
+
+/// A booking's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: i64,
+    end: i64,
+}
+
+/// The rest of a booking.
+#[derive(Debug, Clone)]
+struct Meta {
+    /// Sequence number of the local write that added it (0 = read from the store).
+    seq: u64,
+    /// Held by a request of this process whose write is in flight: kept by every re-read
+    /// (the store cannot show it yet) until the request confirms or releases it.
+    pending: bool,
+    id: Box<str>,
+}
+
+/// One spot's bookings, sorted by (start, id): a binary search finds the few that matter to a
+/// request, whatever the spot holds months ahead.
+///
+/// Every request searches every spot, so the times are kept apart from the rest (16 bytes a
+/// booking): a lot's searches then touch a few hundred kilobytes that stay in the CPU's cache,
+/// not the whole book (measured in `bench/results/reservations.md`).
+#[derive(Debug, Default)]
+struct SpotTimeline {
+    times: Vec<Span>,
+    /// The start of every [`STRIDE`]th booking: searched first (a few hundred bytes a spot,
+    /// which stay in cache), so that the search of `times` touches one block of it.
+    every: Vec<i64>,
+    /// Aligned with `times`.
+    meta: Vec<Meta>,
+    /// The longest booking this spot has held (bounds how far back an overlap can start).
+    longest_s: i64,
+}
+
+/// Bookings per block of [`SpotTimeline::every`].
+const STRIDE: usize = 16;
+
+impl SpotTimeline {
+    /// Index of the first booking that starts at or after `at`.
+    fn lower_bound(&self, at: i64) -> usize {
+        // Blocks whose first booking starts before `at`: the answer is past the first booking
+        // of the last of them and at most the first booking of the next block.
+        let blocks = self.every.partition_point(|s| *s < at);
+        let low = blocks.saturating_sub(1) * STRIDE + usize::from(blocks > 0);
+        let high = (blocks * STRIDE).min(self.times.len());
+        low + self.times[low..high].partition_point(|t| t.start < at)
+    }
+
+    /// Re-samples `every` from the block of booking `from` on.
+    fn resample(&mut self, from: usize) {
+        let blocks = self.times.len().div_ceil(STRIDE);
+        self.every.truncate(blocks);
+        for block in from / STRIDE..blocks {
+            let start = self.times[block * STRIDE].start;
+            match self.every.get_mut(block) {
+                Some(sample) => *sample = start,
+                None => self.every.push(start),
+            }
+        }
+    }
+
+    fn position(&self, start: i64, id: &str) -> Result<usize, usize> {
+        let mut at = self.lower_bound(start);
+        while self.times.get(at).is_some_and(|t| t.start == start) {
+            match (*self.meta[at].id).cmp(id) {
+                std::cmp::Ordering::Less => at += 1,
+                std::cmp::Ordering::Equal => return Ok(at),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Err(at)
+    }
+
+    fn insert(&mut self, booking: Booking) {
+        let Booking { start, end, meta } = booking;
+        self.longest_s = self.longest_s.max(end - start);
+        match self.position(start, &meta.id) {
+            Ok(at) => {
+                self.times[at] = Span { start, end };
+                self.meta[at] = meta;
+            }
+            Err(at) => {
+                self.times.insert(at, Span { start, end });
+                self.meta.insert(at, meta);
+                self.resample(at);
+            }
+        }
+    }
+
+    fn remove(&mut self, start: i64, id: &str) {
+        if let Ok(at) = self.position(start, id) {
+            self.times.remove(at);
+            self.meta.remove(at);
+            self.resample(at);
+        }
+    }
+
+    fn meta(&self, start: i64, id: &str) -> Option<&Meta> {
+        self.meta.get(self.position(start, id).ok()?)
+    }
+
+    fn meta_mut(&mut self, start: i64, id: &str) -> Option<&mut Meta> {
+        let at = self.position(start, id).ok()?;
+        self.meta.get_mut(at)
+    }
+
+    /// Every booking, in order.
+    fn all(&self) -> impl Iterator<Item = Booking> + '_ {
+        self.times.iter().zip(&self.meta).map(|(t, m)| Booking {
+            start: t.start,
+            end: t.end,
+            meta: m.clone(),
+        })
+    }
+
+    /// Forgets the bookings that ended at or before `before`; their ids go to `gone`.
+    fn prune(&mut self, before: i64, gone: &mut Vec<Box<str>>) {
+        let keep: Vec<bool> = self.times.iter().map(|t| t.end > before).collect();
+        let mut flags = keep.iter();
+        self.times.retain(|_| flags.next().copied().unwrap_or(true));
+        let mut flags = keep.iter();
+        self.meta.retain(|m| {
+            let kept = flags.next().copied().unwrap_or(true);
+            if !kept {
+                gone.push(m.id.clone());
+            }
+            kept
+        });
+        self.resample(0);
+    }
+
+    /// Index of the first booking that can reach past `at`: every one before it started more
+    /// than `longest_s` earlier, so it ended at or before `at`.
+    fn first_reaching(&self, at: i64) -> usize {
+        self.lower_bound(at.saturating_sub(self.longest_s))
+    }
+
+    /// The bookings overlapping `[from, to)`.
+    fn overlapping(&self, from: i64, to: i64) -> impl Iterator<Item = (Span, &Meta)> {
+        let first = self.first_reaching(from);
+        self.times[first..]
+            .iter()
+            .zip(&self.meta[first..])
+            .take_while(move |(t, _)| t.start < to)
+            .filter(move |(t, _)| t.end > from)
+            .map(|(t, m)| (*t, m))
+    }
+
+    /// Appends to `out` what decides `request` on this spot within `context`: every booking
+    /// overlapping the request, the one before it that ends last (if it ends inside the
+    /// context) and the first one after it (if it starts inside the context). A timeline of
+    /// these answers `gap_around(request)` exactly as one of every booking in the context.
+    fn around(&self, request: Interval, context: Interval, out: &mut Vec<Interval>) {
+        let first = self.first_reaching(request.start());
+        let mut before: Option<Span> = None;
+        let later = |t: Span, before: &mut Option<Span>| {
+            if before.is_none_or(|b| t.end > b.end) {
+                *before = Some(t);
+            }
+        };
+        let mut next = first;
+        for &t in &self.times[first..] {
+            if t.start >= request.end() {
+                break;
+            }
+            next += 1;
+            if t.end > request.start() {
+                out.extend(Interval::new(t.start, t.end).ok());
+            } else {
+                later(t, &mut before);
+            }
+        }
+        // Earlier bookings all ended before the request; the scan back stops once none can end
+        // later than the latest end found (they started more than `longest_s` before it).
+        for &t in self.times[..first].iter().rev() {
+            if before.is_some_and(|b| t.start.saturating_add(self.longest_s) <= b.end) {
+                break;
+            }
+            later(t, &mut before);
+        }
+        if let Some(b) = before.filter(|b| b.end > context.start()) {
+            out.extend(Interval::new(b.start, b.end).ok());
+        }
+        if let Some(t) = self.times.get(next).filter(|t| t.start < context.end()) {
+            out.extend(Interval::new(t.start, t.end).ok());
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct LotBook {
     loaded: bool,
-    spots: HashMap<SpotId, SpotTimeline>,
-    /// Reservation id → (spot, start).
-    index: HashMap<String, (SpotId, i64)>,
-    /// The longest booking seen (bounds the range scanned for overlaps).
-    longest_s: i64,
+    /// Spot → its place in `timelines`.
+    slots: HashMap<SpotId, usize>,
+    timelines: Vec<(SpotId, SpotTimeline)>,
+    /// Reservation id → (its spot's place, start).
+    index: HashMap<String, (usize, i64)>,
+    /// The places of the spots of the last list asked about, in its order (`None`: no
+    /// booking known), so that a request of the same lot model hashes no spot id.
+    order: (Vec<SpotId>, Vec<Option<usize>>),
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,41 +272,67 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LotBook {
     fn insert(&mut self, span: &HoldingSpan, seq: u64) {
+        self.replace(span, seq, false);
+    }
+
+    /// Puts `span` in the book in place of any earlier entry of its reservation.
+    fn replace(&mut self, span: &HoldingSpan, seq: u64, pending: bool) {
         let (start, end) = (span.starts_at.timestamp(), span.ends_at.timestamp());
         if end <= start {
             return;
         }
         self.remove(&span.id);
-        self.longest_s = self.longest_s.max(end - start);
-        self.spots
-            .entry(span.spot.clone())
-            .or_default()
-            .insert((start, span.id.clone()), (end, seq));
+        self.put(
+            &span.spot,
+            Booking {
+                start,
+                end,
+                meta: Meta {
+                    seq,
+                    pending,
+                    id: span.id.as_str().into(),
+                },
+            },
+        );
+    }
+
+    /// Adds `booking` on `spot` (its id must not be in the book).
+    fn put(&mut self, spot: &SpotId, booking: Booking) {
+        let slot = match self.slots.get(spot) {
+            Some(slot) => *slot,
+            None => {
+                let slot = self.timelines.len();
+                self.timelines.push((spot.clone(), SpotTimeline::default()));
+                self.slots.insert(spot.clone(), slot);
+                // A spot the cached order saw without bookings has some now.
+                self.order.0.clear();
+                slot
+            }
+        };
         self.index
-            .insert(span.id.clone(), (span.spot.clone(), start));
+            .insert(booking.meta.id.to_string(), (slot, booking.start));
+        self.timelines[slot].1.insert(booking);
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some((spot, start)) = self.index.remove(id)
-            && let Some(timeline) = self.spots.get_mut(&spot)
+        if let Some((slot, start)) = self.index.remove(id)
+            && let Some((_, timeline)) = self.timelines.get_mut(slot)
         {
-            timeline.remove(&(start, id.to_owned()));
+            timeline.remove(start, id);
         }
     }
 
-    /// Entries of `timeline` overlapping `[from, to)`: (start, id, end, seq).
-    fn overlapping(
-        timeline: &SpotTimeline,
-        longest_s: i64,
-        from: i64,
-        to: i64,
-    ) -> impl Iterator<Item = (i64, &String, i64, u64)> {
-        let low = (from.saturating_sub(longest_s), String::new());
-        let high = (to, String::new());
-        timeline
-            .range(low..high)
-            .filter(move |(_, (end, _))| *end > from)
-            .map(|((start, id), (end, seq))| (*start, id, *end, *seq))
+    /// Makes `order` the places of `spots` (in that order); kept while the list stays the same.
+    fn cache_places(&mut self, spots: &[Spot]) {
+        let (ids, places) = &mut self.order;
+        let same = ids.len() == spots.len() && ids.iter().zip(spots).all(|(a, s)| *a == s.id);
+        if !same {
+            *ids = spots.iter().map(|s| s.id.clone()).collect();
+            *places = spots
+                .iter()
+                .map(|s| self.slots.get(&s.id).copied())
+                .collect();
+        }
     }
 
     /// Replaces what the book holds of `spot` (or every spot) in `[from, to)` by `fresh`,
@@ -121,33 +345,29 @@ impl LotBook {
         fresh: &[HoldingSpan],
         since: u64,
     ) {
-        let stale: Vec<String> = self
-            .spots
+        let stale: Vec<Box<str>> = self
+            .timelines
             .iter()
-            .filter(|(s, _)| spot.is_none_or(|only| only == *s))
-            .flat_map(|(_, timeline)| Self::overlapping(timeline, self.longest_s, from, to))
-            .filter(|(_, _, _, seq)| *seq <= since)
-            .map(|(_, id, _, _)| id.clone())
+            .filter(|(s, _)| spot.is_none_or(|only| only == s))
+            .flat_map(|(_, timeline)| timeline.overlapping(from, to))
+            .filter(|(_, m)| m.seq <= since && !m.pending)
+            .map(|(_, m)| m.id.clone())
             .collect();
         for id in &stale {
             self.remove(id);
         }
         for span in fresh {
             // A newer local write of the same reservation wins over the snapshot.
-            let newer_local = self.index.get(&span.id).is_some_and(|(s, start)| {
-                self.spots
-                    .get(s)
-                    .and_then(|t| t.get(&(*start, span.id.clone())))
-                    .is_some_and(|(_, seq)| *seq > since)
-            });
+            let newer_local = self
+                .meta(&span.id)
+                .is_some_and(|m| m.seq > since || m.pending);
             if !newer_local {
                 self.insert(span, 0);
             }
         }
     }
 
-    /// A book of exactly `fresh` (built outside any lock), plus this book's local writes newer
-    /// than `since`.
+    /// A book of exactly `fresh` (built outside any lock).
     fn rebuilt(fresh: &[HoldingSpan]) -> LotBook {
         let mut book = LotBook {
             loaded: true,
@@ -159,41 +379,57 @@ impl LotBook {
         book
     }
 
-    /// Moves this book's local writes newer than `since` into `into` and makes `into` this
-    /// book: the swap that ends a whole-lot re-read, short enough to hold the lock for.
+    /// Moves this book's local writes newer than `since` (and its holds) into `into` and
+    /// makes `into` this book: the swap that ends a whole-lot re-read, short enough to hold
+    /// the lock for.
     fn replace_keeping_local(&mut self, mut into: LotBook, since: u64) {
-        for (spot, timeline) in &self.spots {
-            for ((start, id), (end, seq)) in timeline {
-                if *seq > since {
-                    let span = HoldingSpan {
-                        id: id.clone(),
-                        spot: spot.clone(),
-                        starts_at: DateTime::from_timestamp(*start, 0).unwrap_or_default(),
-                        ends_at: DateTime::from_timestamp(*end, 0).unwrap_or_default(),
-                    };
-                    into.insert(&span, *seq);
-                }
+        for (spot, timeline) in &self.timelines {
+            for booking in timeline
+                .all()
+                .filter(|b| b.meta.seq > since || b.meta.pending)
+            {
+                into.remove(&booking.meta.id);
+                into.put(spot, booking);
             }
         }
         *self = into;
     }
 
+    fn meta(&self, id: &str) -> Option<&Meta> {
+        let (slot, start) = self.index.get(id)?;
+        self.timelines.get(*slot)?.1.meta(*start, id)
+    }
+
+    fn meta_mut(&mut self, id: &str) -> Option<&mut Meta> {
+        let (slot, start) = self.index.get(id)?;
+        self.timelines.get_mut(*slot)?.1.meta_mut(*start, id)
+    }
+
+    /// Holds `span` for a write in flight if nothing this book knows overlaps it on its spot.
+    fn hold(&mut self, span: &HoldingSpan, seq: u64) -> bool {
+        let (start, end) = (span.starts_at.timestamp(), span.ends_at.timestamp());
+        let taken = self.slots.get(&span.spot).is_some_and(|slot| {
+            self.timelines[*slot]
+                .1
+                .overlapping(start, end)
+                .any(|(_, m)| *m.id != *span.id)
+        });
+        if taken || end <= start {
+            return false;
+        }
+        self.replace(span, seq, true);
+        true
+    }
+
     /// Forgets bookings that ended before `before`.
     fn prune(&mut self, before: i64) {
         let mut gone = Vec::new();
-        for timeline in self.spots.values_mut() {
-            timeline.retain(|(_, id), (end, _)| {
-                let keep = *end > before;
-                if !keep {
-                    gone.push(id.clone());
-                }
-                keep
-            });
+        for (_, timeline) in &mut self.timelines {
+            timeline.prune(before, &mut gone);
         }
         for id in gone {
-            self.index.remove(&id);
+            self.index.remove(&*id);
         }
-        self.spots.retain(|_, timeline| !timeline.is_empty());
     }
 }
 
@@ -245,29 +481,37 @@ impl Book {
         Ok(())
     }
 
-    /// The busy intervals overlapping `[from, to)` of each of `spots` (in that order; a spot
-    /// the book does not know has none), loading the lot first if needed. Aligned with the
+    /// For each of `spots` (in that order), the bookings that decide `request` within
+    /// `context` (see [`Timeline::gap_around`](parkd_core::allocation::Timeline::gap_around)):
+    /// those overlapping it, the one before it that ends last and the first one after it; a
+    /// spot the book does not know has none. Loads the lot first if needed. Aligned with the
     /// caller's spot list, so that allocation needs no map and no copy of a spot id.
-    pub async fn busy(
+    ///
+    /// At most a few intervals a spot, found by binary search: the cost does not grow with how
+    /// densely the lot is booked around the request.
+    pub async fn around(
         &self,
         store: &dyn ReservationStore,
         lot: &LotId,
         spots: &[Spot],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        request: Interval,
+        context: Interval,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Vec<Interval>>> {
         let entry = self.ensure_loaded(store, lot, now).await?;
-        let state = lock(&entry.state);
-        let (from, to) = (from.timestamp(), to.timestamp());
-        Ok(spots
+        let mut state = lock(&entry.state);
+        state.cache_places(spots);
+        let state = &*state;
+        Ok(state
+            .order
+            .1
             .iter()
-            .map(|spot| {
-                state.spots.get(&spot.id).map_or_else(Vec::new, |timeline| {
-                    LotBook::overlapping(timeline, state.longest_s, from, to)
-                        .filter_map(|(start, _, end, _)| Interval::new(start, end).ok())
-                        .collect()
-                })
+            .map(|place| {
+                let mut out = Vec::new();
+                if let Some((_, timeline)) = place.and_then(|p| state.timelines.get(p)) {
+                    timeline.around(request, context, &mut out);
+                }
+                out
             })
             .collect())
     }
@@ -325,6 +569,25 @@ impl Book {
         lock(&self.entry(lot).state).insert(span, seq);
     }
 
+    /// Holds `span`'s spot and time for a write in flight, unless a booking or hold this
+    /// process knows overlaps it (`None`: choose again). Concurrent requests of this process
+    /// then never send the store the same spot and time: the store's refusal (a rolled-back
+    /// write, a re-read) is left for what another process booked. The hold is released when
+    /// the returned guard is dropped, unless [`Hold::confirm`]ed once the write committed.
+    pub fn hold<'a>(&'a self, lot: &LotId, span: &HoldingSpan) -> Option<Hold<'a>> {
+        let entry = self.entry(lot);
+        let seq = self.next_seq();
+        if !lock(&entry.state).hold(span, seq) {
+            return None;
+        }
+        Some(Hold {
+            book: self,
+            entry,
+            id: span.id.clone(),
+            confirmed: false,
+        })
+    }
+
     /// Forgets a reservation that no longer holds its spot (cancelled, no-show, completed).
     pub fn remove(&self, lot: &LotId, id: &str) {
         self.next_seq();
@@ -340,6 +603,42 @@ impl Book {
     /// Whether the book holds nothing for `lot`.
     pub fn is_empty(&self, lot: &LotId) -> bool {
         self.len(lot) == 0
+    }
+}
+
+/// A spot held for a reservation whose write is in flight ([`Book::hold`]).
+#[derive(Debug)]
+#[must_use = "dropping a hold releases it at once"]
+pub struct Hold<'a> {
+    book: &'a Book,
+    entry: Arc<LotEntry>,
+    id: String,
+    confirmed: bool,
+}
+
+impl Hold<'_> {
+    /// The write committed: the hold becomes a booking of this process like [`Book::add`]'s.
+    pub fn confirm(mut self) {
+        let seq = self.book.next_seq();
+        if let Some(meta) = lock(&self.entry.state).meta_mut(&self.id) {
+            meta.pending = false;
+            meta.seq = seq;
+        }
+        self.confirmed = true;
+    }
+}
+
+impl Drop for Hold<'_> {
+    /// The write failed, or the request was dropped mid-way: the spot is free again for this
+    /// process (if the write did commit after all, the next re-read brings it back).
+    fn drop(&mut self) {
+        if self.confirmed {
+            return;
+        }
+        let mut state = lock(&self.entry.state);
+        if state.meta(&self.id).is_some_and(|m| m.pending) {
+            state.remove(&self.id);
+        }
     }
 }
 
@@ -360,12 +659,10 @@ mod tests {
     fn ids(book: &LotBook, from_h: i64, to_h: i64) -> Vec<String> {
         let base = 1_800_000_000;
         let mut out: Vec<String> = book
-            .spots
-            .values()
-            .flat_map(|t| {
-                LotBook::overlapping(t, book.longest_s, base + from_h * 3600, base + to_h * 3600)
-            })
-            .map(|(_, id, _, _)| id.clone())
+            .timelines
+            .iter()
+            .flat_map(|(_, t)| t.overlapping(base + from_h * 3600, base + to_h * 3600))
+            .map(|(_, m)| m.id.to_string())
             .collect();
         out.sort();
         out
@@ -443,5 +740,191 @@ mod tests {
         book.prune(1_800_000_000 + 3 * 3600);
         assert_eq!(ids(&book, -10, 200), vec!["new"]);
         assert_eq!(book.index.len(), 1);
+    }
+
+    fn spot(id: &str) -> Spot {
+        Spot {
+            id: SpotId::parse(id).unwrap(),
+            label: id.into(),
+            level: parkd_core::ids::LevelId::parse("l1").unwrap(),
+            zone: None,
+            kind: parkd_core::vehicle::SpotKind::Standard,
+            x: 0.0,
+            y: 0.0,
+            w: 2.5,
+            h: 5.0,
+            rotation: 0.0,
+            walk_m: None,
+            out_of_service: false,
+        }
+    }
+
+    #[test]
+    fn around_keeps_the_neighbours_and_the_overlaps_only() {
+        let mut book = LotBook::default();
+        for (n, (start, end)) in [(0, 2), (3, 5), (6, 8), (9, 10), (12, 14), (20, 22)]
+            .into_iter()
+            .enumerate()
+        {
+            book.insert(&span(&format!("r{n}"), "s1", start, end), 0);
+        }
+        let base = 1_800_000_000;
+        let h = |x: i64| base + x * 3600;
+        let iv = |a: i64, b: i64| Interval::new(h(a), h(b)).unwrap();
+        let (_, timeline) = &book.timelines[0];
+        let mut out = Vec::new();
+        // Free between 8 and 9: the booking before ends at 8, the next starts at 9.
+        timeline.around(iv(8, 9), iv(-4, 21), &mut out);
+        assert_eq!(out, vec![iv(6, 8), iv(9, 10)]);
+        // Overlapping two: both, with their neighbours.
+        out.clear();
+        timeline.around(iv(4, 7), iv(-8, 19), &mut out);
+        assert_eq!(out, vec![iv(3, 5), iv(6, 8), iv(0, 2), iv(9, 10)]);
+        // Neighbours outside the context are left out.
+        out.clear();
+        timeline.around(iv(15, 16), iv(14, 20), &mut out);
+        assert_eq!(out, Vec::<Interval>::new());
+    }
+
+    #[tokio::test]
+    async fn the_lot_order_cache_sees_a_spot_booked_after_it_was_made() {
+        let (store, _dir) = parkd_store::testing::sqlite_store().await;
+        let lot = LotId::parse("lot").unwrap();
+        let spots = [spot("s1"), spot("s2")];
+        let book = Book::new();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let h = |x: i64| t0.timestamp() + x * 3600;
+        let request = Interval::new(h(0), h(1)).unwrap();
+        let context = Interval::new(h(-12), h(13)).unwrap();
+        // Loaded (empty: the store holds none of these), then the order is cached.
+        let busy = book
+            .around(&store, &lot, &spots, request, context, t0)
+            .await
+            .unwrap();
+        assert_eq!(busy, vec![vec![], vec![]]);
+        book.add(&lot, &span("a", "s1", 0, 2));
+        let busy = book
+            .around(&store, &lot, &spots, request, context, t0)
+            .await
+            .unwrap();
+        assert_eq!(busy, vec![vec![Interval::new(h(0), h(2)).unwrap()], vec![]]);
+        book.add(&lot, &span("b", "s2", 0, 1));
+        let busy = book
+            .around(&store, &lot, &spots, request, context, t0)
+            .await
+            .unwrap();
+        assert_eq!(busy[1], vec![Interval::new(h(0), h(1)).unwrap()]);
+    }
+
+    /// A timeline of (start, length) bookings named `r0`, `r1`, ...
+    fn timeline_of(bookings: &[(i64, i64)]) -> SpotTimeline {
+        let mut timeline = SpotTimeline::default();
+        for (n, (start, length)) in bookings.iter().enumerate() {
+            timeline.insert(Booking {
+                start: *start,
+                end: start + length,
+                meta: Meta {
+                    seq: 0,
+                    pending: false,
+                    id: format!("r{n}").into(),
+                },
+            });
+        }
+        timeline
+    }
+
+    proptest::proptest! {
+        /// Whatever the spot holds (stale overlapping bookings included), the few bookings
+        /// `around` keeps decide a request exactly as every booking in the context would.
+        #[test]
+        fn around_decides_like_the_whole_context(
+            bookings in proptest::collection::vec((0i64..200, 1i64..30), 0..40),
+            start in 0i64..200,
+            length in 1i64..20,
+            before in 0i64..50,
+            after in 0i64..50,
+        ) {
+            use parkd_core::allocation::Timeline;
+            let timeline = timeline_of(&bookings);
+            let request = Interval::new(start, start + length).unwrap();
+            let context = Interval::new(start - before, start + length + after + 1).unwrap();
+            let whole = Timeline::from_intervals(
+                timeline
+                    .overlapping(context.start(), context.end())
+                    .map(|(t, _)| Interval::new(t.start, t.end).unwrap()),
+            );
+            let mut few = Vec::new();
+            timeline.around(request, context, &mut few);
+            proptest::prop_assert!(few.len() <= bookings.len());
+            let few = Timeline::from_intervals(few);
+            proptest::prop_assert_eq!(few.gap_around(request), whole.gap_around(request));
+        }
+    }
+
+    #[test]
+    fn a_hold_keeps_the_spot_from_other_requests_until_released_or_confirmed() {
+        let book = Book::new();
+        let lot = LotId::parse("lot").unwrap();
+        let first = book.hold(&lot, &span("a", "s1", 0, 2));
+        assert!(first.is_some());
+        assert!(
+            book.hold(&lot, &span("b", "s1", 1, 3)).is_none(),
+            "overlaps the hold"
+        );
+        let touching = book.hold(&lot, &span("c", "s1", 2, 3));
+        assert!(touching.is_some(), "ends are exclusive");
+        // Released (the write failed): the time is free again.
+        drop(first);
+        let retry = book.hold(&lot, &span("d", "s1", 1, 2));
+        assert!(retry.is_some());
+        retry.unwrap().confirm();
+        drop(touching);
+        assert_eq!(book.len(&lot), 1, "only the confirmed booking is left");
+        assert!(book.hold(&lot, &span("e", "s1", 0, 2)).is_none());
+    }
+
+    #[test]
+    fn a_hold_outlives_re_reads_that_cannot_see_it_yet() {
+        let mut book = LotBook::default();
+        assert!(book.hold(&span("held", "s1", 0, 2), 9));
+        // Both re-reads started after the hold (sequence 10) and saw no row for it.
+        book.merge(
+            None,
+            1_800_000_000 - 3600,
+            1_800_000_000 + 10 * 3600,
+            &[],
+            10,
+        );
+        assert_eq!(ids(&book, -1, 10), vec!["held"]);
+        book.replace_keeping_local(LotBook::rebuilt(&[span("other", "s2", 0, 1)]), 10);
+        assert_eq!(ids(&book, -1, 10), vec!["held", "other"]);
+        assert!(book.meta("held").is_some_and(|m| m.pending));
+    }
+
+    proptest::proptest! {
+        /// The sampled search finds what a search of every booking finds, as bookings come and go.
+        #[test]
+        fn the_sampled_search_matches_a_plain_one(
+            bookings in proptest::collection::vec((0i64..500, 1i64..30), 0..120),
+            removed in proptest::collection::vec(0usize..120, 0..60),
+            probes in proptest::collection::vec(-10i64..520, 1..20),
+        ) {
+            let mut timeline = timeline_of(&bookings);
+            for n in removed {
+                if let Some((s, _)) = bookings.get(n) {
+                    timeline.remove(*s, &format!("r{n}"));
+                }
+            }
+            let mut gone = Vec::new();
+            timeline.prune(probes[0], &mut gone);
+            proptest::prop_assert_eq!(timeline.times.len(), timeline.meta.len());
+            proptest::prop_assert!(timeline.times.is_sorted_by_key(|t| t.start));
+            let samples: Vec<i64> = timeline.times.iter().step_by(STRIDE).map(|t| t.start).collect();
+            proptest::prop_assert_eq!(&timeline.every, &samples);
+            for at in probes {
+                let plain = timeline.times.partition_point(|t| t.start < at);
+                proptest::prop_assert_eq!(timeline.lower_bound(at), plain);
+            }
+        }
     }
 }

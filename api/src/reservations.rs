@@ -37,6 +37,9 @@ pub const OCCUPIED_HORIZON_MIN: i64 = 30;
 const CONTEXT_HOURS: i64 = 12;
 /// Attempts when a concurrent booking takes the chosen spot first.
 const ALLOCATION_ATTEMPTS: usize = 5;
+/// Choices again when a concurrent request of this process holds the chosen spot first (each
+/// costs an allocation, no store round trip; each lost race is another request's booking).
+const LOCAL_RACES: usize = 64;
 /// The idempotency scope of creation.
 const CREATE_SCOPE: &str = "POST /api/v1/reservations";
 
@@ -455,19 +458,22 @@ async fn create_reservation(
     let occupied_until = now + Duration::minutes(OCCUPIED_HORIZON_MIN);
     let context_from = body.starts_at - Duration::hours(CONTEXT_HOURS);
     let context_to = body.ends_at + Duration::hours(CONTEXT_HOURS);
+    let context = Interval::from_datetimes(context_from, context_to)
+        .map_err(|_| time_problem(TimeError::ExitBeforeEntry))?;
     let book = &state.book;
     // Whether the lot's bookings around the request were re-read during this request: a
     // refusal is only answered on those (the book may hold bookings that ended elsewhere).
     let mut fresh = false;
     let mut attempts = 0;
+    let mut local_races = 0;
     while attempts < ALLOCATION_ATTEMPTS {
         let mut busy = book
-            .busy(
+            .around(
                 store.as_ref(),
                 &body.lot,
                 &model.spots,
-                context_from,
-                context_to,
+                interval,
+                context,
                 now,
             )
             .await
@@ -495,9 +501,17 @@ async fn create_reservation(
             Ok(chosen) => chosen,
             Err(_) if !fresh => {
                 fresh = true;
-                book.refresh(store.as_ref(), &body.lot, None, context_from, context_to)
-                    .await
-                    .map_err(Problem::internal)?;
+                // Only the bookings overlapping the request decide a refusal: re-read those
+                // (a few hundred rows on a full lot, not the thousands within the context).
+                book.refresh(
+                    store.as_ref(),
+                    &body.lot,
+                    None,
+                    body.starts_at,
+                    body.ends_at,
+                )
+                .await
+                .map_err(Problem::internal)?;
                 state
                     .reservation_metrics
                     .with_label_values(&["book_reread"])
@@ -525,21 +539,36 @@ async fn create_reservation(
             status: StatusCode::CREATED,
             body: serde_json::to_string(&out(&row, &rules)).map_err(Problem::internal)?,
         };
+        // Concurrent requests of this process see the spot taken from here on; if one of
+        // them held it since our read, choose again (no store round trip).
+        let Some(hold) = book.hold(&row.lot, &HoldingSpan::of(&row)) else {
+            local_races += 1;
+            state
+                .reservation_metrics
+                .with_label_values(&["local_race"])
+                .inc();
+            if local_races > LOCAL_RACES {
+                break;
+            }
+            continue;
+        };
         attempts += 1;
         match store
             .create_reservation(&row, Some(keyed.answer(&answer, now)))
             .await
         {
             Ok(()) => {
-                book.add(&row.lot, &HoldingSpan::of(&row));
+                hold.confirm();
                 state
                     .reservation_metrics
                     .with_label_values(&["created"])
                     .inc();
                 return Ok(answer);
             }
-            // Someone booked that spot between our read and our write: re-read it, choose again.
+            // Another process (or a path that does not hold) booked that spot between our
+            // read and our write: re-read it, choose again.
             Err(StoreError::Conflict(_)) => {
+                drop(hold);
                 state
                     .reservation_metrics
                     .with_label_values(&["allocation_retry"])
@@ -892,9 +921,10 @@ pub fn metrics(registry: &prometheus::Registry) -> prometheus::Result<prometheus
     let counter = prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "parkd_reservations_total",
-            "Reservation events: created, cancelled, modified, no_show, allocation_retry \
-             (the chosen spot was taken meanwhile), book_reread (a refusal re-read the lot's \
-             bookings first)",
+            "Reservation events: created, cancelled, modified, no_show, local_race (a \
+             concurrent request of this instance held the chosen spot first; chosen again), \
+             allocation_retry (the store refused the chosen spot: booked meanwhile elsewhere), \
+             book_reread (a refusal re-read the lot's bookings first)",
         ),
         &["event"],
     )?;

@@ -949,7 +949,9 @@ async fn allocation_probe(
     let book = parkd_api::book::Book::new();
     let loading = Instant::now();
     let now = Utc::now();
-    book.busy(store.as_ref(), &lot.id, &lot.spots, now, now, now)
+    let instant = Interval::new(now.timestamp(), now.timestamp() + 1)
+        .map_err(|_| anyhow!("empty interval at {now}"))?;
+    book.around(store.as_ref(), &lot.id, &lot.spots, instant, instant, now)
         .await
         .context("loading the reservation book")?;
     probe.load_us = loading.elapsed().as_secs_f64() * 1e6;
@@ -957,24 +959,19 @@ async fn allocation_probe(
         let now = Utc::now();
         let (starts_at, ends_at) = plan.times(&mut rng, now);
         let context = chrono::Duration::hours(CONTEXT_HOURS);
+        let interval = Interval::from_datetimes(starts_at, ends_at)
+            .map_err(|_| anyhow!("empty interval {starts_at}..{ends_at}"))?;
+        let around = Interval::from_datetimes(starts_at - context, ends_at + context)
+            .map_err(|_| anyhow!("empty context around {starts_at}..{ends_at}"))?;
         let t0 = Instant::now();
         let busy = book
-            .busy(
-                store.as_ref(),
-                &lot.id,
-                &lot.spots,
-                starts_at - context,
-                ends_at + context,
-                now,
-            )
+            .around(store.as_ref(), &lot.id, &lot.spots, interval, around, now)
             .await
             .context("reading the reservation book")?;
         let t1 = Instant::now();
         let bookings: usize = busy.iter().map(Vec::len).sum();
         let timelines: Vec<Timeline> = busy.into_iter().map(Timeline::from_intervals).collect();
         let t2 = Instant::now();
-        let interval = Interval::from_datetimes(starts_at, ends_at)
-            .map_err(|_| anyhow!("empty interval {starts_at}..{ends_at}"))?;
         let mut request = Request::new(vehicle_of(n).vehicle_type(), interval);
         request.now = Some(now.timestamp());
         let chosen = allocate(
@@ -1622,8 +1619,9 @@ fn render(
         let _ = writeln!(out, "|---|---:|");
         let _ = writeln!(
             out,
-            "| the lot's holding bookings within {CONTEXT_HOURS} h of the request, from \
-             parkd's in-memory book (`Book::busy`: {:.0} bookings on average) | {:.0} ({:.0}) |",
+            "| the bookings that decide the request on each spot (those overlapping it and its \
+             neighbours within {CONTEXT_HOURS} h), from parkd's in-memory book (`Book::around`: \
+             {:.0} bookings on average) | {:.0} ({:.0}) |",
             p.bookings as f64 / p.samples as f64,
             median(&p.read_us),
             mean(&p.read_us)

@@ -181,16 +181,19 @@ impl Timeline {
 
     /// A timeline from intervals in any order; overlapping ones are merged (their union is
     /// busy), so even inconsistent stored bookings never lead to a double booking.
+    ///
+    /// Given a `Vec`, merges in place: no allocation beyond the one the caller made.
     pub fn from_intervals(intervals: impl IntoIterator<Item = Interval>) -> Self {
-        let mut all: Vec<Interval> = intervals.into_iter().collect();
-        all.sort_unstable();
-        let mut busy: Vec<Interval> = Vec::with_capacity(all.len());
-        for interval in all {
-            match busy.last_mut() {
-                Some(last) if interval.start < last.end => last.end = last.end.max(interval.end),
-                _ => busy.push(interval),
+        let mut busy: Vec<Interval> = intervals.into_iter().collect();
+        busy.sort_unstable();
+        // `dedup_by` hands each interval with the last one kept: fold it in if they overlap.
+        busy.dedup_by(|next, kept| {
+            let overlaps = next.start < kept.end;
+            if overlaps {
+                kept.end = kept.end.max(next.end);
             }
-        }
+            overlaps
+        });
         Self { busy }
     }
 
