@@ -109,6 +109,9 @@ impl std::fmt::Debug for EmbeddedBroker {
 /// keeps a connection stuck in a blocking call from holding up the others.
 const SERVER_THREADS: usize = 2;
 
+/// Ports tried for rumqttd's loopback listener before giving up.
+const BIND_ATTEMPTS: u32 = 5;
+
 /// Room in the router for the process's own local links, above the client limit.
 const LOCAL_LINK_HEADROOM: usize = 1024;
 
@@ -151,7 +154,6 @@ impl EmbeddedBroker {
             addr: settings.listen,
             source,
         })?;
-        let listen = concrete_addr(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let router_config = RouterConfig {
             max_connections: settings.max_connections.saturating_add(LOCAL_LINK_HEADROOM),
             max_outgoing_packet_count: 200,
@@ -185,36 +187,61 @@ impl EmbeddedBroker {
                     .await
             }
         });
-        let server_settings = ServerSettings {
-            name: "parkd-v4".into(),
-            listen,
-            tls: None,
-            next_connection_delay_ms: 0,
-            connections,
-        };
-        let guard = GuardShared::new(sessions, settings.allow_anonymous, metrics.clone());
-        let protocol = GuardedV4::new(Arc::new(guard));
-        let mut server = Server::new(server_settings, router_tx.clone(), protocol);
+        let guard = Arc::new(GuardShared::new(
+            sessions,
+            settings.allow_anonymous,
+            metrics.clone(),
+        ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(SERVER_THREADS)
             .thread_name("mqtt-server")
             .enable_all()
             .build()
             .map_err(|error| BrokerError::Settings(format!("mqtt server runtime: {error}")))?;
-        let server = runtime.spawn(async move {
-            if let Err(error) = server.start(LinkType::Remote).await {
-                tracing::error!(%error, "mqtt server stopped");
+        // The port reserved for rumqttd can be taken before rumqttd binds it (an outgoing
+        // connection's ephemeral port, say): then rumqttd's server stops at once and another
+        // port is tried.
+        let mut attempt = 1;
+        let (listen, server) = loop {
+            let started = async {
+                let listen = concrete_addr(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+                let server_settings = ServerSettings {
+                    name: "parkd-v4".into(),
+                    listen,
+                    tls: None,
+                    next_connection_delay_ms: 0,
+                    connections: connections.clone(),
+                };
+                let protocol = GuardedV4::new(guard.clone());
+                let mut server = Server::new(server_settings, router_tx.clone(), protocol);
+                let task = runtime.spawn(async move {
+                    if let Err(error) = server.start(LinkType::Remote).await {
+                        tracing::warn!(%error, "mqtt server stopped");
+                    }
+                });
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !is_listening(listen) || task.is_finished() {
+                    if task.is_finished() || Instant::now() > deadline {
+                        task.abort();
+                        return Err(BrokerError::NotListening(listen));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok((listen, task))
+            };
+            match started.await {
+                Ok(started) => break started,
+                Err(error) if attempt < BIND_ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "mqtt server did not start; trying another port");
+                    attempt += 1;
+                }
+                Err(error) => {
+                    // Dropping a runtime inside an async context panics.
+                    runtime.shutdown_background();
+                    return Err(error);
+                }
             }
-        });
-
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !is_listening(listen) {
-            if server.is_finished() || Instant::now() > deadline {
-                server.abort();
-                return Err(BrokerError::NotListening(listen));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        };
         let front = Front::start(
             public,
             FrontSettings {
