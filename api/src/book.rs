@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
 use parkd_core::allocation::Interval;
-use parkd_core::garage::Spot;
+use parkd_core::garage::{Lot, Spot};
 use parkd_core::ids::{LotId, SpotId};
 use parkd_store::{HoldingSpan, ReservationStore, StoreResult};
 
@@ -108,7 +108,12 @@ impl SpotTimeline {
         let blocks = self.every.partition_point(|s| *s < at);
         let low = blocks.saturating_sub(1) * STRIDE + usize::from(blocks > 0);
         let high = (blocks * STRIDE).min(self.times.len());
-        low + self.times[low..high].partition_point(|t| t.start < at)
+        // Sorted, so the count of earlier starts is the position; counting loads the block's
+        // few cache lines at once, where a binary search would wait for each in turn.
+        low + self.times[low..high]
+            .iter()
+            .filter(|t| t.start < at)
+            .count()
     }
 
     /// Re-samples `every` from the block of booking `from` on.
@@ -260,9 +265,10 @@ struct LotBook {
     timelines: Vec<(SpotId, SpotTimeline)>,
     /// Reservation id → (its spot's place, start).
     index: HashMap<String, (usize, i64)>,
-    /// The places of the spots of the last list asked about, in its order (`None`: no
-    /// booking known), so that a request of the same lot model hashes no spot id.
-    order: (Vec<SpotId>, Vec<Option<usize>>),
+    /// The places of the spots of the last lot model asked about, in its order (`None`: no
+    /// booking known), so that a request of the same model looks up no spot id. The model is
+    /// kept, so its address cannot be reused by another while cached.
+    order: Option<(Arc<Lot>, Vec<Option<usize>>)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -305,7 +311,7 @@ impl LotBook {
                 self.timelines.push((spot.clone(), SpotTimeline::default()));
                 self.slots.insert(spot.clone(), slot);
                 // A spot the cached order saw without bookings has some now.
-                self.order.0.clear();
+                self.order = None;
                 slot
             }
         };
@@ -322,16 +328,20 @@ impl LotBook {
         }
     }
 
-    /// Makes `order` the places of `spots` (in that order); kept while the list stays the same.
-    fn cache_places(&mut self, spots: &[Spot]) {
-        let (ids, places) = &mut self.order;
-        let same = ids.len() == spots.len() && ids.iter().zip(spots).all(|(a, s)| *a == s.id);
-        if !same {
-            *ids = spots.iter().map(|s| s.id.clone()).collect();
-            *places = spots
+    /// Makes `order` the places of `model`'s spots (in its order); kept while the model stays
+    /// the same.
+    fn cache_places(&mut self, model: &Arc<Lot>) {
+        if !self
+            .order
+            .as_ref()
+            .is_some_and(|(cached, _)| Arc::ptr_eq(cached, model))
+        {
+            let places = model
+                .spots
                 .iter()
                 .map(|s| self.slots.get(&s.id).copied())
                 .collect();
+            self.order = Some((model.clone(), places));
         }
     }
 
@@ -481,34 +491,38 @@ impl Book {
         Ok(())
     }
 
-    /// For each of `spots` (in that order), the bookings that decide `request` within
+    /// For each spot of `model` (in its order), the bookings that decide `request` within
     /// `context` (see [`Timeline::gap_around`](parkd_core::allocation::Timeline::gap_around)):
     /// those overlapping it, the one before it that ends last and the first one after it; a
-    /// spot the book does not know has none. Loads the lot first if needed. Aligned with the
-    /// caller's spot list, so that allocation needs no map and no copy of a spot id.
+    /// spot the book does not know, or that is not `wanted` (allocation would skip it), has
+    /// none. Loads the lot first if needed. Aligned with the model's spot list, so that
+    /// allocation needs no map and no copy of a spot id.
     ///
-    /// At most a few intervals a spot, found by binary search: the cost does not grow with how
-    /// densely the lot is booked around the request.
+    /// At most a few intervals a spot, found by a search that touches a few cache lines: the
+    /// cost does not grow with how densely the lot is booked around the request.
     pub async fn around(
         &self,
         store: &dyn ReservationStore,
-        lot: &LotId,
-        spots: &[Spot],
+        model: &Arc<Lot>,
+        wanted: impl Fn(&Spot) -> bool,
         request: Interval,
         context: Interval,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Vec<Interval>>> {
-        let entry = self.ensure_loaded(store, lot, now).await?;
+        let entry = self.ensure_loaded(store, &model.id, now).await?;
         let mut state = lock(&entry.state);
-        state.cache_places(spots);
-        let state = &*state;
-        Ok(state
-            .order
-            .1
+        state.cache_places(model);
+        let places = state.order.as_ref().map_or(&[][..], |(_, places)| places);
+        let timelines = &state.timelines;
+        Ok(model
+            .spots
             .iter()
-            .map(|place| {
+            .zip(places)
+            .map(|(spot, place)| {
                 let mut out = Vec::new();
-                if let Some((_, timeline)) = place.and_then(|p| state.timelines.get(p)) {
+                if wanted(spot)
+                    && let Some((_, timeline)) = place.and_then(|p| timelines.get(p))
+                {
                     timeline.around(request, context, &mut out);
                 }
                 out
@@ -742,23 +756,6 @@ mod tests {
         assert_eq!(book.index.len(), 1);
     }
 
-    fn spot(id: &str) -> Spot {
-        Spot {
-            id: SpotId::parse(id).unwrap(),
-            label: id.into(),
-            level: parkd_core::ids::LevelId::parse("l1").unwrap(),
-            zone: None,
-            kind: parkd_core::vehicle::SpotKind::Standard,
-            x: 0.0,
-            y: 0.0,
-            w: 2.5,
-            h: 5.0,
-            rotation: 0.0,
-            walk_m: None,
-            out_of_service: false,
-        }
-    }
-
     #[test]
     fn around_keeps_the_neighbours_and_the_overlaps_only() {
         let mut book = LotBook::default();
@@ -790,30 +787,53 @@ mod tests {
     async fn the_lot_order_cache_sees_a_spot_booked_after_it_was_made() {
         let (store, _dir) = parkd_store::testing::sqlite_store().await;
         let lot = LotId::parse("lot").unwrap();
-        let spots = [spot("s1"), spot("s2")];
+        let model = Arc::new(parkd_core::garage::demo_garage(lot.clone(), 1, 2));
+        let (s1, s2) = (model.spots[0].id.to_string(), model.spots[1].id.to_string());
         let book = Book::new();
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
         let h = |x: i64| t0.timestamp() + x * 3600;
         let request = Interval::new(h(0), h(1)).unwrap();
         let context = Interval::new(h(-12), h(13)).unwrap();
+        let every = |_: &Spot| true;
         // Loaded (empty: the store holds none of these), then the order is cached.
         let busy = book
-            .around(&store, &lot, &spots, request, context, t0)
+            .around(&store, &model, every, request, context, t0)
             .await
             .unwrap();
         assert_eq!(busy, vec![vec![], vec![]]);
-        book.add(&lot, &span("a", "s1", 0, 2));
+        book.add(&lot, &span("a", &s1, 0, 2));
         let busy = book
-            .around(&store, &lot, &spots, request, context, t0)
+            .around(&store, &model, every, request, context, t0)
             .await
             .unwrap();
         assert_eq!(busy, vec![vec![Interval::new(h(0), h(2)).unwrap()], vec![]]);
-        book.add(&lot, &span("b", "s2", 0, 1));
+        book.add(&lot, &span("b", &s2, 0, 1));
         let busy = book
-            .around(&store, &lot, &spots, request, context, t0)
+            .around(&store, &model, every, request, context, t0)
             .await
             .unwrap();
         assert_eq!(busy[1], vec![Interval::new(h(0), h(1)).unwrap()]);
+        // A spot allocation would skip is not looked at.
+        let busy = book
+            .around(
+                &store,
+                &model,
+                |s| s.id.as_str() != s2,
+                request,
+                context,
+                t0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(busy[1], Vec::<Interval>::new());
+        // Another model of the lot (an operator's edit) is mapped afresh.
+        let mut edited = (*model).clone();
+        edited.spots.reverse();
+        let busy = book
+            .around(&store, &Arc::new(edited), every, request, context, t0)
+            .await
+            .unwrap();
+        assert_eq!(busy[0], vec![Interval::new(h(0), h(1)).unwrap()]);
     }
 
     /// A timeline of (start, length) bookings named `r0`, `r1`, ...

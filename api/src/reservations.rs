@@ -20,7 +20,7 @@ use parkd_core::account::Role;
 use parkd_core::allocation::{Candidate, Interval, Policy, Refusal, Request, Timeline, allocate};
 use parkd_core::ids::{LotId, SpotId, ZoneId};
 use parkd_core::reservation::{ReservationState, TimeError, TimeRules};
-use parkd_core::vehicle::VehicleType;
+use parkd_core::vehicle::{VehicleType, fits};
 use parkd_occupancy::SpotState;
 use parkd_store::{HoldingSpan, IdempotencyBegin, IdempotentAnswer, ReservationRow, StoreError};
 use rand::RngCore;
@@ -470,8 +470,8 @@ async fn create_reservation(
         let mut busy = book
             .around(
                 store.as_ref(),
-                &body.lot,
-                &model.spots,
+                &model,
+                |spot| fits(vehicle_type, spot.kind) && !spot.out_of_service,
                 interval,
                 context,
                 now,

@@ -31,7 +31,8 @@ use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use parkd::app::{Mode, RunningApp};
 use parkd_core::allocation::{Candidate, Interval, Policy, Request, Timeline, allocate};
-use parkd_core::garage::Lot;
+use parkd_core::garage::{Lot, Spot};
+use parkd_core::vehicle::fits;
 use parkd_store::Store;
 use tokio_postgres::NoTls;
 
@@ -947,11 +948,12 @@ async fn allocation_probe(
     let mut rng = Rng::new(plan.seed ^ 0x0A11_0CA7);
     let policy = Policy::default();
     let book = parkd_api::book::Book::new();
+    let model = Arc::new(lot.clone());
     let loading = Instant::now();
     let now = Utc::now();
     let instant = Interval::new(now.timestamp(), now.timestamp() + 1)
         .map_err(|_| anyhow!("empty interval at {now}"))?;
-    book.around(store.as_ref(), &lot.id, &lot.spots, instant, instant, now)
+    book.around(store.as_ref(), &model, |_| true, instant, instant, now)
         .await
         .context("loading the reservation book")?;
     probe.load_us = loading.elapsed().as_secs_f64() * 1e6;
@@ -963,16 +965,18 @@ async fn allocation_probe(
             .map_err(|_| anyhow!("empty interval {starts_at}..{ends_at}"))?;
         let around = Interval::from_datetimes(starts_at - context, ends_at + context)
             .map_err(|_| anyhow!("empty context around {starts_at}..{ends_at}"))?;
+        let vehicle = vehicle_of(n).vehicle_type();
+        let wanted = |spot: &Spot| fits(vehicle, spot.kind) && !spot.out_of_service;
         let t0 = Instant::now();
         let busy = book
-            .around(store.as_ref(), &lot.id, &lot.spots, interval, around, now)
+            .around(store.as_ref(), &model, wanted, interval, around, now)
             .await
             .context("reading the reservation book")?;
         let t1 = Instant::now();
         let bookings: usize = busy.iter().map(Vec::len).sum();
         let timelines: Vec<Timeline> = busy.into_iter().map(Timeline::from_intervals).collect();
         let t2 = Instant::now();
-        let mut request = Request::new(vehicle_of(n).vehicle_type(), interval);
+        let mut request = Request::new(vehicle, interval);
         request.now = Some(now.timestamp());
         let chosen = allocate(
             lot.spots
@@ -1619,7 +1623,7 @@ fn render(
         let _ = writeln!(out, "|---|---:|");
         let _ = writeln!(
             out,
-            "| the bookings that decide the request on each spot (those overlapping it and its \
+            "| the bookings that decide the request on each spot the vehicle may use (those overlapping it and its \
              neighbours within {CONTEXT_HOURS} h), from parkd's in-memory book (`Book::around`: \
              {:.0} bookings on average) | {:.0} ({:.0}) |",
             p.bookings as f64 / p.samples as f64,
