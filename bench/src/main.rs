@@ -416,7 +416,7 @@ pub(crate) struct ReservationsArgs {
     /// Latest entry, days ahead [default: reservations.max_advance_days - 1, i.e. 89].
     #[arg(long)]
     pub(crate) horizon_days: Option<u32>,
-    /// parkd's PostgreSQL pool size, `database.pool_size` [default: parkd's, 8].
+    /// parkd's PostgreSQL pool size, `database.pool_size` [default: parkd's, 2 per core, 4 to 16].
     #[arg(long)]
     pub(crate) pool_size: Option<usize>,
     /// Worker threads of parkd's tokio runtime.
@@ -549,7 +549,7 @@ pub(crate) struct GatesArgs {
     /// without the database: the broker and queue share of the latency).
     #[arg(long)]
     pub(crate) no_probe: bool,
-    /// parkd's PostgreSQL pool size, `database.pool_size` [default: parkd's, 8].
+    /// parkd's PostgreSQL pool size, `database.pool_size` [default: parkd's, 2 per core, 4 to 16].
     #[arg(long)]
     pub(crate) pool_size: Option<usize>,
     /// Worker threads of parkd's tokio runtime.

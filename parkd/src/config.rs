@@ -215,7 +215,7 @@ impl Default for ExternalMqttConfig {
 pub struct DatabaseConfig {
     /// PostgreSQL URL; unset means the embedded SQLite file under `data_dir`.
     pub url: Option<DatabaseUrl>,
-    /// PostgreSQL connections.
+    /// PostgreSQL connections [default: [`default_pool_size`]].
     pub pool_size: usize,
     /// Days of raw telemetry kept (0 keeps everything).
     pub retention_days: u32,
@@ -225,10 +225,20 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: None,
-            pool_size: 8,
+            pool_size: default_pool_size(),
             retention_days: 90,
         }
     }
+}
+
+/// Two connections per CPU core of this machine, 4 to 16. Statements wait in the pool's queue
+/// (first come, first served) rather than in the operating system's run queue: on 2 cores with
+/// PostgreSQL on the same machine, 4 connections kept the reservations benchmark's p99 at
+/// 18–21 ms where 8 gave 20–23 ms and spikes to 300 ms (bench/results/reservations.md).
+pub fn default_pool_size() -> usize {
+    std::thread::available_parallelism()
+        .map_or(4, |cores| cores.get() * 2)
+        .clamp(4, 16)
 }
 
 /// `[ingest]`
@@ -831,6 +841,13 @@ mod tests {
         );
         let kv = DatabaseUrl("host=db user=parkd password=hunter2".into());
         assert_eq!(kv.redacted(), "host=db user=parkd password=<redacted>");
+    }
+
+    #[test]
+    fn the_default_pool_follows_the_cores_within_bounds() {
+        let size = DatabaseConfig::default().pool_size;
+        assert!((4..=16).contains(&size), "{size}");
+        assert_eq!(size % 2, 0, "two per core");
     }
 
     #[test]
