@@ -70,6 +70,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 
@@ -440,6 +441,21 @@ impl Refusal {
 /// how many other vehicle types may use it), and equal keys share a rank. The resulting order
 /// is in the module documentation.
 pub fn scarcity_rank(vehicle: VehicleType, kind: SpotKind) -> Option<u8> {
+    // Asked for every candidate spot of every request: worked out once from the table.
+    static RANKS: LazyLock<[[Option<u8>; 6]; 6]> = LazyLock::new(|| {
+        let mut ranks = [[None; 6]; 6];
+        for vehicle in VehicleType::ALL {
+            for kind in SpotKind::ALL {
+                ranks[vehicle.index()][kind.index()] = rank_of(vehicle, kind);
+            }
+        }
+        ranks
+    });
+    RANKS[vehicle.index()][kind.index()]
+}
+
+/// [`scarcity_rank`] worked out from the compatibility table.
+fn rank_of(vehicle: VehicleType, kind: SpotKind) -> Option<u8> {
     if !fits(vehicle, kind) {
         return None;
     }
@@ -695,6 +711,15 @@ mod tests {
         assert!(timeline.remove(iv(30, 50)));
         assert!(!timeline.remove(iv(30, 50)));
         assert_eq!(timeline.busy_s_within(iv(10, 55)), 25);
+    }
+
+    #[test]
+    fn the_rank_table_is_the_rule_worked_out() {
+        for vehicle in VehicleType::ALL {
+            for kind in SpotKind::ALL {
+                assert_eq!(scarcity_rank(vehicle, kind), rank_of(vehicle, kind));
+            }
+        }
     }
 
     #[test]
