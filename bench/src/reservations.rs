@@ -1020,6 +1020,7 @@ struct ServerCounters {
     handled: (u64, f64),
     created: f64,
     retries: f64,
+    local_races: f64,
 }
 
 fn server_counters(registry: &prometheus::Registry) -> ServerCounters {
@@ -1032,6 +1033,7 @@ fn server_counters(registry: &prometheus::Registry) -> ServerCounters {
         handled: server::histogram_route(registry, "parkd_http_request_duration_seconds", ROUTE),
         created: event("created"),
         retries: event("allocation_retry"),
+        local_races: event("local_race"),
     }
 }
 
@@ -1536,6 +1538,7 @@ fn render(
         0.0
     };
     let retries = (s1.retries - s0.retries).max(0.0);
+    let local_races = (s1.local_races - s0.local_races).max(0.0);
     let created_server = (s1.created - s0.created).max(0.0);
     let client_mean_us = c.all.mean();
     let parkd = r.cpu.cores("parkd");
@@ -1600,12 +1603,16 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "- Allocation retries (a concurrent booking took the chosen spot first; the handler \
-         chooses again, up to 5 times): {} in the window, {:.2} % of the {} reservations \
-         parkd counted as created.",
+        "- Allocation retries (the database refused the chosen spot: booked meanwhile by a \
+         path that does not hold spots in parkd's book; the handler chooses again, up to 5 \
+         times): {} in the window, {:.2} % of the {} reservations parkd counted as created. \
+         Local races (a concurrent request of parkd held the chosen spot first; chosen again \
+         in memory, no database work): {} ({:.2} %).",
         thousands(retries as u64),
         100.0 * retries / created_server.max(1.0),
-        thousands(created_server as u64)
+        thousands(created_server as u64),
+        thousands(local_races as u64),
+        100.0 * local_races / created_server.max(1.0)
     );
     if let Some(pg) = &r.pg {
         render_pg(&mut out, pg, r.window_s, created, answers_per_s, config);
