@@ -263,6 +263,14 @@ async fn exactly_one_winner_for_the_last_spot(s: Server) {
         }
         assert_eq!(created, 1, "round {round}");
     }
+    // One server: the racers were settled by the book's holds, never by the store refusing a
+    // write (each refusal would have been a rolled-back insert and a re-read).
+    let refused_by_store = s
+        .state
+        .reservation_metrics
+        .with_label_values(&["allocation_retry"])
+        .get();
+    assert_eq!(refused_by_store, 0);
     s.stop.cancel();
 }
 
