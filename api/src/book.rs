@@ -5,22 +5,26 @@
 //! PostgreSQL, the serialized overlap check on SQLite); the book is a hint that is kept close
 //! to it and is never trusted where being wrong would hurt a driver:
 //!
-//! - **This process's writes** update it at once: a created reservation is added when its row
-//!   is committed; a cancelled, moved or no-show one is removed or moved.
+//! - **This process's writes** update it at once: a reservation being created is *held* on its
+//!   spot before its row is written ([`Book::hold`]), so concurrent requests of this process see
+//!   the spot busy and never send the store the same spot and time; the hold becomes a booking
+//!   when the row is committed and goes away if the write fails. A cancelled, moved or no-show
+//!   reservation is removed or moved.
 //! - **A conflict** (the store refuses the spot the book said was free: another instance, or a
-//!   concurrent request of this one, booked it first) re-reads that spot's bookings around the
+//!   path that does not hold, booked it first) re-reads that spot's bookings around the
 //!   request before allocating again.
 //! - **A refusal** (no fitting spot free) is never answered from the book alone: the lot's
-//!   bookings around the request are re-read first, and only a refusal on fresh bookings is
-//!   answered.
+//!   bookings overlapping the request are re-read first, and only a refusal on fresh bookings
+//!   is answered.
 //! - **Everything else** (a gate's check-out completing a reservation, writes by other
 //!   instances) is picked up by [`Book::refresh_loaded`], run by the reservation sweep (every
 //!   30 s by default). Until then such a spot looks busy, which costs at worst a less tight
 //!   packing, never a double booking or a wrong refusal.
 //!
 //! A re-read replaces what the book holds in its window except entries this process added
-//! after the re-read started (each entry carries the sequence number of its local write), so a
-//! re-read racing a local create does not lose the create.
+//! after the re-read started (each entry carries the sequence number of its local write) and
+//! holds (their rows are not committed yet), so a re-read racing a local create does not lose
+//! the create.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,15 +57,14 @@ struct LotEntry {
     state: Mutex<LotBook>,
 }
 
-/// One booking on a spot's timeline, in seconds.
+/// One booking on a spot's timeline.
 #[derive(Debug, Clone)]
 struct Booking {
-    start: i64,
-    end: i64,
+    span: Span,
     meta: Meta,
 }
 
-/// A booking's time.
+/// A booking's time, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Span {
     start: i64,
@@ -82,14 +85,15 @@ struct Meta {
 /// One spot's bookings, sorted by (start, id): a binary search finds the few that matter to a
 /// request, whatever the spot holds months ahead.
 ///
-/// Every request searches every spot, so the times are kept apart from the rest (16 bytes a
-/// booking): a lot's searches then touch a few hundred kilobytes that stay in the CPU's cache,
-/// not the whole book (measured in `bench/results/reservations.md`).
+/// Every request searches every spot, and on a large book those searches wait on memory, so
+/// the times are kept apart from the rest (16 bytes a booking) and every 16th start is sampled:
+/// a search reads the small sample and then one block of times, not ~9 scattered entries
+/// (the profiles behind this are in `bench/results/reservations.md`, "What changed").
 #[derive(Debug, Default)]
 struct SpotTimeline {
     times: Vec<Span>,
-    /// The start of every [`STRIDE`]th booking: searched first (a few hundred bytes a spot,
-    /// which stay in cache), so that the search of `times` touches one block of it.
+    /// The start of every [`STRIDE`]th booking: searched first, so that the search of `times`
+    /// touches one block of it.
     every: Vec<i64>,
     /// Aligned with `times`.
     meta: Vec<Meta>,
@@ -142,15 +146,15 @@ impl SpotTimeline {
     }
 
     fn insert(&mut self, booking: Booking) {
-        let Booking { start, end, meta } = booking;
-        self.longest_s = self.longest_s.max(end - start);
-        match self.position(start, &meta.id) {
+        let Booking { span, meta } = booking;
+        self.longest_s = self.longest_s.max(span.end - span.start);
+        match self.position(span.start, &meta.id) {
             Ok(at) => {
-                self.times[at] = Span { start, end };
+                self.times[at] = span;
                 self.meta[at] = meta;
             }
             Err(at) => {
-                self.times.insert(at, Span { start, end });
+                self.times.insert(at, span);
                 self.meta.insert(at, meta);
                 self.resample(at);
             }
@@ -177,8 +181,7 @@ impl SpotTimeline {
     /// Every booking, in order.
     fn all(&self) -> impl Iterator<Item = Booking> + '_ {
         self.times.iter().zip(&self.meta).map(|(t, m)| Booking {
-            start: t.start,
-            end: t.end,
+            span: *t,
             meta: m.clone(),
         })
     }
@@ -291,8 +294,7 @@ impl LotBook {
         self.put(
             &span.spot,
             Booking {
-                start,
-                end,
+                span: Span { start, end },
                 meta: Meta {
                     seq,
                     pending,
@@ -316,7 +318,7 @@ impl LotBook {
             }
         };
         self.index
-            .insert(booking.meta.id.to_string(), (slot, booking.start));
+            .insert(booking.meta.id.to_string(), (slot, booking.span.start));
         self.timelines[slot].1.insert(booking);
     }
 
@@ -841,8 +843,10 @@ mod tests {
         let mut timeline = SpotTimeline::default();
         for (n, (start, length)) in bookings.iter().enumerate() {
             timeline.insert(Booking {
-                start: *start,
-                end: start + length,
+                span: Span {
+                    start: *start,
+                    end: start + length,
+                },
                 meta: Meta {
                     seq: 0,
                     pending: false,

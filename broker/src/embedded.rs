@@ -199,48 +199,56 @@ impl EmbeddedBroker {
             .build()
             .map_err(|error| BrokerError::Settings(format!("mqtt server runtime: {error}")))?;
         // The port reserved for rumqttd can be taken before rumqttd binds it (an outgoing
-        // connection's ephemeral port, say): then rumqttd's server stops at once and another
-        // port is tried.
+        // connection's ephemeral port, say): then rumqttd's server stops at once, and only then
+        // another port is tried. Waiting out the deadline is not retried.
         let mut attempt = 1;
         let (listen, server) = loop {
-            let started = async {
-                let listen = concrete_addr(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-                let server_settings = ServerSettings {
-                    name: "parkd-v4".into(),
-                    listen,
-                    tls: None,
-                    next_connection_delay_ms: 0,
-                    connections: connections.clone(),
-                };
-                let protocol = GuardedV4::new(guard.clone());
-                let mut server = Server::new(server_settings, router_tx.clone(), protocol);
-                let task = runtime.spawn(async move {
-                    if let Err(error) = server.start(LinkType::Remote).await {
-                        tracing::warn!(%error, "mqtt server stopped");
-                    }
-                });
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while !is_listening(listen) || task.is_finished() {
-                    if task.is_finished() || Instant::now() > deadline {
-                        task.abort();
-                        return Err(BrokerError::NotListening(listen));
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok((listen, task))
-            };
-            match started.await {
-                Ok(started) => break started,
-                Err(error) if attempt < BIND_ATTEMPTS => {
-                    tracing::warn!(%error, attempt, "mqtt server did not start; trying another port");
-                    attempt += 1;
-                }
+            let listen = match concrete_addr(SocketAddr::from(([127, 0, 0, 1], 0))) {
+                Ok(listen) => listen,
                 Err(error) => {
                     // Dropping a runtime inside an async context panics.
                     runtime.shutdown_background();
                     return Err(error);
                 }
+            };
+            let server_settings = ServerSettings {
+                name: "parkd-v4".into(),
+                listen,
+                tls: None,
+                next_connection_delay_ms: 0,
+                connections: connections.clone(),
+            };
+            let protocol = GuardedV4::new(guard.clone());
+            let mut server = Server::new(server_settings, router_tx.clone(), protocol);
+            let task = runtime.spawn(async move {
+                if let Err(error) = server.start(LinkType::Remote).await {
+                    tracing::error!(%error, "mqtt server stopped");
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let stopped = loop {
+                if task.is_finished() {
+                    break true;
+                }
+                if is_listening(listen) {
+                    break false;
+                }
+                if Instant::now() > deadline {
+                    task.abort();
+                    runtime.shutdown_background();
+                    return Err(BrokerError::NotListening(listen));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            if !stopped {
+                break (listen, task);
             }
+            if attempt == BIND_ATTEMPTS {
+                runtime.shutdown_background();
+                return Err(BrokerError::NotListening(listen));
+            }
+            tracing::warn!(%listen, attempt, "mqtt server lost its loopback port; trying another");
+            attempt += 1;
         };
         let front = Front::start(
             public,

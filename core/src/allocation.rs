@@ -442,8 +442,10 @@ impl Refusal {
 /// is in the module documentation.
 pub fn scarcity_rank(vehicle: VehicleType, kind: SpotKind) -> Option<u8> {
     // Asked for every candidate spot of every request: worked out once from the table.
-    static RANKS: LazyLock<[[Option<u8>; 6]; 6]> = LazyLock::new(|| {
-        let mut ranks = [[None; 6]; 6];
+    const KINDS: usize = SpotKind::ALL.len();
+    const VEHICLES: usize = VehicleType::ALL.len();
+    static RANKS: LazyLock<[[Option<u8>; KINDS]; VEHICLES]> = LazyLock::new(|| {
+        let mut ranks = [[None; KINDS]; VEHICLES];
         for vehicle in VehicleType::ALL {
             for kind in SpotKind::ALL {
                 ranks[vehicle.index()][kind.index()] = rank_of(vehicle, kind);
