@@ -234,7 +234,8 @@ impl Default for DatabaseConfig {
 /// Two connections per CPU core of this machine, 4 to 16. Statements wait in the pool's queue
 /// (first come, first served) rather than in the operating system's run queue: on 2 cores with
 /// PostgreSQL on the same machine, 4 connections kept the reservations benchmark's p99 at
-/// 18–21 ms where 8 gave 20–23 ms and spikes to 300 ms (bench/results/reservations.md).
+/// 18.4–19.7 ms (max 41–45 ms) where 8 gave 21.3–23.2 ms (max 157–233 ms), at the same
+/// throughput, 3 runs each alternating (bench/results/reservations.md, analysis).
 pub fn default_pool_size() -> usize {
     std::thread::available_parallelism()
         .map_or(4, |cores| cores.get() * 2)
