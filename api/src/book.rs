@@ -21,10 +21,11 @@
 //!   30 s by default). Until then such a spot looks busy, which costs at worst a less tight
 //!   packing, never a double booking or a wrong refusal.
 //!
-//! A re-read replaces what the book holds in its window except entries this process added
-//! after the re-read started (each entry carries the sequence number of its local write) and
-//! holds (their rows are not committed yet), so a re-read racing a local create does not lose
-//! the create.
+//! A re-read replaces what the book holds in its window except entries the book learned after
+//! the re-read started (each entry carries the sequence number of its local write, or of the
+//! start of the re-read that brought it) and holds (their rows are not committed yet). So a
+//! re-read racing a local create does not lose the create, and re-reads that finish out of
+//! order do not let the older snapshot remove what the newer one saw.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +47,8 @@ const LOAD_AHEAD_DAYS: i64 = 3_660;
 #[derive(Debug, Default)]
 pub struct Book {
     lots: Mutex<HashMap<LotId, Arc<LotEntry>>>,
-    /// Sequence number of local writes (0 = loaded from the database).
+    /// Sequence number of what this process learns: each local write takes the next one, and
+    /// each re-read notes the current one when it starts.
     seq: AtomicU64,
 }
 
@@ -74,7 +76,9 @@ struct Span {
 /// The rest of a booking.
 #[derive(Debug, Clone)]
 struct Meta {
-    /// Sequence number of the local write that added it (0 = read from the store).
+    /// When this process learned it: the sequence number of its local write, or the one noted
+    /// when the re-read that brought it started. A re-read that started earlier does not
+    /// remove it.
     seq: u64,
     /// Held by a request of this process whose write is in flight: kept by every re-read
     /// (the store cannot show it yet) until the request confirms or releases it.
@@ -347,8 +351,8 @@ impl LotBook {
         }
     }
 
-    /// Replaces what the book holds of `spot` (or every spot) in `[from, to)` by `fresh`,
-    /// keeping local writes newer than `since`.
+    /// Replaces what the book holds of `spot` (or every spot) in `[from, to)` by `fresh`, a
+    /// snapshot whose read started at `since`, keeping what the book learned after that.
     fn merge(
         &mut self,
         spot: Option<&SpotId>,
@@ -369,29 +373,30 @@ impl LotBook {
             self.remove(id);
         }
         for span in fresh {
-            // A newer local write of the same reservation wins over the snapshot.
-            let newer_local = self
+            // What the book learned after this snapshot wins over it.
+            let newer = self
                 .meta(&span.id)
                 .is_some_and(|m| m.seq > since || m.pending);
-            if !newer_local {
-                self.insert(span, 0);
+            if !newer {
+                self.insert(span, since);
             }
         }
     }
 
-    /// A book of exactly `fresh` (built outside any lock).
-    fn rebuilt(fresh: &[HoldingSpan]) -> LotBook {
+    /// A book of exactly `fresh`, a snapshot whose read started at `since` (built outside any
+    /// lock).
+    fn rebuilt(fresh: &[HoldingSpan], since: u64) -> LotBook {
         let mut book = LotBook {
             loaded: true,
             ..LotBook::default()
         };
         for span in fresh {
-            book.insert(span, 0);
+            book.insert(span, since);
         }
         book
     }
 
-    /// Moves this book's local writes newer than `since` (and its holds) into `into` and
+    /// Moves what this book learned after `since` (and its holds) into `into` and
     /// makes `into` this book: the swap that ends a whole-lot re-read, short enough to hold
     /// the lock for.
     fn replace_keeping_local(&mut self, mut into: LotBook, since: u64) {
@@ -488,7 +493,7 @@ impl Book {
         let from = now - Duration::hours(KEEP_BEFORE_HOURS);
         let to = now + Duration::days(LOAD_AHEAD_DAYS);
         let fresh = store.holding_spans(lot, None, from, to).await?;
-        let rebuilt = LotBook::rebuilt(&fresh);
+        let rebuilt = LotBook::rebuilt(&fresh, since);
         lock(&entry.state).replace_keeping_local(rebuilt, since);
         Ok(())
     }
@@ -570,7 +575,7 @@ impl Book {
             let since = self.seq.load(Ordering::Relaxed);
             let fresh = store.holding_spans(lot, None, from, to).await?;
             // Tens of thousands of bookings: built outside the lock, swapped in under it.
-            let rebuilt = LotBook::rebuilt(&fresh);
+            let rebuilt = LotBook::rebuilt(&fresh, since);
             let mut state = lock(&entry.state);
             state.replace_keeping_local(rebuilt, since);
             state.prune(from.timestamp());
@@ -721,6 +726,24 @@ mod tests {
     }
 
     #[test]
+    fn an_older_re_read_finishing_last_keeps_what_a_newer_one_saw() {
+        let base = 1_800_000_000;
+        let mut book = LotBook::default();
+        // Re-read A starts at sequence 7 and reads nothing; a booking commits (made elsewhere,
+        // or confirmed here at 8); re-read B starts at 8, sees it and is merged first.
+        book.merge(None, base, base + 10 * 3600, &[span("made", "s1", 0, 2)], 8);
+        book.merge(None, base, base + 10 * 3600, &[], 7);
+        assert_eq!(
+            ids(&book, -1, 10),
+            vec!["made"],
+            "A's snapshot is older than B's"
+        );
+        // A re-read that starts later and no longer sees it (cancelled elsewhere) removes it.
+        book.merge(None, base, base + 10 * 3600, &[], 9);
+        assert_eq!(ids(&book, -1, 10), Vec::<String>::new());
+    }
+
+    #[test]
     fn a_moved_booking_replaces_its_old_times() {
         let mut book = LotBook::default();
         book.insert(&span("r", "s1", 0, 2), 0);
@@ -736,10 +759,13 @@ mod tests {
         book.insert(&span("cancelled-elsewhere", "s1", 0, 2), 0);
         book.insert(&span("local-after-read", "s2", 0, 2), 7);
         book.insert(&span("local-before-read", "s3", 0, 2), 3);
-        let rebuilt = LotBook::rebuilt(&[
-            span("elsewhere", "s4", 1, 3),
-            span("local-before-read", "s3", 0, 2),
-        ]);
+        let rebuilt = LotBook::rebuilt(
+            &[
+                span("elsewhere", "s4", 1, 3),
+                span("local-before-read", "s3", 0, 2),
+            ],
+            5,
+        );
         book.replace_keeping_local(rebuilt, 5);
         assert_eq!(
             ids(&book, -10, 200),
@@ -920,7 +946,7 @@ mod tests {
             10,
         );
         assert_eq!(ids(&book, -1, 10), vec!["held"]);
-        book.replace_keeping_local(LotBook::rebuilt(&[span("other", "s2", 0, 1)]), 10);
+        book.replace_keeping_local(LotBook::rebuilt(&[span("other", "s2", 0, 1)], 10), 10);
         assert_eq!(ids(&book, -1, 10), vec!["held", "other"]);
         assert!(book.meta("held").is_some_and(|m| m.pending));
     }
