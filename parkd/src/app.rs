@@ -723,6 +723,7 @@ impl RunningApp {
         if let Some(external) = self.external {
             external.close(Duration::from_secs(5)).await;
         }
+        self.store.settle().await;
         tracing::info!("parkd stopped");
         Ok(())
     }

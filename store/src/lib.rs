@@ -1297,6 +1297,9 @@ pub trait Store:
     fn timescale(&self) -> bool {
         false
     }
+    /// Waits until the writes it was given are done (the PostgreSQL store writes
+    /// reservations in batches of its own tasks); called at shutdown, after the last request.
+    async fn settle(&self) {}
 }
 
 /// Where to keep data.

@@ -11,6 +11,7 @@
 
 use std::pin::pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -101,6 +102,7 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 mod accounts;
+mod batch;
 mod gates;
 mod idempotency;
 mod payments;
@@ -170,6 +172,7 @@ const DEVICE_COLUMNS: &str =
 pub struct PostgresStore {
     pool: Pool,
     timescale: bool,
+    writer: Arc<batch::ReservationWriter>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -212,6 +215,10 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Database(format!("building the connection pool: {e}")))?;
         let mut store = PostgresStore {
+            writer: batch::ReservationWriter::new(
+                pool.clone(),
+                batch::BatchLimits::for_pool(pool_size),
+            ),
             pool,
             timescale: false,
         };
@@ -801,6 +808,10 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(pg_err)?;
         Ok(())
+    }
+
+    async fn settle(&self) {
+        self.writer.settle().await;
     }
 
     fn timescale(&self) -> bool {

@@ -86,6 +86,7 @@ conformance!(
     idempotency_keys,
     holding_spans_are_where_and_when,
     a_reservation_and_its_answer_are_one_write,
+    concurrent_creates_each_get_their_own_rows_answer,
     one_reservation_per_key_when_retries_race,
     tariffs_are_versioned_per_lot,
     payments_round_trip_and_compare_and_set,
@@ -1608,6 +1609,113 @@ async fn holding_spans_are_where_and_when(h: &Harness) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Creates arriving together (on PostgreSQL they share one statement: `postgres/batch.rs`)
+/// each get the answer their own row would get alone: the free ones go in with their keys,
+/// one of several overlapping ones wins, a taken key and a missing user refuse only their
+/// own row.
+async fn concurrent_creates_each_get_their_own_rows_answer(h: &Harness) {
+    let scope = "POST /api/v1/reservations";
+    let store = h.store();
+    store
+        .create_user(&user("u1", "ana@example.com"))
+        .await
+        .unwrap();
+    let earlier = IdempotentAnswer {
+        user_id: "u1",
+        key: "k-taken",
+        scope,
+        request_sha256: &[9; 32],
+        status: 201,
+        body: "earlier",
+        at: t(1),
+    };
+    store
+        .create_reservation(&reservation("earlier", "e", 60, 120), Some(earlier))
+        .await
+        .unwrap();
+
+    // (row, idempotency key)
+    let mut creates: Vec<(ReservationRow, Option<String>)> = Vec::new();
+    for i in 0..20 {
+        let key = (i % 2 == 0).then(|| format!("k-free-{i}"));
+        creates.push((
+            reservation(&format!("free-{i}"), &format!("f{i}"), 60, 120),
+            key,
+        ));
+    }
+    for i in 0..5 {
+        creates.push((
+            reservation(&format!("same-{i}"), "x", 100 - i, 110 + i),
+            None,
+        ));
+    }
+    creates.push((reservation("dup", "d", 60, 120), Some("k-taken".to_owned())));
+    let mut ghost = reservation("ghost", "g", 60, 120);
+    ghost.user_id = "nobody".into();
+    creates.push((ghost, None));
+
+    let tasks: Vec<_> = creates
+        .into_iter()
+        .map(|(row, key)| {
+            let store = h.store.clone();
+            tokio::spawn(async move {
+                let answer = key.as_deref().map(|key| IdempotentAnswer {
+                    user_id: "u1",
+                    key,
+                    scope,
+                    request_sha256: &[1; 32],
+                    status: 201,
+                    body: &row.id,
+                    at: t(2),
+                });
+                let result = store.create_reservation(&row, answer).await;
+                (row.id.clone(), result)
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    let mut refused = Vec::new();
+    for task in tasks {
+        let (id, result) = task.await.unwrap();
+        match (id.as_str(), result) {
+            (_, Ok(())) => made.push(id),
+            ("dup", Err(StoreError::IdempotencyKeyTaken)) => refused.push(id),
+            ("ghost", Err(StoreError::Conflict(_))) => refused.push(id),
+            (same, Err(StoreError::Conflict(_))) if same.starts_with("same-") => refused.push(id),
+            (other, result) => panic!("{other}: {result:?}"),
+        }
+    }
+    assert_eq!(refused.len(), 4 + 2, "{refused:?}");
+    assert_eq!(made.len(), 20 + 1, "{made:?}");
+    for id in &made {
+        assert!(store.reservation(id).await.unwrap().is_some(), "{id}");
+    }
+    for id in &refused {
+        assert_eq!(store.reservation(id).await.unwrap(), None, "{id}");
+    }
+    for i in 0..20 {
+        let found = store
+            .idempotent_lookup("u1", &format!("k-free-{i}"), scope, &[1; 32])
+            .await
+            .unwrap();
+        let expected = (i % 2 == 0).then(|| IdempotencyBegin::Replay {
+            status: 201,
+            body: format!("free-{i}"),
+        });
+        assert_eq!(found, expected, "key of free-{i}");
+    }
+    assert_eq!(
+        store
+            .idempotent_lookup("u1", "k-taken", scope, &[9; 32])
+            .await
+            .unwrap(),
+        Some(IdempotencyBegin::Replay {
+            status: 201,
+            body: "earlier".into(),
+        })
     );
 }
 

@@ -12,11 +12,9 @@ use tokio_postgres::Row;
 
 use super::{PostgresStore, col, pg_err};
 use crate::common::{parse_id, parse_reservation_state, parse_vehicle_type};
-use crate::{
-    HoldingSpan, IdempotentAnswer, ReservationRow, ReservationStore, StoreError, StoreResult,
-};
+use crate::{HoldingSpan, IdempotentAnswer, ReservationRow, ReservationStore, StoreResult};
 
-const COLUMNS: &str = "reservation_id, code, user_id, vehicle_id, plate_key, vehicle_type, \
+pub(super) const COLUMNS: &str = "reservation_id, code, user_id, vehicle_id, plate_key, vehicle_type, \
                        lot_id, spot_id, starts_at, ends_at, state, created_at, updated_at";
 
 fn row_from(row: &Row) -> StoreResult<ReservationRow> {
@@ -61,7 +59,7 @@ async fn lock_spot(
 }
 
 /// The advisory lock's key of one spot (hashed by the server).
-fn spot_lock_key(lot: &LotId, spot: &SpotId) -> String {
+pub(super) fn spot_lock_key(lot: &LotId, spot: &SpotId) -> String {
     format!("reservation-spot/{lot}/{spot}")
 }
 
@@ -72,72 +70,8 @@ impl ReservationStore for PostgresStore {
         r: &ReservationRow,
         answer: Option<IdempotentAnswer<'_>>,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        // One statement, so one round trip and one transaction: the spot's advisory lock
-        // (taken while producing the row, so before the constraint's check), the row, and its
-        // idempotency key with the answer (only if the row went in; on a conflict or a taken
-        // key the statement fails whole).
-        let values = "SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, \
-                      $7::text, $8::text, $9::timestamptz, $10::timestamptz, $11::text, \
-                      $12::timestamptz, $13::timestamptz \
-                      FROM (SELECT pg_advisory_xact_lock(hashtextextended($14, 0))) AS spot_lock";
-        let key = spot_lock_key(&r.lot, &r.spot);
-        let vehicle_type = r.vehicle_type.as_str();
-        let (lot, spot, state) = (r.lot.as_str(), r.spot.as_str(), r.state.as_str());
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
-            &r.id,
-            &r.code,
-            &r.user_id,
-            &r.vehicle_id,
-            &r.plate_key,
-            &vehicle_type,
-            &lot,
-            &spot,
-            &r.starts_at,
-            &r.ends_at,
-            &state,
-            &r.created_at,
-            &r.updated_at,
-            &key,
-        ];
-        let (status, hash);
-        let sql = match &answer {
-            None => format!("INSERT INTO reservations ({COLUMNS}) {values}"),
-            Some(answer) => {
-                status = i32::from(answer.status);
-                hash = answer.request_sha256.as_slice();
-                params.extend_from_slice(&[
-                    &answer.user_id,
-                    &answer.key,
-                    &answer.scope,
-                    &hash,
-                    &status,
-                    &answer.body,
-                    &answer.at,
-                ]);
-                // The key goes in after the row (so after the spot's lock): a concurrent
-                // request with the same key waits here for this transaction, then fails on
-                // the primary key and replays this answer.
-                format!(
-                    "WITH made AS (INSERT INTO reservations ({COLUMNS}) {values} \
-                     RETURNING reservation_id) \
-                     INSERT INTO idempotency_keys (user_id, key, scope, request_sha256, \
-                                                   status, response, created_at, completed_at) \
-                     SELECT $15, $16, $17, $18, $19, $20, $21, $21 FROM made"
-                )
-            }
-        };
-        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
-        client
-            .execute(&statement, &params)
-            .await
-            .map_err(|error| match error.as_db_error() {
-                Some(db) if db.constraint() == Some("idempotency_keys_pkey") => {
-                    StoreError::IdempotencyKeyTaken
-                }
-                _ => pg_err(error),
-            })?;
-        Ok(())
+        // Concurrent creates share a statement (group commit; `batch.rs`).
+        self.writer.create(r, answer).await
     }
 
     async fn reservation(&self, id: &str) -> StoreResult<Option<ReservationRow>> {
