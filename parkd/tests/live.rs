@@ -106,6 +106,9 @@ async fn a_sensor_message_reaches_websocket_clients_rest_and_guidance_signs() {
     // The demo seeds the garage (300 spots) and its sensors; one sensor more, for a spot the
     // model does not have, is registered first.
     config.demo.simulate = true;
+    // The spot driven below was reported free moments before: without this, the change
+    // would wait out the default 5 s debounce (the engine's own tests cover debouncing).
+    config.live.debounce_ms = 0;
     let store = parkd::app::open_store(&config).await.unwrap();
     parkd::devices::seed_demo_sensors(store.as_ref(), &LotId::parse("demo-garage").unwrap(), 301)
         .await
@@ -121,6 +124,25 @@ async fn a_sensor_message_reaches_websocket_clients_rest_and_guidance_signs() {
     assert_eq!(lots["lots"][0]["id"], "demo-garage");
     assert_eq!(lots["lots"][0]["spots"], 300);
 
+    // The demo's simulated sensors announce their states as they connect, and its cars park
+    // too: drive a spot already reported free, so that this reading is a change (an occupied
+    // one would send no delta) and no later first announcement ("free") overwrites it (a spot
+    // picked while still unreported did, about one run in ten under a loaded machine).
+    let mut free = Vec::new();
+    for _ in 0..200 {
+        let listed = http_json(http, "/api/v1/lots/demo-garage/spots?level=L3&state=free").await;
+        free = listed["spots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["id"].as_str().map(str::to_owned))
+            .collect();
+        if !free.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spot = free.pop().expect("a spot on L3 reported free");
     let url = format!("ws://{http}/api/v1/live?lot=demo-garage");
     let (mut ws, _) = step("websocket connect", tokio_tungstenite::connect_async(url))
         .await
@@ -128,20 +150,6 @@ async fn a_sensor_message_reaches_websocket_clients_rest_and_guidance_signs() {
     let snapshot = next_json(&mut ws).await;
     assert_eq!(snapshot["type"], "snapshot");
 
-    // The demo's simulated cars park too: drive a spot not occupied in the snapshot (free, or
-    // not reported yet), so that this reading is a change (one already occupied by a
-    // simulated car would send no delta).
-    let spot = snapshot["spots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|s| {
-            s["state"] != "occupied" && s["id"].as_str().is_some_and(|id| id.starts_with("L3-"))
-        })
-        .and_then(|s| s["id"].as_str())
-        .expect("an unoccupied spot on L3")
-        .to_owned();
     let topic = format!("parking/v1/demo-garage/spots/{spot}/state");
     let mut seen_occupied = false;
     mosquitto_pub(mqtt, &topic, r#"{"occupied":true}"#).await;
