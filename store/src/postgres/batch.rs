@@ -208,11 +208,15 @@ impl ReservationWriter {
 
     /// Waits for a free slot, takes what the queue holds (up to the batch size) and writes it.
     async fn dispatch(self: Arc<Self>) {
+        // Dropped before taking (the runtime shutting down): the queue is emptied, its
+        // callers told, so that the next create starts a dispatcher of its own again.
+        let mut untaken = Untaken(Some(&self.queue));
         // The semaphore is never closed.
         let Ok(_slot) = Arc::clone(&self.slots).acquire_owned().await else {
             return;
         };
-        let (batch, more) = {
+        untaken.0 = None;
+        let (mut batch, more) = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if queue.len() > self.limits.rows {
                 let rest = queue.split_off(self.limits.rows);
@@ -225,37 +229,24 @@ impl ReservationWriter {
             // What is left keeps its own dispatcher (the invariant on `queue`).
             self.spawn_dispatch();
         }
-        if batch.is_empty() {
-            return;
-        }
-        let results = self.write(&batch).await;
-        for (pending, result) in batch.into_iter().zip(results) {
-            // A caller that went away does not take its answer; its row stands.
-            let _ = pending.reply.send(result);
+        // A caller that went away while queued (its client left) writes nothing, as before
+        // batching. Once taken, a row is written whether its caller stays or not.
+        batch.retain(|pending| !pending.reply.is_closed());
+        if !batch.is_empty() {
+            self.write(batch).await;
         }
     }
 
-    /// Writes a batch; one result per row, in order.
-    async fn write(&self, batch: &[Pending]) -> Vec<StoreResult<()>> {
+    /// Writes a batch and answers each caller.
+    async fn write(&self, batch: Vec<Pending>) {
         let client = match self.pool.get().await {
             Ok(client) => client,
-            Err(error) => {
-                let message = pool_err(error).to_string();
-                return batch
-                    .iter()
-                    .map(|_| Err(StoreError::Unavailable(message.clone())))
-                    .collect();
-            }
+            Err(error) => return answer_all(batch, pool_err(error)),
         };
-        if let [one] = batch {
-            return vec![
-                insert_one(
-                    &client,
-                    &one.row,
-                    one.answer.as_ref().map(OwnedAnswer::borrow),
-                )
-                .await,
-            ];
+        if let [one] = batch.as_slice() {
+            let answer = one.answer.as_ref().map(OwnedAnswer::borrow);
+            let result = insert_one(&client, &one.row, answer).await;
+            return answer_each(batch, [result]);
         }
         self.counts.batches.fetch_add(1, Ordering::Relaxed);
         self.counts
@@ -265,19 +256,18 @@ impl ReservationWriter {
             .contended
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
-        let mut written = insert_many(&client, batch, skip_overlaps).await;
+        let mut written = insert_many(&client, &batch, skip_overlaps).await;
         if !skip_overlaps
             && let Err(error) = &written
             && error.code() == Some(&SqlState::EXCLUSION_VIOLATION)
         {
             self.counts.refused_overlap.fetch_add(1, Ordering::Relaxed);
             self.contended.store(CONTENDED_BATCHES, Ordering::Relaxed);
-            written = insert_many(&client, batch, true).await;
+            written = insert_many(&client, &batch, true).await;
         }
         match written {
-            Ok(made) => made
-                .into_iter()
-                .map(|went_in| {
+            Ok(made) => {
+                let results = made.into_iter().map(|went_in| {
                     if went_in {
                         Ok(())
                     } else {
@@ -285,35 +275,71 @@ impl ReservationWriter {
                             "the spot is booked at an overlapping time".to_owned(),
                         ))
                     }
-                })
-                .collect(),
+                });
+                answer_each(batch, results);
+            }
             // Something failed the whole statement (a recorded key, a missing user, a
             // deadlock with another process): nothing of it was written. Each row again
-            // alone, so that each caller gets its own row's answer.
+            // alone, each caller answered as soon as its row is.
             Err(error) if error.as_db_error().is_some() => {
                 self.counts.rewritten.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(rows = batch.len(), error = %pg_err(error), "batch refused whole; writing its rows one by one");
-                let mut results = Vec::with_capacity(batch.len());
-                for pending in batch {
-                    results.push(
-                        insert_one(
-                            &client,
-                            &pending.row,
-                            pending.answer.as_ref().map(OwnedAnswer::borrow),
-                        )
-                        .await,
-                    );
+                let expected = error.code().is_some_and(|code| {
+                    *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::FOREIGN_KEY_VIOLATION
+                });
+                let error = pg_err(error);
+                if expected {
+                    tracing::debug!(rows = batch.len(), %error, "batch refused whole; writing its rows one by one");
+                } else {
+                    tracing::warn!(rows = batch.len(), %error, "batch refused whole; writing its rows one by one");
                 }
-                results
+                for pending in batch {
+                    let answer = pending.answer.as_ref().map(OwnedAnswer::borrow);
+                    let result = insert_one(&client, &pending.row, answer).await;
+                    let _ = pending.reply.send(result);
+                }
             }
-            Err(error) => {
-                let message = pg_err(error).to_string();
-                batch
-                    .iter()
-                    .map(|_| Err(StoreError::Unavailable(message.clone())))
-                    .collect()
-            }
+            Err(error) => answer_all(batch, pg_err(error)),
         }
+    }
+}
+
+/// Empties the queue when a dispatcher is dropped before it took from it.
+struct Untaken<'a>(Option<&'a Mutex<Vec<Pending>>>);
+
+impl Drop for Untaken<'_> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0 {
+            // Dropping the senders answers their callers (see `create`).
+            drop(std::mem::take(
+                &mut *queue.lock().unwrap_or_else(PoisonError::into_inner),
+            ));
+        }
+    }
+}
+
+/// Sends each caller its row's result, in order. A caller that went away does not take its
+/// answer; its row stands.
+fn answer_each(batch: Vec<Pending>, results: impl IntoIterator<Item = StoreResult<()>>) {
+    for (pending, result) in batch.into_iter().zip(results) {
+        let _ = pending.reply.send(result);
+    }
+}
+
+/// Sends every caller the same error (the batch never reached the database, or the
+/// connection broke): the kind a lone write would have got.
+fn answer_all(batch: Vec<Pending>, error: StoreError) {
+    let message = match &error {
+        StoreError::Unavailable(message) | StoreError::Database(message) => message.clone(),
+        other => other.to_string(),
+    };
+    let unavailable = matches!(error, StoreError::Unavailable(_));
+    for pending in batch {
+        let error = if unavailable {
+            StoreError::Unavailable(message.clone())
+        } else {
+            StoreError::Database(message.clone())
+        };
+        let _ = pending.reply.send(Err(error));
     }
 }
 
@@ -534,7 +560,9 @@ mod tests {
         Arc::new(store)
     }
 
-    /// Spawns one create per row at once; whether each went in, in order.
+    /// Spawns one create per row at once; whether each went in, in order. These tests run on
+    /// `#[tokio::test]`'s single-threaded runtime, where every spawned caller queues its row
+    /// before the dispatcher it spawns first gets to run: the batches they form are exact.
     async fn create_all(
         store: &Arc<super::super::PostgresStore>,
         rows: Vec<ReservationRow>,
@@ -681,6 +709,31 @@ mod tests {
         writer.settle().await;
         assert_eq!(writer.counts.batches.load(Ordering::Relaxed), 3);
         assert_eq!(writer.counts.batched_rows.load(Ordering::Relaxed), 20);
-        assert_eq!(writer.tasks.len(), 0);
+    }
+
+    /// A caller that goes away while its row is queued writes nothing (as before batching),
+    /// and the queue serves the next caller.
+    #[tokio::test]
+    async fn a_caller_gone_while_queued_writes_nothing() {
+        let store = store_with_user().await;
+        for i in 0..5 {
+            // Polled once (queued, a dispatcher spawned), then dropped at once: the
+            // dispatcher runs only when this task next waits.
+            let r = row(&format!("gone-{i}"), &format!("s{i}"), 60, 120);
+            let mut call = std::pin::pin!(store.create_reservation(&r, None));
+            let polled =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+            assert!(polled.is_pending(), "{polled:?}");
+        }
+        store.writer.settle().await;
+        assert_eq!(store.writer.counts.batches.load(Ordering::Relaxed), 0);
+        for i in 0..5 {
+            assert_eq!(store.reservation(&format!("gone-{i}")).await.unwrap(), None);
+        }
+        store
+            .create_reservation(&row("after", "s0", 60, 120), None)
+            .await
+            .unwrap();
+        assert!(store.reservation("after").await.unwrap().is_some());
     }
 }
