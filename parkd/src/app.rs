@@ -182,6 +182,9 @@ impl RunningApp {
             "Whether the database answered the last ping",
         )?;
         registry.register(Box::new(store_up.clone()))?;
+        registry.register(Box::new(crate::store_metrics::StoreCollector::new(
+            store.clone(),
+        )?))?;
 
         if mode == Mode::Demo && config.demo.simulate {
             let lot = LotId::parse(&config.demo.lot).context("demo.lot is not a valid lot id")?;

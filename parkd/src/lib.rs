@@ -15,4 +15,5 @@ pub mod config;
 pub mod demo;
 pub mod devices;
 pub mod live;
+pub mod store_metrics;
 pub mod telemetry;

@@ -1300,6 +1300,25 @@ pub trait Store:
     /// Waits until the writes it was given are done (the PostgreSQL store writes
     /// reservations in batches of its own tasks); called at shutdown, after the last request.
     async fn settle(&self) {}
+    /// What the batched reservation writes did since start (PostgreSQL; `None` elsewhere).
+    fn reservation_batches(&self) -> Option<ReservationBatches> {
+        None
+    }
+}
+
+/// Counts of the PostgreSQL store's batched reservation writes (group commit), since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReservationBatches {
+    /// Multi-row statements run (a create written alone is not counted).
+    pub statements: u64,
+    /// Rows in them.
+    pub rows: u64,
+    /// Of those statements, how many the exclusion constraint refused whole (another
+    /// instance booked one of the spots): written again leaving out the overlapping rows.
+    pub refused_overlap: u64,
+    /// Of those statements, how many failed whole otherwise (a taken key, a missing user, a
+    /// deadlock): written again row by row.
+    pub rewritten: u64,
 }
 
 /// Where to keep data.

@@ -814,6 +814,10 @@ impl Store for PostgresStore {
         self.writer.settle().await;
     }
 
+    fn reservation_batches(&self) -> Option<crate::ReservationBatches> {
+        Some(self.writer.stats())
+    }
+
     fn timescale(&self) -> bool {
         self.timescale
     }

@@ -128,3 +128,42 @@ pub async fn sqlite_store() -> (SqliteStore, tempfile::TempDir) {
         .unwrap_or_else(|e| panic!("opening the test SQLite store failed: {e}"));
     (store, dir)
 }
+
+/// A driver account `id` with a placeholder password hash, created at `at`.
+pub fn driver(id: &str, at: chrono::DateTime<chrono::Utc>) -> crate::User {
+    crate::User {
+        id: id.into(),
+        email: parkd_core::account::Email::parse(&format!("{id}@example.com"))
+            .expect("a valid test e-mail address"),
+        password_hash: "x".into(),
+        role: parkd_core::account::Role::Driver,
+        display_name: String::new(),
+        disabled: false,
+        created_at: at,
+        password_changed_at: at,
+    }
+}
+
+/// A confirmed car reservation `id` of user `u1` on `spot` of lot `garage-a`, code `C-{id}`.
+pub fn car_reservation(
+    id: &str,
+    spot: &str,
+    starts_at: chrono::DateTime<chrono::Utc>,
+    ends_at: chrono::DateTime<chrono::Utc>,
+) -> crate::ReservationRow {
+    crate::ReservationRow {
+        id: id.into(),
+        code: format!("C-{id}"),
+        user_id: "u1".into(),
+        vehicle_id: None,
+        plate_key: "AB123".into(),
+        vehicle_type: parkd_core::vehicle::VehicleType::Car,
+        lot: parkd_core::ids::LotId::parse("garage-a").expect("a valid lot id"),
+        spot: parkd_core::ids::SpotId::parse(spot).expect("a valid test spot id"),
+        starts_at,
+        ends_at,
+        state: parkd_core::reservation::ReservationState::Confirmed,
+        created_at: starts_at,
+        updated_at: starts_at,
+    }
+}

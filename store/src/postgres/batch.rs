@@ -127,7 +127,7 @@ pub(super) struct ReservationWriter {
     counts: Counts,
 }
 
-/// What the writer did, for tests and debugging.
+/// What the writer did (`stats`, exported as metrics by parkd).
 #[derive(Debug, Default)]
 struct Counts {
     /// Multi-row statements run.
@@ -192,6 +192,17 @@ impl ReservationWriter {
                 "the reservation write was abandoned (shutting down)".to_owned(),
             ))
         })
+    }
+
+    /// What it did since start.
+    pub(super) fn stats(&self) -> crate::ReservationBatches {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        crate::ReservationBatches {
+            statements: read(&self.counts.batches),
+            rows: read(&self.counts.batched_rows),
+            refused_overlap: read(&self.counts.refused_overlap),
+            rewritten: read(&self.counts.rewritten),
+        }
     }
 
     /// Waits until every batch taken so far is written and answered.
@@ -511,50 +522,26 @@ async fn insert_many(
 #[cfg(feature = "testing")]
 mod tests {
     use chrono::TimeZone;
-    use parkd_core::account::Email;
-    use parkd_core::account::Role;
-    use parkd_core::ids::{LotId, SpotId};
-    use parkd_core::reservation::ReservationState;
-    use parkd_core::vehicle::VehicleType;
+    use parkd_core::ids::LotId;
 
     use super::*;
-    use crate::{AccountStore, ReservationStore, User};
+    use crate::{AccountStore, ReservationStore};
 
     fn t(minute: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_900_000_000 + minute * 60, 0).unwrap()
     }
 
     fn row(id: &str, spot: &str, from: i64, to: i64) -> ReservationRow {
-        ReservationRow {
-            id: id.into(),
-            code: format!("C-{id}"),
-            user_id: "u1".into(),
-            vehicle_id: None,
-            plate_key: "AB123".into(),
-            vehicle_type: VehicleType::Car,
-            lot: LotId::parse("garage-a").unwrap(),
-            spot: SpotId::parse(spot).unwrap(),
-            starts_at: t(from),
-            ends_at: t(to),
-            state: ReservationState::Confirmed,
-            created_at: t(0),
-            updated_at: t(0),
-        }
+        let mut row = crate::testing::car_reservation(id, spot, t(from), t(to));
+        row.created_at = t(0);
+        row.updated_at = t(0);
+        row
     }
 
     async fn store_with_user() -> Arc<super::super::PostgresStore> {
         let store = crate::testing::postgres_store().await;
         store
-            .create_user(&User {
-                id: "u1".into(),
-                email: Email::parse("ana@example.com").unwrap(),
-                password_hash: "x".into(),
-                role: Role::Driver,
-                display_name: String::new(),
-                disabled: false,
-                created_at: t(0),
-                password_changed_at: t(0),
-            })
+            .create_user(&crate::testing::driver("u1", t(0)))
             .await
             .unwrap();
         Arc::new(store)
