@@ -235,7 +235,8 @@ impl Default for DatabaseConfig {
 /// (first come, first served) rather than in the operating system's run queue: on 2 cores with
 /// PostgreSQL on the same machine, 4 connections kept the reservations benchmark's p99 at
 /// 18.4–19.7 ms (max 41–45 ms) where 8 gave 21.3–23.2 ms (max 157–233 ms), at the same
-/// throughput, 3 runs each alternating (bench/results/reservations.md, analysis).
+/// throughput, 3 runs each alternating, before creates were batched
+/// (bench/results/reservations.md, "Earlier").
 pub fn default_pool_size() -> usize {
     std::thread::available_parallelism()
         .map_or(4, |cores| cores.get() * 2)

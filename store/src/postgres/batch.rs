@@ -54,8 +54,9 @@ pub(super) struct BatchLimits {
 
 impl BatchLimits {
     /// For a pool of `pool_size` connections: half of them for batches (the rest for reads and
-    /// other writes), 16 rows each. Measured on 2 cores (bench/results/reservations.md): 16 or
-    /// 64 rows, 2 or 4 in flight all gave p99 13.5–15.5 ms; 16 and 2 the most bookings/s.
+    /// other writes), 16 rows each. On 2 cores (pool 4; bench/results/reservations.md,
+    /// "Tuning"): 8, 16 or 64 rows and 1 to 4 in flight all gave p99 13.5–17.3 ms; 16 rows and
+    /// 2 in flight the most bookings/s at a p99 of 14.1–14.2 ms.
     pub(super) fn for_pool(pool_size: usize) -> Self {
         BatchLimits {
             rows: 16,
@@ -131,9 +132,9 @@ pub(super) struct ReservationWriter {
 #[derive(Debug, Default)]
 struct Counts {
     /// Multi-row statements run.
-    batches: AtomicU64,
+    statements: AtomicU64,
     /// Rows in them.
-    batched_rows: AtomicU64,
+    rows: AtomicU64,
     /// Of those, how many the exclusion constraint refused whole (written again skipping the
     /// overlapping rows).
     refused_overlap: AtomicU64,
@@ -198,8 +199,8 @@ impl ReservationWriter {
     pub(super) fn stats(&self) -> crate::ReservationBatches {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         crate::ReservationBatches {
-            statements: read(&self.counts.batches),
-            rows: read(&self.counts.batched_rows),
+            statements: read(&self.counts.statements),
+            rows: read(&self.counts.rows),
             refused_overlap: read(&self.counts.refused_overlap),
             rewritten: read(&self.counts.rewritten),
         }
@@ -259,9 +260,9 @@ impl ReservationWriter {
             let result = insert_one(&client, &one.row, answer).await;
             return answer_each(batch, [result]);
         }
-        self.counts.batches.fetch_add(1, Ordering::Relaxed);
+        self.counts.statements.fetch_add(1, Ordering::Relaxed);
         self.counts
-            .batched_rows
+            .rows
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let skip_overlaps = self
             .contended
@@ -354,6 +355,27 @@ fn answer_all(batch: Vec<Pending>, error: StoreError) {
     }
 }
 
+/// The single-row statement without and with an idempotency key ([`insert_one`]). The spot's
+/// lock is taken while producing the row, so before the constraint's check; the key goes in
+/// after the row (so after the lock): a concurrent request with the same key waits for this
+/// transaction, then fails on the primary key and replays this answer.
+static INSERT_ONE_SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+    let row = format!(
+        "INSERT INTO reservations ({COLUMNS}) \
+         SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, \
+                $8::text, $9::timestamptz, $10::timestamptz, $11::text, $12::timestamptz, \
+                $13::timestamptz \
+         FROM (SELECT pg_advisory_xact_lock(hashtextextended($14, 0))) AS spot_lock"
+    );
+    let keyed = format!(
+        "WITH made AS ({row} RETURNING reservation_id) \
+         INSERT INTO idempotency_keys (user_id, key, scope, request_sha256, status, response, \
+                                       created_at, completed_at) \
+         SELECT $15, $16, $17, $18, $19, $20, $21, $21 FROM made"
+    );
+    [row, keyed]
+});
+
 /// One reservation in one statement: the spot's advisory lock, the row, and its idempotency
 /// key with the answer (only if the row went in; on a conflict or a taken key the statement
 /// fails whole).
@@ -362,11 +384,6 @@ pub(super) async fn insert_one(
     r: &ReservationRow,
     answer: Option<IdempotentAnswer<'_>>,
 ) -> StoreResult<()> {
-    // The lock is taken while producing the row, so before the constraint's check.
-    let values = "SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, \
-                  $7::text, $8::text, $9::timestamptz, $10::timestamptz, $11::text, \
-                  $12::timestamptz, $13::timestamptz \
-                  FROM (SELECT pg_advisory_xact_lock(hashtextextended($14, 0))) AS spot_lock";
     let key = spot_lock_key(&r.lot, &r.spot);
     let vehicle_type = r.vehicle_type.as_str();
     let (lot, spot, state) = (r.lot.as_str(), r.spot.as_str(), r.state.as_str());
@@ -388,7 +405,7 @@ pub(super) async fn insert_one(
     ];
     let (status, hash);
     let sql = match &answer {
-        None => format!("INSERT INTO reservations ({COLUMNS}) {values}"),
+        None => &INSERT_ONE_SQL[0],
         Some(answer) => {
             status = i32::from(answer.status);
             hash = answer.request_sha256.as_slice();
@@ -401,19 +418,10 @@ pub(super) async fn insert_one(
                 &answer.body,
                 &answer.at,
             ]);
-            // The key goes in after the row (so after the spot's lock): a concurrent
-            // request with the same key waits here for this transaction, then fails on
-            // the primary key and replays this answer.
-            format!(
-                "WITH made AS (INSERT INTO reservations ({COLUMNS}) {values} \
-                 RETURNING reservation_id) \
-                 INSERT INTO idempotency_keys (user_id, key, scope, request_sha256, \
-                                               status, response, created_at, completed_at) \
-                 SELECT $15, $16, $17, $18, $19, $20, $21, $21 FROM made"
-            )
+            &INSERT_ONE_SQL[1]
         }
     };
-    let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+    let statement = client.prepare_cached(sql).await.map_err(pg_err)?;
     client
         .execute(&statement, &params)
         .await
@@ -426,8 +434,9 @@ pub(super) async fn insert_one(
     Ok(())
 }
 
-/// The batch statement, `{skip}` standing for its conflict clause. Its rows come in as one
-/// array per column (`unnest`), so one prepared statement serves every batch size.
+/// The batch statement, `{columns}` standing for [`COLUMNS`] and `{skip}` for its conflict
+/// clause. Its rows come in as one array per column (`unnest`), so one prepared statement
+/// serves every batch size.
 const INSERT_MANY: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -440,11 +449,8 @@ WITH input AS (
     SELECT s.*, pg_advisory_xact_lock(hashtextextended(s.lock_key, 0)) AS locked
     FROM (SELECT * FROM input ORDER BY lock_key OFFSET 0) AS s
 ), made AS (
-    INSERT INTO reservations (reservation_id, code, user_id, vehicle_id, plate_key,
-                              vehicle_type, lot_id, spot_id, starts_at, ends_at, state,
-                              created_at, updated_at)
-    SELECT reservation_id, code, user_id, vehicle_id, plate_key, vehicle_type, lot_id,
-           spot_id, starts_at, ends_at, state, created_at, updated_at
+    INSERT INTO reservations ({columns})
+    SELECT {columns}
     FROM locked
     {skip}
     RETURNING reservation_id
@@ -462,9 +468,10 @@ SELECT reservation_id FROM made";
 
 /// [`INSERT_MANY`] inserting plainly, and leaving out rows the constraints refuse.
 static INSERT_MANY_SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+    let sql = INSERT_MANY.replace("{columns}", COLUMNS);
     [
-        INSERT_MANY.replace("{skip}", ""),
-        INSERT_MANY.replace("{skip}", "ON CONFLICT DO NOTHING"),
+        sql.replace("{skip}", ""),
+        sql.replace("{skip}", "ON CONFLICT DO NOTHING"),
     ]
 });
 
@@ -587,8 +594,8 @@ mod tests {
         let results = create_all(&store, rows).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         let counts = &store.writer.counts;
-        assert_eq!(counts.batches.load(Ordering::Relaxed), 1);
-        assert_eq!(counts.batched_rows.load(Ordering::Relaxed), 16);
+        assert_eq!(counts.statements.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.rows.load(Ordering::Relaxed), 16);
         assert_eq!(counts.refused_overlap.load(Ordering::Relaxed), 0);
         assert_eq!(counts.rewritten.load(Ordering::Relaxed), 0);
         assert_eq!(store.writer.contended.load(Ordering::Relaxed), 0);
@@ -625,7 +632,7 @@ mod tests {
             }
         }
         let counts = &store.writer.counts;
-        assert_eq!(counts.batches.load(Ordering::Relaxed), 2);
+        assert_eq!(counts.statements.load(Ordering::Relaxed), 2);
         assert_eq!(counts.refused_overlap.load(Ordering::Relaxed), 1);
         assert_eq!(counts.rewritten.load(Ordering::Relaxed), 0);
         assert_eq!(
@@ -666,7 +673,7 @@ mod tests {
             }
         }
         let counts = &store.writer.counts;
-        assert_eq!(counts.batches.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.statements.load(Ordering::Relaxed), 1);
         assert_eq!(counts.rewritten.load(Ordering::Relaxed), 1);
         assert_eq!(store.reservation("r-3").await.unwrap(), None);
         assert!(store.reservation("r-4").await.unwrap().is_some());
@@ -694,8 +701,8 @@ mod tests {
             call.await.unwrap().unwrap();
         }
         writer.settle().await;
-        assert_eq!(writer.counts.batches.load(Ordering::Relaxed), 3);
-        assert_eq!(writer.counts.batched_rows.load(Ordering::Relaxed), 20);
+        assert_eq!(writer.counts.statements.load(Ordering::Relaxed), 3);
+        assert_eq!(writer.counts.rows.load(Ordering::Relaxed), 20);
     }
 
     /// A caller that goes away while its row is queued writes nothing (as before batching),
@@ -713,7 +720,7 @@ mod tests {
             assert!(polled.is_pending(), "{polled:?}");
         }
         store.writer.settle().await;
-        assert_eq!(store.writer.counts.batches.load(Ordering::Relaxed), 0);
+        assert_eq!(store.writer.counts.statements.load(Ordering::Relaxed), 0);
         for i in 0..5 {
             assert_eq!(store.reservation(&format!("gone-{i}")).await.unwrap(), None);
         }
